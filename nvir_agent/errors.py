@@ -1,0 +1,74 @@
+"""Every error the agent reports to a person derives from AgentError.
+
+An AgentError carries a message a lab user can act on: what went wrong, which
+file or setting, and what to do about it. Lower-level errors (OSError,
+sqlite3, OpenCV, torch) are converted at the boundary with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Root of all errors shown to users.
+
+    ``message`` says what happened (naming the file or setting), ``hint`` says
+    what to do. ``exit_code`` is what the command line returns for it.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  → {self.hint}"
+        return self.message
+
+
+class UsageError(AgentError):
+    """Wrong command-line use."""
+
+    exit_code = 2
+
+
+class ConfigError(AgentError):
+    """agent.toml is unreadable or holds a wrong value."""
+
+    exit_code = 2
+
+
+class StoreError(AgentError):
+    """The database cannot be opened, migrated or written."""
+
+
+class ImageError(AgentError):
+    """A per-image problem: recorded on that image, the agent carries on."""
+
+
+class ImageReadError(ImageError):
+    """The file is not a readable image (corrupt, truncated, too large, unknown format)."""
+
+
+class AnalysisError(ImageError):
+    """An image was read but could not be analysed (e.g. no spheroid to score)."""
+
+
+class ModelLoadError(AgentError):
+    """A model file is missing, corrupt, truncated or of the wrong kind."""
+
+    exit_code = 2
+
+
+class PlateMapError(AgentError):
+    """A plate map file is malformed."""
+
+    exit_code = 2
+
+
+class DataError(AgentError):
+    """Training or evaluation input (labels, images) is unusable."""
+
+    exit_code = 2

@@ -1,0 +1,116 @@
+"""The analysis pipeline: the contract between the engine and the steps that
+look at an image (reading, segmentation, NViR scoring).
+
+The engine hands a batch of :class:`Analysis` objects to each :class:`Stage`
+in order. A stage fills in what it knows (``pixels``, ``features``,
+``viability`` …) or marks one analysis failed with a per-image error; it never
+raises for a single bad image. A stage raises only for a fatal problem that
+stops the engine (an ``AgentError`` that is not an ``ImageError``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from nvir_agent.errors import ImageError
+from nvir_agent.naming import ImageKey
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image file the store knows about (a row of the images table)."""
+
+    id: int
+    path: Path
+    key: ImageKey
+    size: int
+    mtime: float
+
+
+@dataclass
+class Analysis:
+    """What the stages learn about one image; flattened into a Measurement."""
+
+    record: ImageRecord
+    pixels: np.ndarray | None = None
+    bit_depth: int | None = None
+    image_meta: dict[str, Any] = field(default_factory=dict)
+    mask: np.ndarray | None = None
+    found: bool | None = None
+    features: dict[str, Any] = field(default_factory=dict)
+    qc: list[str] = field(default_factory=list)
+    viability: float | None = None
+    model: str | None = None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def fail(self, err: ImageError | str) -> None:
+        """Record a per-image problem; later stages skip this image."""
+        self.error = err.message if isinstance(err, ImageError) else str(err)
+        self.pixels = None
+        self.mask = None
+
+    def measurement(self) -> Measurement:
+        return Measurement(
+            found=self.found,
+            viability=self.viability,
+            model=self.model,
+            qc=list(self.qc),
+            features=dict(self.features),
+            image_meta=dict(self.image_meta),
+        )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What is stored for a successfully analysed image."""
+
+    found: bool | None = None
+    viability: float | None = None
+    model: str | None = None
+    qc: list[str] = field(default_factory=list)
+    features: dict[str, Any] = field(default_factory=dict)
+    image_meta: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat keys as `process --json` and `export` print them."""
+        out: dict[str, Any] = {}
+        out.update(self.image_meta)
+        out.update(self.features)
+        out["found"] = self.found
+        out["qc"] = list(self.qc)
+        out["viability"] = self.viability
+        out["model"] = self.model
+        return out
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """One step of the analysis. ``run`` mutates the analyses in place."""
+
+    name: str
+
+    def run(self, batch: list[Analysis]) -> None: ...
+
+
+@runtime_checkable
+class ResultListener(Protocol):
+    """Told after a batch of results is committed (the monitor is one)."""
+
+    def on_results(self, image_ids: list[int]) -> None: ...
+
+
+def run_stages(stages: list[Stage], batch: list[Analysis]) -> None:
+    """Run each stage over the images that have not failed so far."""
+    for stage in stages:
+        alive = [a for a in batch if not a.failed]
+        if not alive:
+            return
+        stage.run(alive)
