@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.errors import ConfigError
+from nvir_agent.naming import PRESET_NAMES
 from nvir_agent.paths import user_config_dir
 
 if sys.version_info >= (3, 11):
@@ -124,6 +125,7 @@ SECTIONS: dict[str, type] = {
 
 _CHOICES = {
     ("watch", "observer"): ("auto", "native", "polling"),
+    ("watch", "naming"): PRESET_NAMES,
     ("model", "device"): ("auto", "cpu", "cuda", "mps"),
     ("model", "fast_path"): ("auto", "fp32", "bf16", "onnx", "fp16"),
     ("plates", "format"): (96, 384, 1536),
@@ -304,11 +306,17 @@ def _validate(cfg: Config, where: str, check_folders: bool) -> None:
                 f"{where}: watch.regex is not a valid regular expression: {exc}.",
                 "Fix the pattern; use named groups such as (?P<well>[A-P]\\d{2}).",
             ) from exc
-        if "well" not in rx.groupindex:
+        if "well" not in rx.groupindex and not {"row", "column"} <= set(rx.groupindex):
             raise ConfigError(
-                f"{where}: watch.regex has no named group 'well'.",
+                f"{where}: watch.regex has no named group 'well' (nor 'row' and 'column').",
                 "Add (?P<well>...) around the part of the file name that gives the well.",
             )
+    elif cfg.watch.naming == "regex":
+        raise ConfigError(
+            f"{where}: watch.naming is 'regex' but watch.regex is empty.",
+            "Give watch.regex with named groups such as (?P<well>[A-P]\\d{2}), "
+            "or pick a preset for watch.naming.",
+        )
     if check_folders:
         for folder in cfg.watch.folders:
             p = cfg.resolve(folder)

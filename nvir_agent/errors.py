@@ -40,6 +40,10 @@ class ConfigError(AgentError):
     exit_code = 2
 
 
+class NamingError(AgentError):
+    """A file name matches no naming preset nor the configured regex."""
+
+
 class StoreError(AgentError):
     """The database cannot be opened, migrated or written."""
 
