@@ -217,6 +217,14 @@ def _cell_spots(shape: tuple[int, int], xs: np.ndarray, ys: np.ndarray, weights:
     return img * np.float32(2 * np.pi * sigma * sigma)
 
 
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """x0, y0, x1, y1 of the non-zero pixels (the whole array when empty)."""
+    x, y, w, h = cv2.boundingRect(mask)
+    if w == 0 or h == 0:
+        return 0, 0, mask.shape[1], mask.shape[0]
+    return x, y, x + w, y + h
+
+
 def _render_body(v: float, r: float, cx: float, cy: float, box: tuple[int, int, int, int],
                  fragmented: bool, shape_rng: np.random.Generator,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -246,28 +254,42 @@ def _render_body(v: float, r: float, cx: float, cy: float, box: tuple[int, int, 
             p2 = (int(round(px + dx)), int(round(py + dy)))
             cv2.line(mask, p1, p2, 0, width, cv2.LINE_8)
             cracks.append({"angle": float(ang), "width_px": width})
-        # drop crumbs smaller than a few cells: they belong to the halo
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        small = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] < 30 * cell * cell]
-        if small:
-            mask[np.isin(labels, small)] = 0
+        # the pieces drift apart; crumbs smaller than a few cells join the halo
+        count, labels, stats, cents = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        drift = rng.uniform(0.04, 0.15) * r
+        moved = np.zeros_like(mask)
+        for i in range(1, count):
+            if stats[i, cv2.CC_STAT_AREA] < 30 * cell * cell:
+                continue
+            ux, uy = cents[i][0] - lx, cents[i][1] - ly
+            norm = math.hypot(ux, uy) or 1.0
+            shift = np.float32([[1, 0, drift * ux / norm], [0, 1, drift * uy / norm]])
+            piece = (labels == i).astype(np.uint8)
+            moved |= cv2.warpAffine(piece, shift, (w, h), flags=cv2.INTER_NEAREST)
+        mask = moved
 
     inside = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
     outside = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)
     depth = inside / np.float32(r)  # depth into the body in radii
 
-    # body transmission: dense dark core, lighter textured outer band; lighter as v falls
-    t_core = 0.60 - 0.44 * min(vigour, 1.0) ** 0.9 - 0.08 * max(vigour - 1.0, 0.0)
-    t_edge = 0.62 + 0.22 * loss
-    lam_fast = 0.055 + 0.12 * loss
-    lam_slow = 0.22 + 0.2 * loss
-    t_mid = t_core + 0.07
-    body = (t_core + (t_mid - t_core) * np.exp(-depth / lam_slow)
-            + (t_edge - t_mid) * np.exp(-depth / lam_fast))
-    tex = _cell_texture(rng, (h, w), cell)
-    patch = _cell_texture(rng, (h, w), cell * 4.0)
-    amp = (0.20 + 0.05 * loss) * np.exp(-depth / 0.09) + 0.02 + 0.05 * loss
-    body = body + amp * tex + (0.10 * loss) * patch * (depth < 2)
+    # body transmission: dense dark core, lighter textured outer band (calibrated on
+    # the real healthy spheroid of DESIGN.md); lighter and more translucent as v falls
+    t_core = 0.50 - 0.33 * min(vigour, 1.0) ** 0.9 - 0.06 * max(vigour - 1.0, 0.0)
+    a_slow = 0.225 + 0.05 * loss
+    a_fast = 0.23 + 0.05 * loss
+    l_slow = 0.25 + 0.25 * loss
+    l_fast = 0.05 + 0.10 * loss
+    bx0, by0, bx1, by1 = _bbox(mask)
+    sub = (slice(by0, by1), slice(bx0, bx1))
+    d = depth[sub]
+    body = t_core + a_slow * np.exp(-d / l_slow) + a_fast * np.exp(-d / l_fast)
+    tex = _cell_texture(rng, d.shape, cell)
+    patch = _cell_texture(rng, d.shape, cell * 4.0)
+    amp = (0.30 * np.exp(-d / 0.09) + (0.045 + 0.04 * loss) * np.exp(-d / 0.35)
+           + 0.008 + 0.03 * loss)
+    body += amp * tex + np.float32(0.08 * loss) * patch
+    body_full = np.ones((h, w), np.float32)
+    body_full[sub] = np.clip(body, 0.03, 1.1)
     # soft body edge (about one pixel) so the border is not a jagged step
     sd = inside - outside
     alpha = np.clip(0.5 + sd, 0.0, 1.0)
@@ -275,11 +297,11 @@ def _render_body(v: float, r: float, cx: float, cy: float, box: tuple[int, int, 
     # thin bright rim just outside the border (fades as the border loosens)
     rim_w = max(1.0, r / 140.0)
     rim = (0.10 * (1.0 - 0.7 * loss)) * np.exp(-outside / rim_w) * (outside > 0)
-    trans = (1.0 - alpha) * (1.0 + rim) + alpha * np.clip(body, 0.03, 1.2)
+    trans = (1.0 - alpha) * (1.0 + rim) + alpha * body_full
 
     # loose cells at the border, shed dead cells and clumps in a halo around the body
     ys_b, xs_b = np.nonzero(cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)))
-    n_fringe = int(len(xs_b) / cell * (0.5 + 0.6 * loss))
+    n_fringe = int(len(xs_b) / cell * (0.16 + 0.6 * loss))
     n_halo = int((0.04 + 2.2 * loss**1.5) * (2 * math.pi * r * r) / (cell * cell) * 0.25)
     n_clumps = int(rng.poisson(1.0 + 14.0 * loss**1.3))
     xs_all, ys_all, wt_all = [np.zeros(0)], [np.zeros(0)], [np.zeros(0)]
