@@ -142,6 +142,13 @@ def test_ic50_beyond_ten_times_highest_concentration_is_infinite():
     assert "infinite" in fit.message
     within = fit_dose_response(CONC, two_pl(CONC, 1.0, 500.0))
     assert not within.infinite and within.ic50 == pytest.approx(500.0, rel=1e-4)
+    assert "extrapolated" in within.message
+
+
+def test_ic50_above_range_with_unbounded_interval_is_flagged():
+    fit = fit_dose_response(CONC, [1.0, 0.99, 1.01, 1.0, 0.98, 1.02, 0.99])
+    assert fit.converged and not fit.infinite  # the paper's rule keeps it finite …
+    assert "CI reaches beyond 10x" in fit.message  # … but the report says how little it means
 
 
 def test_harmless_compound_gets_infinite_ic50():

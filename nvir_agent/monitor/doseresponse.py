@@ -282,6 +282,10 @@ def _summarise(
         infinite = True
         messages.append(f"lower plateau {bottom:.2f} > {NORMALISED_INFINITE_BOTTOM}: never halves")
     min_conc = float(problem.x[problem.x > 0].min())
+    if max_conc < ic50_fitted <= INFINITE_FACTOR * max_conc:
+        messages.append(f"IC50 above the highest concentration ({max_conc:g}): extrapolated")
+        if not ci[1] <= INFINITE_FACTOR * max_conc:
+            messages.append("its 95% CI reaches beyond 10x the highest concentration")
     if ic50_fitted < min_conc / INFINITE_FACTOR:
         messages.append(f"IC50 far below the lowest concentration ({min_conc:g}): extrapolated")
     if infinite:
