@@ -73,6 +73,7 @@ class ModelConfig:
 class PlatesConfig:
     maps: str = ""  # folder of plate maps or one file
     format: int = 96
+    read_gap_s: float = 900.0  # images further apart than this start a new plate read
 
 
 @dataclass
@@ -86,6 +87,7 @@ class AlertsConfig:
     control_cv: float = 0.2
     control_drop: float = 0.3
     qc_fail_fraction: float = 0.25
+    qc_ignore: list[str] = field(default_factory=list)  # QC flags that do not disqualify a well
     enabled: bool = True
 
 
@@ -284,6 +286,7 @@ def _validate(cfg: Config, where: str, check_folders: bool) -> None:
     positive("alerts", "confirm")
     positive("alerts", "min_controls")
     positive("notify", "min_interval_s", allow_zero=True)
+    positive("plates", "read_gap_s")
     for key in ("threshold", "critical", "drop", "hysteresis", "control_cv",
                 "control_drop", "qc_fail_fraction"):
         v = getattr(cfg.alerts, key)

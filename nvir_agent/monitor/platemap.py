@@ -513,3 +513,26 @@ def render_layout(pm: PlateMap) -> str:
     if pm.dosing_timepoint is not None:
         lines.append(f"Dosing at time point {pm.dosing_timepoint}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def plate_map_to_dict(pm: PlateMap) -> dict[str, Any]:
+    """A plain dict (JSON-safe) of a plate map, as the store keeps it."""
+    return {
+        "plate": pm.plate, "format": pm.format, "source": pm.source,
+        "dosing_timepoint": pm.dosing_timepoint, "cmax_uM": dict(pm.cmax_uM),
+        "wells": {w: {"role": a.role, "compound": a.compound,
+                      "concentration_uM": a.concentration_uM, "group": a.group,
+                      "cmax_uM": a.cmax_uM} for w, a in sorted(pm.wells.items())},
+    }
+
+
+def plate_map_from_dict(d: Mapping[str, Any]) -> PlateMap:
+    """Inverse of :func:`plate_map_to_dict`."""
+    wells = {w: WellAssignment(w, v["role"], v.get("compound"), v.get("concentration_uM"),
+                               v.get("group"), v.get("cmax_uM"))
+             for w, v in d.get("wells", {}).items()}
+    return PlateMap(d["plate"], wells, int(d.get("format", 96)), d.get("source", ""),
+                    d.get("dosing_timepoint"), dict(d.get("cmax_uM") or {}))

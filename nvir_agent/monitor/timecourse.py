@@ -1,0 +1,537 @@
+"""Viability time courses: per-image scores → per-well values per plate read,
+normalised to the vehicle controls and to each well's own baseline.
+
+Pure part (no files, no clock): :func:`assign_timepoints`,
+:func:`aggregate_wells`, :func:`normalise`, :func:`summarise_reads`.
+Store part: :func:`load_timecourses` and :func:`load_plate` read the images,
+measurements and plate-map tables and run the pure part.
+
+Rules that make results stable while images keep arriving:
+- time points come from the file name (index, else elapsed time clustered into
+  reads), else from acquisition time (file mtime) clustered into reads: a gap
+  longer than ``read_gap_s`` between consecutive images starts a new read;
+- the latest image per (plate, well, time point, field, channel, z) wins, so a
+  re-imaged well replaces its earlier image instead of being counted twice;
+- several fields of one well at one time point → their median.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nvir_agent.errors import StoreError
+from nvir_agent.monitor.platemap import (
+    PlateMap,
+    WellAssignment,
+    plate_map_from_dict,
+    plate_map_to_dict,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_READ_GAP_S = 900.0
+DEFAULT_MIN_CONTROLS = 3
+
+# Flags on a WellTimepoint
+FLAG_FALLBACK = "fallback"  # controls taken from the same time point on other plates
+FLAG_NO_CONTROLS = "no_controls"  # no usable vehicle wells at all
+FLAG_NO_MAP = "no_map"  # the plate has no plate map
+FLAG_QC = "qc"  # no field of this well passed segmentation QC
+FLAG_NOT_FOUND = "not_found"  # no spheroid found
+FLAG_FAILED = "failed"  # the image could not be read/analysed
+FLAG_NO_SCORE = "no_score"  # analysed but not scored (no model)
+FLAG_BASELINE = "baseline"  # this time point is the well's baseline
+FLAG_NO_BASELINE = "no_baseline"  # no usable baseline score
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    """One image's result as the store has it (input of the time-course maths)."""
+
+    image_id: int
+    plate: str
+    well: str
+    timepoint: int | None = None
+    elapsed_s: float | None = None
+    mtime: float = 0.0
+    field: int | None = None
+    channel: str | None = None
+    z: int | None = None
+    state: str = "done"  # done | failed | pending
+    found: bool | None = True
+    viability: float | None = None
+    qc: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WellRead:
+    """One well at one time point, fields combined."""
+
+    plate: str
+    well: str
+    timepoint: int
+    score: float | None
+    passed_qc: bool
+    flags: tuple[str, ...]
+    n_fields: int
+    acquired_at: float
+    elapsed_s: float | None = None
+    image_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class WellTimepoint:
+    """The time-course point of one well: what reports and rules read."""
+
+    plate: str
+    well: str
+    timepoint: int
+    role: str | None
+    compound: str | None
+    concentration_uM: float | None
+    group: str | None
+    score: float | None
+    viability_rel_control: float | None
+    viability_rel_baseline: float | None
+    flags: tuple[str, ...] = ()
+    cmax_uM: float | None = None
+    control_median: float | None = None
+    passed_qc: bool = True
+    acquired_at: float = 0.0
+    elapsed_s: float | None = None
+    n_fields: int = 1
+
+
+@dataclass(frozen=True)
+class ControlLevel:
+    """The vehicle reference of one plate at one time point."""
+
+    median: float | None
+    cv: float | None
+    n: int
+    source: str  # plate | fallback | none
+
+
+@dataclass(frozen=True)
+class ReadSummary:
+    """One plate read: coverage, QC and vehicle controls (for the plate QC rules)."""
+
+    plate: str
+    timepoint: int
+    wells_imaged: int
+    wells_failed_qc: int
+    missing_wells: tuple[str, ...]
+    control: ControlLevel
+    acquired_at: float = 0.0
+
+
+# --------------------------------------------------------------------------- time points
+
+
+def _cluster(values: Sequence[float], gap: float) -> list[int]:
+    """1-based cluster index per value: sorted values split where the gap > gap."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0] * len(values)
+    cluster, prev = 0, None
+    for i in order:
+        v = values[i]
+        if prev is None or v - prev > gap:
+            cluster += 1
+        out[i] = cluster
+        prev = v
+    return out
+
+
+def assign_timepoints(images: Iterable[ImageScore], read_gap_s: float = DEFAULT_READ_GAP_S
+                      ) -> dict[int, int]:
+    """image_id → time point, decided per plate.
+
+    A plate whose images all carry a time point index uses it; else, when all
+    carry an elapsed time, reads are elapsed-time clusters; else acquisition
+    time (mtime) clusters. Clusters are numbered 1, 2, … in time order.
+    """
+    by_plate: dict[str, list[ImageScore]] = defaultdict(list)
+    for im in images:
+        by_plate[im.plate].append(im)
+    out: dict[int, int] = {}
+    for ims in by_plate.values():
+        if all(im.timepoint is not None for im in ims):
+            out.update({im.image_id: int(im.timepoint) for im in ims})  # type: ignore[arg-type]
+            continue
+        if all(im.elapsed_s is not None for im in ims):
+            values = [float(im.elapsed_s) for im in ims]  # type: ignore[arg-type]
+        else:
+            values = [im.mtime for im in ims]
+        for im, tp in zip(ims, _cluster(values, read_gap_s), strict=True):
+            out[im.image_id] = tp
+    return out
+
+
+# --------------------------------------------------------------------------- wells
+
+
+def _image_ok(im: ImageScore, qc_ignore: frozenset[str]) -> bool:
+    return (im.state == "done" and bool(im.found) and im.viability is not None
+            and not (set(im.qc) - qc_ignore))
+
+
+def aggregate_wells(images: Iterable[ImageScore], timepoints: dict[int, int], *,
+                    qc_ignore: Iterable[str] = ()) -> list[WellRead]:
+    """Combine fields per (plate, well, time point); the latest image per site wins.
+
+    The score is the median of the fields that passed QC, else the median of
+    whatever fields were scored (flagged ``qc``)."""
+    ignore = frozenset(qc_ignore)
+    latest: dict[tuple, ImageScore] = {}
+    for im in images:
+        if im.state == "pending" or im.image_id not in timepoints:
+            continue
+        site = (im.plate, im.well, timepoints[im.image_id], im.field, im.channel, im.z)
+        cur = latest.get(site)
+        if cur is None or (im.mtime, im.image_id) > (cur.mtime, cur.image_id):
+            latest[site] = im
+    per_well: dict[tuple[str, str, int], list[ImageScore]] = defaultdict(list)
+    for (plate, well, tp, *_), im in latest.items():
+        per_well[(plate, well, tp)].append(im)
+    out: list[WellRead] = []
+    for (plate, well, tp), ims in sorted(per_well.items()):
+        ok = [im.viability for im in ims if _image_ok(im, ignore)]
+        scored = [im.viability for im in ims if im.state == "done" and im.viability is not None]
+        flags: list[str] = []
+        if any(im.state == "failed" for im in ims):
+            flags.append(FLAG_FAILED)
+        if any(im.state == "done" and im.found is False for im in ims):
+            flags.append(FLAG_NOT_FOUND)
+        if not scored and any(im.state == "done" for im in ims):
+            flags.append(FLAG_NO_SCORE)
+        if not ok:
+            flags.append(FLAG_QC)
+            flags.extend(sorted({q for im in ims for q in im.qc} - ignore))
+        values = ok or scored
+        elapsed = [im.elapsed_s for im in ims if im.elapsed_s is not None]
+        out.append(WellRead(
+            plate=plate, well=well, timepoint=tp,
+            score=float(statistics.median(values)) if values else None,  # type: ignore[type-var]
+            passed_qc=bool(ok), flags=tuple(dict.fromkeys(flags)), n_fields=len(ims),
+            acquired_at=min(im.mtime for im in ims),
+            elapsed_s=float(statistics.median(elapsed)) if elapsed else None,
+            image_ids=tuple(sorted(im.image_id for im in ims)),
+        ))
+    return out
+
+
+# --------------------------------------------------------------------------- controls
+
+
+def control_level(values: Sequence[float], min_controls: int, source: str) -> ControlLevel:
+    """Median and coefficient of variation of vehicle scores (None when too few)."""
+    vals = [v for v in values if v is not None]
+    if len(vals) < min_controls or not vals:
+        return ControlLevel(None, None, len(vals), "none")
+    med = float(statistics.median(vals))
+    mean = statistics.fmean(vals)
+    cv = float(statistics.stdev(vals) / mean) if len(vals) > 1 and mean > 0 else None
+    return ControlLevel(med, cv, len(vals), source)
+
+
+def _vehicle_scores(reads: Iterable[WellRead], maps: dict[str, PlateMap | None]
+                    ) -> dict[tuple[str, int], list[float]]:
+    out: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for r in reads:
+        pm = maps.get(r.plate)
+        if pm and pm.role(r.well) == "vehicle" and r.passed_qc and r.score is not None:
+            out[(r.plate, r.timepoint)].append(r.score)
+    return out
+
+
+def control_levels(reads: Sequence[WellRead], maps: dict[str, PlateMap | None],
+                   min_controls: int = DEFAULT_MIN_CONTROLS) -> dict[tuple[str, int], ControlLevel]:
+    """(plate, time point) → vehicle reference, falling back to the same time
+    point's vehicle wells across plates when a plate has too few of its own."""
+    vehicle = _vehicle_scores(reads, maps)
+    by_tp: dict[int, list[float]] = defaultdict(list)
+    for (_, tp), vals in vehicle.items():
+        by_tp[tp].extend(vals)
+    out: dict[tuple[str, int], ControlLevel] = {}
+    for plate, tp in {(r.plate, r.timepoint) for r in reads}:
+        if maps.get(plate) is None:
+            out[(plate, tp)] = ControlLevel(None, None, 0, "none")
+            continue
+        own = control_level(vehicle.get((plate, tp), []), min_controls, "plate")
+        if own.median is None:
+            shared = control_level(by_tp.get(tp, []), min_controls, "fallback")
+            if shared.median is not None:
+                own = ControlLevel(shared.median, own.cv, own.n, "fallback")
+        out[(plate, tp)] = own
+    return out
+
+
+# --------------------------------------------------------------------------- normalise
+
+
+def _baseline_tp(tps: list[int], dosing: int | None) -> int | None:
+    if not tps:
+        return None
+    if dosing is not None:
+        before = [t for t in tps if t < dosing]
+        if before:
+            return max(before)
+    return min(tps)
+
+
+def normalise(reads: Sequence[WellRead], maps: dict[str, PlateMap | None], *,
+              min_controls: int = DEFAULT_MIN_CONTROLS,
+              levels: dict[tuple[str, int], ControlLevel] | None = None) -> list[WellTimepoint]:
+    """Per-well time-course points relative to control and to the well's baseline."""
+    levels = levels if levels is not None else control_levels(reads, maps, min_controls)
+    scored_tps: dict[tuple[str, str], list[int]] = defaultdict(list)
+    score_at: dict[tuple[str, str, int], float] = {}
+    for r in reads:
+        if r.score is not None:
+            scored_tps[(r.plate, r.well)].append(r.timepoint)
+            score_at[(r.plate, r.well, r.timepoint)] = r.score
+    out: list[WellTimepoint] = []
+    for r in reads:
+        pm = maps.get(r.plate)
+        a: WellAssignment | None = pm.wells.get(r.well) if pm else None
+        flags = list(r.flags)
+        if pm is None:
+            flags.append(FLAG_NO_MAP)
+        lvl = levels.get((r.plate, r.timepoint), ControlLevel(None, None, 0, "none"))
+        rel_control = None
+        if pm is not None:
+            if lvl.source == "fallback":
+                flags.append(FLAG_FALLBACK)
+            if lvl.median is None:
+                flags.append(FLAG_NO_CONTROLS)
+            elif r.score is not None and lvl.median > 0:
+                rel_control = r.score / lvl.median
+        base_tp = _baseline_tp(sorted(scored_tps.get((r.plate, r.well), [])),
+                               pm.dosing_timepoint if pm else None)
+        rel_base = None
+        if base_tp is not None and r.score is not None:
+            base = score_at[(r.plate, r.well, base_tp)]
+            if base > 0:
+                rel_base = r.score / base
+            else:
+                flags.append(FLAG_NO_BASELINE)
+            if base_tp == r.timepoint:
+                flags.append(FLAG_BASELINE)
+        out.append(WellTimepoint(
+            plate=r.plate, well=r.well, timepoint=r.timepoint,
+            role=a.role if a else None, compound=a.compound if a else None,
+            concentration_uM=a.concentration_uM if a else None,
+            group=a.group_label if a else None, score=r.score,
+            viability_rel_control=rel_control, viability_rel_baseline=rel_base,
+            flags=tuple(dict.fromkeys(flags)), cmax_uM=a.cmax_uM if a else None,
+            control_median=lvl.median, passed_qc=r.passed_qc, acquired_at=r.acquired_at,
+            elapsed_s=r.elapsed_s, n_fields=r.n_fields,
+        ))
+    return out
+
+
+def summarise_reads(reads: Sequence[WellRead], maps: dict[str, PlateMap | None],
+                    levels: dict[tuple[str, int], ControlLevel]) -> list[ReadSummary]:
+    """Per plate read: wells imaged, wells failing QC, wells missing, controls.
+
+    Missing wells are judged against the plate map (wells not empty/ignore)
+    and against the wells seen in any other read of the plate."""
+    by_read: dict[tuple[str, int], list[WellRead]] = defaultdict(list)
+    seen: dict[str, set[str]] = defaultdict(set)
+    for r in reads:
+        by_read[(r.plate, r.timepoint)].append(r)
+        seen[r.plate].add(r.well)
+    out: list[ReadSummary] = []
+    for (plate, tp), rs in sorted(by_read.items()):
+        pm = maps.get(plate)
+        skip = {w for w, a in pm.wells.items() if a.role in ("ignore", "empty")} if pm else set()
+        expected = (pm.expected_wells() if pm else set()) | (seen[plate] - skip)
+        imaged = {r.well for r in rs}
+        counted = [r for r in rs if r.well not in skip]
+        out.append(ReadSummary(
+            plate=plate, timepoint=tp, wells_imaged=len(counted),
+            wells_failed_qc=sum(1 for r in counted if not r.passed_qc),
+            missing_wells=tuple(sorted(expected - imaged)),
+            control=levels.get((plate, tp), ControlLevel(None, None, 0, "none")),
+            acquired_at=min(r.acquired_at for r in rs),
+        ))
+    return out
+
+
+@dataclass
+class PlateTimecourse:
+    """Everything the alert rules need for one plate."""
+
+    plate: str
+    plate_map: PlateMap | None
+    points: list[WellTimepoint] = field(default_factory=list)
+    reads: list[ReadSummary] = field(default_factory=list)
+
+
+def build_timecourses(images: Sequence[ImageScore], maps: dict[str, PlateMap | None], *,
+                      read_gap_s: float = DEFAULT_READ_GAP_S,
+                      min_controls: int = DEFAULT_MIN_CONTROLS,
+                      qc_ignore: Iterable[str] = ()) -> dict[str, PlateTimecourse]:
+    """The whole pure chain for a set of images: plate → PlateTimecourse."""
+    tps = assign_timepoints(images, read_gap_s)
+    reads = aggregate_wells(images, tps, qc_ignore=qc_ignore)
+    levels = control_levels(reads, maps, min_controls)
+    points = normalise(reads, maps, min_controls=min_controls, levels=levels)
+    summaries = summarise_reads(reads, maps, levels)
+    out: dict[str, PlateTimecourse] = {}
+    for plate in sorted({r.plate for r in reads}):
+        out[plate] = PlateTimecourse(plate, maps.get(plate))
+    for p in points:
+        out[p.plate].points.append(p)
+    for s in summaries:
+        out[s.plate].reads.append(s)
+    return out
+
+
+# --------------------------------------------------------------------------- store
+
+
+@contextlib.contextmanager
+def connect(store_or_conn: object) -> Iterator[sqlite3.Connection]:
+    """A connection for reading: a sqlite3 connection as given, else a short-lived
+    read-only connection to the database file of a Store/StoreReader or path."""
+    if isinstance(store_or_conn, sqlite3.Connection):
+        yield store_or_conn
+        return
+    path = getattr(store_or_conn, "path", store_or_conn)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"not a store, database path or sqlite3 connection: {store_or_conn!r}")
+    try:
+        conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        raise StoreError(f"Cannot open the database {path}: {exc}.",
+                         "Check storage.database in agent.toml.") from exc
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def save_plate_map(conn: sqlite3.Connection, plate: str, pm: PlateMap | None) -> bool:
+    """Record the plate's map in plates.plate_map (None clears it); True when it changed."""
+    text = None if pm is None else json.dumps(plate_map_to_dict(pm), sort_keys=True)
+    row = conn.execute("SELECT plate_map FROM plates WHERE plate = ?", (plate,)).fetchone()
+    if row is not None and row[0] == text:
+        return False
+    now = time.time()
+    conn.execute(
+        "INSERT INTO plates(plate, first_seen, last_seen, plate_map) VALUES (?,?,?,?) "
+        "ON CONFLICT(plate) DO UPDATE SET plate_map = excluded.plate_map",
+        (plate, now, now, text),
+    )
+    return True
+
+
+def load_stored_map(conn: sqlite3.Connection, plate: str) -> PlateMap | None:
+    """The plate map recorded for this plate by the monitor, or None."""
+    row = conn.execute("SELECT plate_map FROM plates WHERE plate = ?", (plate,)).fetchone()
+    if row is None or not row[0]:
+        return None
+    try:
+        return plate_map_from_dict(json.loads(row[0]))
+    except (ValueError, KeyError, TypeError):
+        log.warning("plate %s: the stored plate map is unreadable; treated as unmapped", plate)
+        return None
+
+
+def _qc_list(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return (str(text),)
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def load_images(conn: sqlite3.Connection, plates: Iterable[str] | None = None
+                ) -> list[ImageScore]:
+    """Image results from the store (all plates, or only the named ones)."""
+    sql = ("SELECT i.id, i.plate, i.well, i.timepoint, i.elapsed_s, i.mtime, i.field, i.channel,"
+           " i.z, i.state, m.found, m.viability, m.qc FROM images i"
+           " LEFT JOIN measurements m ON m.image_id = i.id"
+           " WHERE i.plate IS NOT NULL AND i.well IS NOT NULL")
+    params: list[str] = []
+    if plates is not None:
+        plates = list(plates)
+        if not plates:
+            return []
+        sql += f" AND i.plate IN ({','.join('?' * len(plates))})"
+        params = plates
+    out = []
+    for row in conn.execute(sql, params):
+        (iid, plate, well, tp, elapsed, mtime, fld, channel, z, state, found, via, qc) = row
+        out.append(ImageScore(
+            image_id=iid, plate=plate, well=well, timepoint=tp, elapsed_s=elapsed,
+            mtime=mtime or 0.0, field=fld, channel=channel, z=z, state=state or "pending",
+            found=None if found is None else bool(found), viability=via, qc=_qc_list(qc),
+        ))
+    return out
+
+
+MapLookup = Callable[[str], "PlateMap | None"]
+
+
+def load_plate_timecourses(store_or_conn: object, plate: str | None = None, *,
+                           maps: MapLookup | None = None,
+                           read_gap_s: float = DEFAULT_READ_GAP_S,
+                           min_controls: int = DEFAULT_MIN_CONTROLS,
+                           qc_ignore: Iterable[str] = ()) -> dict[str, PlateTimecourse]:
+    """Time courses and read summaries per plate from the store.
+
+    ``maps`` finds a plate's map; by default the maps saved in the store.
+    Controls of other plates are loaded too so the fallback works."""
+    with connect(store_or_conn) as conn:
+        images = load_images(conn)
+        plate_ids = sorted({im.plate for im in images})
+        found = {p: (maps(p) if maps else load_stored_map(conn, p)) for p in plate_ids}
+    if plate is not None:
+        # keep the plate itself plus other plates' vehicle wells (fallback controls)
+        images = [im for im in images if im.plate == plate or (
+            found.get(im.plate) is not None and found[im.plate].role(im.well) == "vehicle")]
+    tcs = build_timecourses(images, found, read_gap_s=read_gap_s, min_controls=min_controls,
+                            qc_ignore=qc_ignore)
+    return {p: tc for p, tc in tcs.items() if plate is None or p == plate}
+
+
+def load_timecourses(store_or_conn: object, plate: str | None = None, *,
+                     config: object | None = None) -> list[WellTimepoint]:
+    """All time-course points (optionally one plate), sorted by plate, well, time point.
+
+    ``config`` (a Config) supplies ``plates.read_gap_s``, ``alerts.min_controls``
+    and ``alerts.qc_ignore``; defaults otherwise."""
+    kwargs = settings_from_config(config)
+    tcs = load_plate_timecourses(store_or_conn, plate, **kwargs)
+    points = [p for tc in tcs.values() for p in tc.points]
+    return sorted(points, key=lambda p: (p.plate, p.well, p.timepoint))
+
+
+def settings_from_config(config: object | None) -> dict:
+    """read_gap_s / min_controls / qc_ignore from a Config (defaults when None)."""
+    if config is None:
+        return {}
+    plates = getattr(config, "plates", None)
+    alerts = getattr(config, "alerts", None)
+    out: dict = {}
+    if plates is not None and hasattr(plates, "read_gap_s"):
+        out["read_gap_s"] = plates.read_gap_s
+    if alerts is not None:
+        out["min_controls"] = alerts.min_controls
+        if hasattr(alerts, "qc_ignore"):
+            out["qc_ignore"] = tuple(alerts.qc_ignore)
+    return out
