@@ -1,0 +1,449 @@
+"""Folder watching: which files appeared, and when they are complete.
+
+- ``FolderWatcher`` runs one watchdog observer per acquisition folder: the
+  native one on local disks, the polling one on network shares (UNC paths,
+  SMB/NFS/CIFS mounts) or when configured. Its event handler only filters
+  names and enqueues paths; a supervisor thread notices a dead observer or a
+  vanished folder, restarts it with back-off, and rescans every folder at
+  start and periodically (events are lost on buffer overflows and never seen
+  for remote writes through inotify).
+- ``SettleTracker`` decides when a file is complete: its size and mtime are
+  unchanged for ``settle_s`` and it opens for reading.
+
+Nothing here knows about the store or the analysis; the engine wires them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import os
+import stat as stat_mod
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from nvir_agent.naming import is_candidate
+
+log = logging.getLogger(__name__)
+
+# File-system types that live on another machine: inotify never sees writes
+# made there, so such folders are polled.
+NETWORK_FS = frozenset({
+    "nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "ncpfs", "afs", "9p", "sshfs",
+    "fuse.sshfs", "glusterfs", "fuse.glusterfs", "ceph", "fuse.ceph", "davfs", "fuse.davfs2",
+    "fuse.rclone", "fuse.s3fs", "lustre", "gpfs", "beegfs", "vboxsf", "webdav",
+})
+
+_EVENTS = frozenset({"created", "modified", "moved", "closed"})
+MAX_BACKOFF_S = 60.0
+
+
+def _unescape_mount(field: str) -> str:
+    # /proc/mounts escapes space, tab, newline and backslash as octal.
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
+def mount_fstype(path: str | os.PathLike[str], mounts_text: str | None = None) -> str | None:
+    """File-system type of the mount holding ``path`` (Linux /proc/mounts)."""
+    if mounts_text is None:
+        try:
+            mounts_text = Path("/proc/mounts").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+    target = os.path.abspath(os.fspath(path))
+    best, best_type = "", None
+    for line in mounts_text.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount = _unescape_mount(parts[1]).rstrip("/") or "/"
+        inside = target == mount or target.startswith(mount if mount == "/" else mount + "/")
+        if inside and len(mount) >= len(best):
+            best, best_type = mount, parts[2]
+    return best_type
+
+
+def _windows_drive_is_remote(path: str) -> bool:  # pragma: no cover - Windows only
+    import ctypes
+
+    drive = os.path.splitdrive(os.path.abspath(path))[0]
+    if not drive:
+        return False
+    return ctypes.windll.kernel32.GetDriveTypeW(drive + "\\") == 4  # DRIVE_REMOTE
+
+
+def is_network_path(
+    path: str | os.PathLike[str], *, mounts_text: str | None = None, platform: str | None = None
+) -> bool:
+    """True for UNC paths, mapped network drives and SMB/NFS/CIFS/… mounts."""
+    text = os.fspath(path)
+    platform = platform or sys.platform
+    if text.startswith(("\\\\", "//")):
+        return True
+    if platform.startswith("win"):
+        return _windows_drive_is_remote(text)
+    if platform.startswith("linux") or mounts_text is not None:
+        return (mount_fstype(text, mounts_text) or "") in NETWORK_FS
+    return False
+
+
+def observer_mode(configured: str, network: bool) -> str:
+    """'native' or 'polling' for a folder, from watch.observer and the mount type."""
+    if configured in ("native", "polling"):
+        return configured
+    return "polling" if network else "native"
+
+
+def iter_candidates(
+    root: str | os.PathLike[str], patterns: Iterable[str], ignore: Iterable[str] = (),
+    *, recursive: bool = True,
+) -> Iterator[str]:
+    """Image files under ``root`` that match the patterns (sorted, depth first).
+
+    Unreadable sub-folders are logged and skipped; folders whose names match
+    an ignore pattern are not entered.
+    """
+    patterns, ignore = list(patterns), list(ignore)
+    stack = [os.fspath(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("Cannot list folder %s: %s", folder, exc.strerror or exc)
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                continue
+            if is_dir:
+                lower = entry.name.lower()
+                if recursive and not any(fnmatch.fnmatchcase(lower, p.lower()) for p in ignore):
+                    subfolders.append(entry.path)
+            elif is_candidate(entry.name, patterns, ignore):
+                yield entry.path
+        stack.extend(reversed(subfolders))
+
+
+def _can_open(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+        return True
+    except OSError:
+        return False
+
+
+class SettleTracker:
+    """Files seen but not yet complete. Not thread-safe: one thread feeds and polls.
+
+    A file settles once its (size, mtime) has not changed for ``settle_s``
+    and it opens for reading (on Windows an imager still writing holds it
+    locked). An empty file waits ``empty_wait_s`` (imagers create the file
+    first and fill it later).
+    """
+
+    def __init__(
+        self, settle_s: float, *, empty_wait_s: float | None = None,
+        can_open: Callable[[str], bool] = _can_open,
+    ) -> None:
+        self.settle_s = settle_s
+        self.empty_wait_s = max(settle_s, 10.0) if empty_wait_s is None else empty_wait_s
+        self._can_open = can_open
+        self._files: dict[str, tuple[int, float, float]] = {}  # path → size, mtime, since
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def observe(self, path: str, size: int, mtime: float, now: float) -> None:
+        """A file with this size and mtime was seen at ``now``."""
+        old = self._files.get(path)
+        if old is None or (old[0], old[1]) != (size, mtime):
+            self._files[path] = (size, mtime, now)
+
+    def forget(self, path: str) -> None:
+        self._files.pop(path, None)
+
+    def poll(self, now: float) -> list[tuple[str, int, float]]:
+        """Re-stat every tracked file; return (path, size, mtime) of settled ones."""
+        settled: list[tuple[str, int, float]] = []
+        for path, (size, mtime, since) in list(self._files.items()):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                del self._files[path]  # deleted or renamed: the new name has its own event
+                continue
+            except OSError:
+                continue  # a share hiccup: try again next time
+            if not stat_mod.S_ISREG(st.st_mode):
+                del self._files[path]
+                continue
+            if (st.st_size, st.st_mtime) != (size, mtime):
+                self._files[path] = (st.st_size, st.st_mtime, now)
+                continue
+            wait = self.empty_wait_s if size == 0 else self.settle_s
+            if now - since < wait:
+                continue
+            if self._can_open(path):
+                del self._files[path]
+                settled.append((path, size, mtime))
+            else:
+                self._files[path] = (size, mtime, now)
+        return settled
+
+
+class _EnqueueHandler(FileSystemEventHandler):
+    """Filters event paths by name and hands them over; no I/O here."""
+
+    def __init__(self, sink: Callable[[str], None], accept: Callable[[str], bool]) -> None:
+        self._sink = sink
+        self._accept = accept
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in _EVENTS:
+            return
+        path = os.fsdecode(event.dest_path if event.event_type == "moved" else event.src_path)
+        if event.is_directory:
+            if event.event_type in ("created", "moved"):
+                self._sink(path)  # a folder arrived: the engine lists it
+        elif self._accept(path):
+            self._sink(path)
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    """How one acquisition folder is watched right now."""
+
+    folder: str
+    mode: str  # native | polling
+    network: bool
+    health: str  # starting | watching | missing | restarting | stopped
+    restarts: int = 0
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Folder:
+    def __init__(self, path: Path, mode: str, network: bool) -> None:
+        self.path = path
+        self.mode = mode
+        self.network = network
+        self.observer: BaseObserver | None = None
+        self.health = "starting"
+        self.detail = ""
+        self.restarts = 0
+        self.backoff = 1.0
+        self.next_try = 0.0
+        self.healthy_since = 0.0
+
+    def status(self) -> FolderStatus:
+        return FolderStatus(
+            str(self.path), self.mode, self.network, self.health, self.restarts, self.detail
+        )
+
+
+class FolderWatcher:
+    """Watches acquisition folders and sends every candidate path to ``sink``.
+
+    ``sink`` receives file paths (filtered by name) and folder paths (a new
+    or moved-in folder, to be listed). It is called from watchdog threads and
+    from the supervisor thread, so it must be quick and thread-safe
+    (``queue.Queue.put``).
+    """
+
+    def __init__(
+        self, folders: Iterable[str | os.PathLike[str]], sink: Callable[[str], None], *,
+        patterns: Iterable[str], ignore: Iterable[str] = (), observer: str = "auto",
+        poll_interval_s: float = 5.0, rescan_interval_s: float = 300.0,
+        recursive: bool = True, check_interval_s: float = 1.0,
+    ) -> None:
+        self._sink = sink
+        self._patterns = list(patterns)
+        self._ignore = list(ignore)
+        self._poll_interval_s = poll_interval_s
+        self._rescan_interval_s = rescan_interval_s
+        self._recursive = recursive
+        self._check_interval_s = check_interval_s
+        self._folders: list[_Folder] = []
+        for f in folders:
+            path = Path(f)
+            network = is_network_path(path)
+            self._folders.append(_Folder(path, observer_mode(observer, network), network))
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._rescan_now = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- public -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start observers, then a supervisor thread that scans everything once."""
+        for folder in self._folders:
+            self._try_start(folder, time.monotonic())
+        self._thread = threading.Thread(target=self._supervise, name="nvir-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for folder in self._folders:
+            self._stop_observer(folder, timeout)
+            folder.health = "stopped"
+
+    def rescan(self) -> None:
+        """Ask the supervisor for a full rescan now."""
+        self._rescan_now.set()
+
+    def status(self) -> list[FolderStatus]:
+        with self._lock:
+            return [f.status() for f in self._folders]
+
+    def accept(self, path: str) -> bool:
+        return is_candidate(path, self._patterns, self._ignore)
+
+    def scan(self, folder: str | os.PathLike[str]) -> int:
+        """Send every candidate file under ``folder`` to the sink."""
+        n = 0
+        for path in iter_candidates(folder, self._patterns, self._ignore,
+                                    recursive=self._recursive):
+            if self._stop.is_set():
+                break
+            self._sink(path)
+            n += 1
+        return n
+
+    def observer_of(self, folder: str | os.PathLike[str]) -> BaseObserver | None:
+        """The live observer of a folder (tests use it to simulate a crash)."""
+        for f in self._folders:
+            if f.path == Path(folder):
+                return f.observer
+        return None
+
+    # --- supervision ------------------------------------------------------------------
+
+    def _make_observer(self, folder: _Folder) -> BaseObserver:
+        if folder.mode == "polling":
+            return PollingObserver(timeout=self._poll_interval_s)
+        return Observer()
+
+    def _try_start(self, folder: _Folder, now: float) -> bool:
+        if not folder.path.is_dir():
+            self._set(folder, "missing", "the folder does not exist (a share offline?)")
+            folder.next_try = now + self._check_interval_s
+            return False
+        observer = self._make_observer(folder)
+        try:
+            observer.schedule(
+                _EnqueueHandler(self._sink, self.accept), str(folder.path),
+                recursive=self._recursive,
+            )
+            observer.start()
+        except OSError as exc:
+            with contextlib.suppress(Exception):
+                observer.stop()
+            if folder.mode == "native":
+                log.warning(
+                    "Native watching of %s failed (%s); polling it every %.0f s instead.",
+                    folder.path, exc.strerror or exc, self._poll_interval_s,
+                )
+                folder.mode = "polling"
+                return self._try_start(folder, now)
+            self._set(folder, "restarting", f"cannot watch: {exc.strerror or exc}")
+            folder.next_try = now + folder.backoff
+            folder.backoff = min(folder.backoff * 2, MAX_BACKOFF_S)
+            return False
+        folder.observer = observer
+        folder.healthy_since = now
+        self._set(folder, "watching", "")
+        log.info("Watching %s (%s observer)", folder.path, folder.mode)
+        return True
+
+    def _stop_observer(self, folder: _Folder, timeout: float = 5.0) -> None:
+        observer, folder.observer = folder.observer, None
+        if observer is None:
+            return
+        with contextlib.suppress(Exception):
+            observer.stop()
+        with contextlib.suppress(RuntimeError):
+            observer.join(timeout)
+
+    def _set(self, folder: _Folder, health: str, detail: str) -> None:
+        with self._lock:
+            folder.health = health
+            folder.detail = detail
+
+    @staticmethod
+    def _alive(observer: BaseObserver) -> bool:
+        return observer.is_alive() and all(e.is_alive() for e in list(observer.emitters))
+
+    def _check(self, folder: _Folder, now: float) -> None:
+        """Restart a dead observer (with back-off) and re-watch a returned folder."""
+        if folder.observer is not None:
+            present = folder.path.is_dir()
+            if present and self._alive(folder.observer):
+                if now - folder.healthy_since > 60:
+                    folder.backoff = 1.0
+                return
+            self._stop_observer(folder)
+            if not present:
+                log.warning("Watched folder %s disappeared; watching for its return.",
+                            folder.path)
+                self._set(folder, "missing", "the folder disappeared (a share offline?)")
+                folder.next_try = now + self._check_interval_s
+                return
+            log.error("The %s observer of %s stopped; restarting it in %.0f s.",
+                      folder.mode, folder.path, folder.backoff)
+            self._set(folder, "restarting", "the observer stopped unexpectedly")
+            folder.next_try = now + folder.backoff
+            folder.backoff = min(folder.backoff * 2, MAX_BACKOFF_S)
+            return
+        if now < folder.next_try:
+            return
+        was = folder.health
+        if self._try_start(folder, now):
+            if was in ("missing", "restarting"):
+                folder.restarts += 1
+                log.warning("Watching %s again (%s); rescanning it.", folder.path, was)
+            self.scan(folder.path)
+
+    def _supervise(self) -> None:
+        for folder in self._folders:  # start-up scan: what arrived while the agent was down
+            if self._stop.is_set():
+                return
+            if folder.observer is not None:
+                n = self.scan(folder.path)
+                log.info("Start-up scan of %s: %d image files", folder.path, n)
+        next_rescan = time.monotonic() + (self._rescan_interval_s or float("inf"))
+        while not self._stop.wait(self._check_interval_s):
+            now = time.monotonic()
+            for folder in self._folders:
+                try:
+                    self._check(folder, now)
+                except Exception:  # the supervisor must outlive any one folder's failure
+                    log.exception("Supervising %s failed", folder.path)
+            if self._rescan_now.is_set() or now >= next_rescan:
+                self._rescan_now.clear()
+                for folder in self._folders:
+                    if folder.observer is not None and not self._stop.is_set():
+                        self.scan(folder.path)
+                log.debug("Periodic rescan done")
+                next_rescan = time.monotonic() + (self._rescan_interval_s or float("inf"))
