@@ -233,15 +233,20 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _parse_header(path: Path, raw: bytes) -> tuple[dict[str, Any], int]:
-    if raw[:2] == b"PK" or raw[:1] == b"\x80":
-        raise ModelLoadError(
-            f"{path} is a pickled PyTorch file, not an NViR model file (.safetensors).",
-            f"Convert it first: nvir-agent model import {path} --out model.safetensors",
-        )
+    pickled = ModelLoadError(
+        f"{path} is a pickled PyTorch file, not an NViR model file (.safetensors).",
+        f"Convert it first: nvir-agent model import {path} --out model.safetensors",
+    )
+    if raw[:4] == b"PK\x03\x04":
+        raise pickled
     if len(raw) < 8:
         raise ModelLoadError(f"Model file {path} is truncated ({len(raw)} bytes).", _FIX_GET)
     (n,) = struct.unpack("<Q", raw[:8])
     if n == 0 or n > _MAX_HEADER:
+        if raw[:1] == b"\x80":
+            raise pickled
+        raise ModelLoadError(f"{path} is not a safetensors model file (no valid header).", _FIX_GET)
+    if len(raw) > 8 and raw[8:9] != b"{":
         raise ModelLoadError(f"{path} is not a safetensors model file (no valid header).", _FIX_GET)
     if 8 + n > len(raw):
         raise ModelLoadError(

@@ -65,8 +65,8 @@ class PreprocessSpec:
             problems.append(f"crop {self.crop!r} is not one of {', '.join(CROPS)}")
         if self.intensity not in INTENSITIES:
             problems.append(f"intensity {self.intensity!r} is not one of {', '.join(INTENSITIES)}")
-        if not isinstance(self.size, int) or not 16 <= self.size <= 4096:
-            problems.append(f"size {self.size!r} is not a whole number from 16 to 4096")
+        if not isinstance(self.size, int) or not 2 <= self.size <= 4096:
+            problems.append(f"size {self.size!r} is not a whole number from 2 to 4096")
         if self.interpolation not in INTERPOLATIONS:
             problems.append(f"interpolation {self.interpolation!r} is not an OpenCV code 0–6")
         if not 0 <= self.margin <= 5:
