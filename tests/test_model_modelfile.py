@@ -106,7 +106,7 @@ def test_truncated_file(good_file, tmp_path, keep):
 
 def test_corrupt_header(good_file, tmp_path):
     raw = bytearray(good_file.read_bytes())
-    raw[8:20] = b"#" * 12
+    raw[12:24] = b"#" * 12  # keeps the opening brace, breaks the JSON
     p = tmp_path / "bad.safetensors"
     p.write_bytes(bytes(raw))
     _expect(p, "corrupt header")
