@@ -180,7 +180,7 @@ def load_config(
             f"Config file {found} is not valid TOML: {exc}.",
             "Fix the line named above; agent.toml.example shows the expected form.",
         ) from exc
-    return config_from_dict(raw, source=found, check_folders=check_folders)
+    return config_from_dict(raw, source=found.absolute(), check_folders=check_folders)
 
 
 def config_from_dict(

@@ -28,15 +28,22 @@ class MemoryLogBuffer(logging.Handler):
 memory_buffer = MemoryLogBuffer()
 
 
-def setup_logging(*, debug: bool = False, to_file: bool = False, quiet: bool = False) -> None:
-    """Configure the root logger once for a process."""
+def setup_logging(
+    *, debug: bool = False, to_file: bool = False, quiet: bool = False, verbose: bool = False
+) -> None:
+    """Configure the root logger once for a process (``verbose``: INFO lines on stderr)."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     stderr = logging.StreamHandler()
-    stderr.setFormatter(logging.Formatter(FORMAT if debug else "%(levelname)s: %(message)s"))
-    stderr.setLevel(logging.DEBUG if debug else (logging.ERROR if quiet else logging.WARNING))
+    stderr.setFormatter(logging.Formatter(FORMAT if debug or verbose else "%(levelname)s: %(message)s"))
+    stderr.setLevel(
+        logging.DEBUG if debug
+        else logging.ERROR if quiet
+        else logging.INFO if verbose
+        else logging.WARNING
+    )
     root.addHandler(stderr)
     root.addHandler(memory_buffer)
     if to_file:

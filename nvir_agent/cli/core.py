@@ -1,22 +1,279 @@
-"""Core commands: paths (more arrive with the engine)."""
+"""Core commands: run, process, status, export, names, paths.
+
+The engine (and through it OpenCV, torch …) is imported inside the command
+functions so that `nvir-agent --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
 
 from nvir_agent import paths
-from nvir_agent.config import find_config_path
+from nvir_agent.config import find_config_path, load_config
+from nvir_agent.errors import NamingError, UsageError
+from nvir_agent.naming import PRESET_NAMES, ImageKey, parse_path
+
+log = logging.getLogger(__name__)
+
+NAME_KEYS = ("path", "vendor", "plate", "well", "row", "column", "field", "channel", "z",
+             "timepoint", "elapsed_s")
+# The first export columns; measurement columns follow, sorted.
+EXPORT_KEYS = ("path", "vendor", "plate", "well", "row", "column", "field", "channel", "z",
+               "timepoint", "elapsed_s", "state", "error", "size", "mtime", "attempts",
+               "updated_at")
+_INTERNAL = ("id", "attempts", "updated_at", "size", "mtime", "state")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="watch the configured folders and analyse every new image")
+    p.add_argument("--headless", action="store_true",
+                   help="run without the tray icon (logs go to the console and the log file)")
+    p.set_defaults(func=cmd_run, log_to_file=True, log_verbose=True)
+
+    p = sub.add_parser("process", help="analyse given image files or folders once")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    p.add_argument("--json", action="store_true", help="one JSON object per image and line")
+    p.add_argument("--force", action="store_true",
+                   help="analyse again even files already analysed unchanged")
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("status", help="images seen/done/failed/pending and folder health")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("export", help="every image with its key, state and measurements")
+    p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="default: csv")
+    p.add_argument("--out", metavar="FILE", help="write here instead of the console")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("names", help="show how file names are read (plate, well, time point)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="file names or paths (need not exist)")
+    p.add_argument("--json", action="store_true", help="one JSON object per name and line")
+    p.add_argument("--preset", choices=PRESET_NAMES,
+                   help="naming preset to use instead of watch.naming")
+    p.set_defaults(func=cmd_names)
+
     p = sub.add_parser("paths", help="print config, data, log and cache locations")
     p.set_defaults(func=cmd_paths)
 
 
-def cmd_paths(args: argparse.Namespace) -> int:
-    cfg = find_config_path(args.config)
-    print(f"config: {cfg if cfg else str(paths.user_config_dir() / 'agent.toml') + ' (none yet: defaults apply)'}")
-    print(f"data:   {paths.user_data_dir()}")
-    print(f"log:    {paths.user_log_dir()}")
-    print(f"cache:  {paths.user_cache_dir()}")
+# --- run ----------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nvir_agent.engine import Engine
+
+    config = load_config(args.config)
+    engine = Engine(config)
+    try:
+        engine.start()
+    except BaseException:
+        engine.stop()
+        raise
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("Received %s; stopping", signal.Signals(signum).name)
+        engine.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not engine.wait(1.0):
+            pass
+    finally:
+        engine.stop()
+    if engine.error is not None:
+        raise engine.error
     return 0
+
+
+# --- process ------------------------------------------------------------------------------
+
+
+def _process_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k not in _INTERNAL}
+    out["status"] = "ok" if row["state"] == "done" else "failed"
+    for k, default in (("found", None), ("qc", []), ("viability", None), ("model", None)):
+        out.setdefault(k, default)
+    return out
+
+
+def _where(row: dict[str, Any]) -> str:
+    t = row.get("timepoint")
+    return " ".join(str(s) for s in (row.get("plate"), row.get("well"),
+                                      None if t is None else f"t{t}") if s) or "-"
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from nvir_agent.engine import Engine
+
+    config = load_config(args.config, check_folders=False)
+    engine = Engine(config, listeners=[])
+    try:
+        rows = engine.process_paths(args.paths, force=args.force)
+    finally:
+        engine.close()
+    ok = 0
+    for row in rows:
+        out = _process_row(row)
+        ok += out["status"] == "ok"
+        if args.json:
+            print(json.dumps(out, default=str), flush=False)
+        else:
+            v = out.get("viability")
+            extra = f"  viability {v:.2f}" if isinstance(v, float) else ""
+            msg = f"  {out['error']}" if out["error"] else extra
+            print(f"{out['status']:<6}  {_where(out):<20}  {out['path']}{msg}")
+    print(f"{len(rows)} images: {ok} ok, {len(rows) - ok} failed (database {engine.database})",
+          file=sys.stderr)
+    return 0
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from nvir_agent.engine import read_status
+
+    config = load_config(args.config, check_folders=False)
+    st = read_status(config)
+    if args.json:
+        print(json.dumps(st.as_dict()))
+        return 0
+    state = (f"running (pid {st.pid}, since {_when(st.started_at)})" if st.running
+             else "not running")
+    print(f"agent:     {state}")
+    print(f"database:  {st.database}")
+    print(f"images:    {st.seen} seen, {st.done} done, {st.failed} failed, "
+          f"{st.pending} pending, {st.settling} settling")
+    if st.error:
+        print(f"error:     {st.error}")
+    print("folders:" if st.folders else "folders:   none configured (watch.folders)")
+    for f in st.folders:
+        net = " (network)" if f.network else ""
+        detail = f" — {f.detail}" if f.detail else ""
+        restarts = f", {f.restarts} restarts" if f.restarts else ""
+        print(f"  {f.folder}  {f.mode}{net}  {f.health}{restarts}{detail}")
+    return 0
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def _csv_value(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, list):
+        return ";".join(map(str, v))
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
+    return v
+
+
+def write_export(rows: Iterable[dict[str, Any]], out: TextIO, fmt: str) -> int:
+    """Write rows as CSV (fixed key columns, then measurement columns) or JSON lines."""
+    n = 0
+    if fmt == "jsonl":
+        for row in rows:
+            row.pop("id", None)
+            out.write(json.dumps(row, default=str) + "\n")
+            n += 1
+        return n
+    rows = list(rows)
+    extra = sorted({k for r in rows for k in r} - set(EXPORT_KEYS) - {"id"})
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*EXPORT_KEYS, *extra])
+    for row in rows:
+        writer.writerow([_csv_value(row.get(k)) for k in (*EXPORT_KEYS, *extra)])
+        n += 1
+    return n
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nvir_agent.store import StoreReader, database_path
+
+    config = load_config(args.config, check_folders=False)
+    db = database_path(config)
+    with StoreReader(db) as reader:
+        rows = reader.export_rows()
+        if args.out:
+            try:
+                with open(args.out, "w", newline="", encoding="utf-8") as fh:
+                    n = write_export(rows, fh, args.format)
+            except OSError as exc:
+                raise UsageError(f"Cannot write {args.out}: {exc.strerror or exc}.",
+                                 "Choose a file in a folder you may write to.") from exc
+            print(f"Exported {n} images to {args.out}", file=sys.stderr)
+        else:
+            write_export(rows, sys.stdout, args.format)
+    return 0
+
+
+# --- names --------------------------------------------------------------------------------
+
+
+def _name_row(path: str, preset: str, regex: str | None) -> dict[str, Any]:
+    try:
+        key = parse_path(path, preset, regex)
+        error = None
+    except NamingError as exc:
+        key, error = ImageKey(), exc.message
+    row = {"path": path, **key.as_dict()}
+    row = {k: row[k] for k in NAME_KEYS}
+    if error:
+        row["error"] = error
+    return row
+
+
+def cmd_names(args: argparse.Namespace) -> int:
+    config = load_config(args.config, check_folders=False)
+    preset = args.preset or config.watch.naming
+    regex = config.watch.regex or None
+    if preset == "regex" and not regex:
+        raise UsageError("--preset regex needs watch.regex in agent.toml.",
+                         "Set watch.regex, or choose a vendor preset.")
+    for f in args.files:
+        row = _name_row(f, preset, regex)
+        if args.json:
+            print(json.dumps(row))
+        elif "error" in row:
+            print(f"{f}: {row['error']}")
+        else:
+            parts = [f"{k}={row[k]}" for k in NAME_KEYS[1:] if row[k] is not None]
+            print(f"{f}: {' '.join(parts)}")
+    return 0
+
+
+# --- paths --------------------------------------------------------------------------------
+
+
+def cmd_paths(args: argparse.Namespace) -> int:
+    cfg: Path | None = find_config_path(args.config)
+    config_line = str(cfg) if cfg else (
+        f"{paths.user_config_dir() / 'agent.toml'} (none yet: defaults apply)")
+    database = _database_line(args.config)
+    print(f"config:   {config_line}")
+    print(f"database: {database}")
+    print(f"data:     {paths.user_data_dir()}")
+    print(f"log:      {paths.user_log_dir()}")
+    print(f"cache:    {paths.user_cache_dir()}")
+    return 0
+
+
+def _database_line(config_arg: str | None) -> str:
+    from nvir_agent.store import database_path
+
+    return str(database_path(load_config(config_arg, check_folders=False)))

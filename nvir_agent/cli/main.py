@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    setup_logging(debug=args.debug, to_file=getattr(args, "log_to_file", False))
+    setup_logging(
+        debug=args.debug,
+        to_file=getattr(args, "log_to_file", False),
+        verbose=getattr(args, "log_verbose", False),
+    )
     try:
         return int(args.func(args) or 0)
     except AgentError as exc:

@@ -1,0 +1,428 @@
+"""The engine: folder watcher → job rows → analysis stages → store → listeners.
+
+Three threads of its own besides the watcher's:
+- ``nvir-ingest`` takes candidate paths from the watcher's queue, skips files
+  the store already has unchanged, waits until each file has settled, parses
+  its name and writes pending job rows (one transaction per tick);
+- ``nvir-worker`` drains pending jobs in batches of ``model.batch_size``,
+  runs the stages, commits the results in one transaction and tells the
+  listeners;
+- the watcher's supervisor (see watch.py).
+
+The engine never prints and never imports Qt; the CLI and the UI read its
+``status()`` snapshot or the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nvir_agent import analysis
+from nvir_agent.config import Config
+from nvir_agent.errors import AgentError, ImageError, StoreError, UsageError
+from nvir_agent.naming import try_parse_path
+from nvir_agent.pipeline import Analysis, ImageRecord, ResultListener, Stage, run_stages
+from nvir_agent.store import Counts, Store, StoreReader, database_path
+from nvir_agent.watch import FolderStatus, FolderWatcher, SettleTracker, iter_candidates
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0
+MAX_ATTEMPTS = 3  # an image whose analysis was interrupted this often is failed
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """A snapshot for the CLI and the UI."""
+
+    running: bool
+    database: str
+    seen: int = 0
+    pending: int = 0
+    done: int = 0
+    failed: int = 0
+    settling: int = 0
+    folders: list[FolderStatus] = field(default_factory=list)
+    started_at: float | None = None
+    heartbeat_at: float | None = None
+    pid: int | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_listeners(config: Config, store: Store) -> list[ResultListener]:
+    """Listeners told after each committed batch (the monitor joins here)."""
+    return []
+
+
+class Engine:
+    """Coordinates watching, ingest, analysis and storage.
+
+    ``start()`` opens the store, resumes pending jobs and starts watching;
+    ``stop()`` ends all threads. ``process_paths()`` is the one-shot path
+    used by `nvir-agent process` (no watching, no settle wait).
+    """
+
+    def __init__(
+        self, config: Config, stages: Sequence[Stage] | None = None,
+        listeners: Sequence[ResultListener] | None = None,
+    ) -> None:
+        self.config = config
+        self.database = database_path(config)
+        self._stages = list(stages) if stages is not None else None
+        self._listeners = list(listeners) if listeners is not None else None
+        self._store: Store | None = None
+        self._watcher: FolderWatcher | None = None
+        self._candidates: queue.Queue[str] = queue.Queue()
+        self._tracker = SettleTracker(config.watch.settle_s)
+        self._known: dict[str, tuple[int, float]] = {}
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._wake = threading.Event()
+        self._busy = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started_at: float | None = None
+        self._error: AgentError | None = None
+        self._settling = 0
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.database)
+        return self._store
+
+    @property
+    def stages(self) -> list[Stage]:
+        if self._stages is None:
+            self._stages = list(analysis.build_stages(self.config))
+        return self._stages
+
+    @property
+    def listeners(self) -> list[ResultListener]:
+        if self._listeners is None:
+            self._listeners = list(default_listeners(self.config, self.store))
+        return self._listeners
+
+    @property
+    def error(self) -> AgentError | None:
+        """The fatal error that stopped the engine, if any."""
+        return self._error
+
+    def start(self) -> None:
+        """Open the store, resume pending jobs and start watching."""
+        store, _stages, _listeners = self.store, self.stages, self.listeners
+        self._started_at = time.time()
+        for path in store.fail_exhausted(MAX_ATTEMPTS):
+            log.error("Giving up on %s: the agent stopped %d times while analysing it.",
+                      path, MAX_ATTEMPTS)
+        counts = store.counts()
+        if counts.pending:
+            log.info("Resuming %d pending images", counts.pending)
+        self._known = store.known_files()
+        w = self.config.watch
+        folders = [self.config.resolve(f) for f in w.folders]
+        self._watcher = FolderWatcher(
+            folders, self._candidates.put, patterns=w.patterns, ignore=w.ignore,
+            observer=w.observer, poll_interval_s=w.poll_interval_s,
+            rescan_interval_s=w.rescan_interval_s, recursive=w.recursive,
+        )
+        self._threads = [
+            threading.Thread(target=self._guard(self._ingest_loop), name="nvir-ingest",
+                             daemon=True),
+            threading.Thread(target=self._guard(self._worker_loop), name="nvir-worker",
+                             daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        self._watcher.start()
+        if not folders:
+            log.warning("No folders to watch: set watch.folders in agent.toml.")
+        log.info("Engine started; database %s", self.database)
+
+    def request_stop(self) -> None:
+        """Ask the engine to stop (safe from a signal handler)."""
+        self._stop.set()
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop watching, finish the batch in hand, and close the store."""
+        self.request_stop()
+        if self._watcher is not None:
+            self._watcher.stop()
+        for t in self._threads:
+            t.join(timeout)
+        if self._store is not None:
+            if self._started_at is not None:
+                try:
+                    self._heartbeat(running=False)
+                except StoreError as exc:
+                    log.warning("%s", exc.message)
+            self._store.close()
+            self._store = None
+        self._stopped.set()
+        log.info("Engine stopped")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a stop was requested (or ``timeout``); True when stopping."""
+        return self._stop.wait(timeout)
+
+    def _guard(self, loop: Any) -> Any:
+        def run() -> None:
+            try:
+                loop()
+            except AgentError as exc:
+                log.error("%s", exc)
+                self._error = exc
+                self.request_stop()
+            except Exception as exc:  # a bug must stop the agent loudly, not silently
+                log.exception("Engine thread failed")
+                self._error = AgentError(f"Internal error: {exc!r}.",
+                                         "Run with --debug and report the log.")
+                self.request_stop()
+
+        return run
+
+    # --- status -----------------------------------------------------------------------
+
+    def status(self) -> EngineStatus:
+        counts = self._store.counts() if self._store is not None else Counts()
+        running = self._started_at is not None and not self._stop.is_set()
+        return EngineStatus(
+            running=running, database=str(self.database), seen=counts.seen,
+            pending=counts.pending, done=counts.done, failed=counts.failed,
+            settling=self._settling,
+            folders=self._watcher.status() if self._watcher else [],
+            started_at=self._started_at, heartbeat_at=time.time(), pid=os.getpid(),
+            error=self._error.message if self._error else None,
+        )
+
+    def idle(self) -> bool:
+        """Nothing queued, settling, pending or in analysis."""
+        return (self._candidates.empty() and self._settling == 0 and not self._busy.is_set()
+                and self.store.counts().pending == 0)
+
+    def wait_idle(self, timeout: float, quiet_s: float = 0.3) -> bool:
+        """Wait until the engine has been idle for ``quiet_s`` (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        since: float | None = None
+        while time.monotonic() < deadline:
+            if self.idle():
+                since = since or time.monotonic()
+                if time.monotonic() - since >= quiet_s:
+                    return True
+            else:
+                since = None
+            time.sleep(0.05)
+        return False
+
+    def _heartbeat(self, *, running: bool = True) -> None:
+        snap = self.status().as_dict()
+        snap["running"] = running
+        self.store.write_heartbeat(snap, started_at=self._started_at or time.time())
+
+    # --- ingest -----------------------------------------------------------------------
+
+    def _ingest_loop(self) -> None:
+        tick = min(max(self.config.watch.settle_s / 4, 0.05), 0.5)
+        next_beat = 0.0
+        while not self._stop.is_set():
+            try:
+                first = self._candidates.get(timeout=tick)
+            except queue.Empty:
+                first = None
+            now = time.monotonic()
+            if first is not None:
+                self._observe(first, now)
+                for _ in range(10000):
+                    try:
+                        self._observe(self._candidates.get_nowait(), now)
+                    except queue.Empty:
+                        break
+            settled = self._tracker.poll(time.monotonic())
+            self._settling = len(self._tracker)
+            if settled:
+                self._add_jobs(settled)
+            if time.monotonic() >= next_beat:
+                self._heartbeat()
+                next_beat = time.monotonic() + HEARTBEAT_S
+
+    def _observe(self, path: str, now: float) -> None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._tracker.forget(path)
+            return
+        except OSError as exc:
+            log.warning("Cannot look at %s: %s", path, exc.strerror or exc)
+            return
+        if stat.S_ISDIR(st.st_mode):
+            w = self.config.watch
+            for p in iter_candidates(path, w.patterns, w.ignore, recursive=w.recursive):
+                self._observe(p, now)
+            return
+        if self._known.get(path) == (st.st_size, st.st_mtime):
+            return
+        self._tracker.observe(path, st.st_size, st.st_mtime, now)
+        self._settling = len(self._tracker)
+
+    def _add_jobs(self, files: Iterable[tuple[str, int, float]]) -> list[int]:
+        w = self.config.watch
+        jobs = []
+        for path, size, mtime in files:
+            key = try_parse_path(path, w.naming, w.regex or None)
+            if key.vendor is None:
+                log.warning("%s: the file name gives no plate/well (watch.naming = %r); "
+                            "analysing it anyway.", path, w.naming)
+            jobs.append((path, size, mtime, key))
+        ids = self.store.add_jobs(jobs)
+        for path, size, mtime, _ in jobs:
+            self._known[path] = (size, mtime)
+        if ids:
+            log.debug("Queued %d images", len(ids))
+            self._wake.set()
+        return ids
+
+    # --- analysis ---------------------------------------------------------------------
+
+    def _worker_loop(self) -> None:
+        batch_size = self.config.model.batch_size
+        while not self._stop.is_set():
+            self._busy.set()
+            records = self.store.pending(batch_size)
+            if records:
+                self.analyse(records)
+                continue
+            self._busy.clear()
+            self._wake.wait(0.5)
+            self._wake.clear()
+        self._busy.clear()
+
+    def analyse(self, records: Sequence[ImageRecord]) -> list[int]:
+        """Run the stages on one batch and commit it; returns the ids committed.
+
+        A fatal error (the model cannot load, the database fails) propagates
+        and leaves the jobs pending for the next start.
+        """
+        self.store.begin_attempt([r.id for r in records])
+        batch = [Analysis(record=r) for r in records]
+        try:
+            run_stages(self.stages, batch)
+        except ImageError as exc:  # a stage that should have failed one image only
+            for a in batch:
+                if not a.failed:
+                    a.fail(exc)
+        except AgentError:
+            raise
+        except Exception as exc:
+            log.exception("Analysis stage failed on a batch of %d images", len(batch))
+            for a in batch:
+                if not a.failed:
+                    a.fail(f"Internal error during analysis: {exc!r}")
+        written = self.store.commit_results(batch)
+        for a in batch:
+            self._log_result(a)
+        if written:
+            for listener in self.listeners:
+                try:
+                    listener.on_results(written)
+                except Exception:  # a listener must never stop the engine
+                    log.exception("Result listener %r failed", listener)
+        return written
+
+    @staticmethod
+    def _log_result(a: Analysis) -> None:
+        k = a.record.key
+        where = " ".join(
+            s for s in (k.plate, k.well, f"t{k.timepoint}" if k.timepoint is not None else "")
+            if s
+        )
+        if a.failed:
+            log.warning("Failed %s [%s]: %s", a.record.path, where or "no key", a.error)
+        else:
+            extra = f" viability {a.viability:.2f}" if a.viability is not None else ""
+            log.info("Done %s [%s]%s", a.record.path, where or "no key", extra)
+
+    # --- one-shot ---------------------------------------------------------------------
+
+    def process_paths(
+        self, paths: Iterable[str | os.PathLike[str]], *, force: bool = False
+    ) -> list[dict[str, Any]]:
+        """Analyse the given files (and image files under given folders) now.
+
+        Files already analysed with the same size and mtime are not analysed
+        again unless ``force``. Returns each file's stored row (see
+        Store.export_rows), in the order given.
+        """
+        w = self.config.watch
+        files: list[str] = []
+        for p in paths:
+            p = Path(p)
+            if p.is_dir():
+                files.extend(iter_candidates(p, w.patterns, w.ignore, recursive=w.recursive))
+            elif p.is_file():
+                files.append(str(p))
+            else:
+                raise UsageError(f"{p} is neither a file nor a folder.",
+                                 "Check the path; give image files or folders of images.")
+        files = list(dict.fromkeys(os.path.abspath(f) for f in files))
+        jobs = []
+        for f in files:
+            try:
+                st = os.stat(f)
+            except OSError as exc:
+                raise UsageError(f"Cannot read {f}: {exc.strerror or exc}.",
+                                 "Check that the file exists and that you may read it.") from exc
+            jobs.append((f, st.st_size, st.st_mtime, try_parse_path(f, w.naming, w.regex or None)))
+        ids = self.store.add_jobs(jobs, force=force)
+        size = self.config.model.batch_size
+        for i in range(0, len(ids), size):
+            self.analyse(self.store.records(ids[i:i + size]))
+        rows = {r["path"]: r for r in self.store.export_rows(files)}
+        return [rows[f] for f in files if f in rows]
+
+    def close(self) -> None:
+        """Close the store after one-shot use (``stop`` does it after ``start``)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> EngineStatus:
+    """The status as another process sees it: store counts plus the running
+    agent's last heartbeat (observer modes and health)."""
+    db = database_path(config)
+    configured = [
+        FolderStatus(str(config.resolve(f)), "-", False, "not running")
+        for f in config.watch.folders
+    ]
+    if not db.is_file():
+        return EngineStatus(running=False, database=str(db), folders=configured)
+    with StoreReader(db) as reader:
+        counts = reader.counts()
+        beat = reader.heartbeat()
+    snap = (beat or {}).get("snapshot", {})
+    running = bool(
+        beat and snap.get("running") and time.time() - (beat["heartbeat_at"] or 0) < stale_after_s
+    )
+    folders = [FolderStatus(**f) for f in snap.get("folders", [])] if running else configured
+    return EngineStatus(
+        running=running, database=str(db), seen=counts.seen, pending=counts.pending,
+        done=counts.done, failed=counts.failed,
+        settling=int(snap.get("settling", 0)) if running else 0, folders=folders,
+        started_at=beat["started_at"] if beat else None,
+        heartbeat_at=beat["heartbeat_at"] if beat else None,
+        pid=beat["pid"] if beat else None, error=snap.get("error"),
+    )
