@@ -487,26 +487,42 @@ def load_images(conn: sqlite3.Connection, plates: Iterable[str] | None = None
 MapLookup = Callable[[str], "PlateMap | None"]
 
 
-def load_plate_timecourses(store_or_conn: object, plate: str | None = None, *,
-                           maps: MapLookup | None = None,
+def load_plate_timecourses(store_or_conn: object, plates: str | Iterable[str] | None = None,
+                           *, maps: MapLookup | None = None,
                            read_gap_s: float = DEFAULT_READ_GAP_S,
                            min_controls: int = DEFAULT_MIN_CONTROLS,
                            qc_ignore: Iterable[str] = ()) -> dict[str, PlateTimecourse]:
-    """Time courses and read summaries per plate from the store.
+    """Time courses and read summaries per plate from the store (all plates, or
+    the plate/plates named).
 
-    ``maps`` finds a plate's map; by default the maps saved in the store.
-    Controls of other plates are loaded too so the fallback works."""
+    ``maps`` finds a plate's map; by default the maps saved in the store. When
+    a plate lacks enough vehicle wells at a time point, the vehicle wells of
+    the other plates are loaded too (the fallback)."""
+    wanted = [plates] if isinstance(plates, str) else (None if plates is None else list(plates))
+    qc_ignore = tuple(qc_ignore)
     with connect(store_or_conn) as conn:
-        images = load_images(conn)
-        plate_ids = sorted({im.plate for im in images})
-        found = {p: (maps(p) if maps else load_stored_map(conn, p)) for p in plate_ids}
-    if plate is not None:
-        # keep the plate itself plus other plates' vehicle wells (fallback controls)
-        images = [im for im in images if im.plate == plate or (
-            found.get(im.plate) is not None and found[im.plate].role(im.well) == "vehicle")]
-    tcs = build_timecourses(images, found, read_gap_s=read_gap_s, min_controls=min_controls,
-                            qc_ignore=qc_ignore)
-    return {p: tc for p, tc in tcs.items() if plate is None or p == plate}
+        images = load_images(conn, wanted)
+        cache: dict[str, PlateMap | None] = {}
+
+        def lookup(p: str) -> PlateMap | None:
+            if p not in cache:
+                cache[p] = maps(p) if maps else load_stored_map(conn, p)
+            return cache[p]
+
+        found = {p: lookup(p) for p in {im.plate for im in images}}
+        tcs = build_timecourses(images, found, read_gap_s=read_gap_s,
+                                min_controls=min_controls, qc_ignore=qc_ignore)
+        short = any(r.control.source != "plate" for tc in tcs.values() if tc.plate_map
+                    for r in tc.reads)
+        if wanted is not None and short:
+            others = [im for im in load_images(conn) if im.plate not in found]
+            for p in {im.plate for im in others}:
+                found[p] = lookup(p)
+            images = images + [im for im in others if found[im.plate] is not None
+                               and found[im.plate].role(im.well) == "vehicle"]  # type: ignore[union-attr]
+            tcs = build_timecourses(images, found, read_gap_s=read_gap_s,
+                                    min_controls=min_controls, qc_ignore=qc_ignore)
+    return {p: tc for p, tc in tcs.items() if wanted is None or p in wanted}
 
 
 def load_timecourses(store_or_conn: object, plate: str | None = None, *,

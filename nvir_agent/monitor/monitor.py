@@ -1,0 +1,142 @@
+"""The monitor: the engine's result listener that turns committed scores into
+alerts and notifications.
+
+After each committed batch the engine calls :meth:`Monitor.on_results` in its
+worker thread. The monitor finds the plates those images belong to, records
+each plate's map in the store, recomputes the plates' time courses, evaluates
+the alert rules and reconciles the alerts — all in one write transaction — and
+then hands what is new (opened or escalated alerts) to the notifier, which
+delivers on its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from nvir_agent.config import Config
+from nvir_agent.monitor.alerts import AlertChange, reconcile
+from nvir_agent.monitor.platemap import PlateMapLibrary
+from nvir_agent.monitor.rules import evaluate_plate
+from nvir_agent.monitor.timecourse import (
+    load_plate_timecourses,
+    save_plate_map,
+    settings_from_config,
+)
+from nvir_agent.notify import Notice, Notifier, build_notifier
+from nvir_agent.store import Store
+
+log = logging.getLogger(__name__)
+
+SUBJECT_WORDS = {"plate": "plate", "well": "well", "group": "", "read": "read"}
+
+
+def describe_subject(subject: str) -> str:
+    """'well:B03' → 'well B03', 'group:Tox 10 µM' → 'Tox 10 µM', 'read:3' → 'read 3'."""
+    kind, _, rest = subject.partition(":")
+    word = SUBJECT_WORDS.get(kind, kind)
+    return f"{word} {rest}".strip() if rest else word
+
+
+def notice_for(change: AlertChange) -> Notice:
+    """The operator-facing notice of an opened or escalated alert."""
+    a = change.alert
+    verb = "now CRITICAL" if change.kind == "escalated" else a.severity
+    title = f"NViR Agent {verb}: {a.plate} {describe_subject(a.subject)}"
+    body = f"{a.message} — alert #{a.id}; acknowledge with `nvir-agent ack {a.id}`."
+    return Notice(title, body, a.severity, a.plate, a.id, change.kind)
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """What one evaluation did (for logs, tests and the UI)."""
+
+    plates: tuple[str, ...]
+    changes: tuple[AlertChange, ...]
+    seconds: float
+
+
+class Monitor:
+    """ResultListener: plate maps → time courses → rules → alerts → notifier."""
+
+    def __init__(self, config: Config, store: Store, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.store = store
+        maps = config.resolve(config.plates.maps) if config.plates.maps else None
+        if maps is not None and not maps.exists():
+            log.warning("plates.maps points at %s, which does not exist; plates are treated "
+                        "as unmapped until it does", maps)
+        self.library = PlateMapLibrary(maps, config.plates.format)
+        self.notifier = notifier if notifier is not None else build_notifier(config.notify)
+        self._settings = settings_from_config(config)
+        self._maps_seen: list[str] | None = None
+        self._unmapped_logged: set[str] = set()
+
+    # ----------------------------------------------------------------- listener
+
+    def on_results(self, image_ids: Sequence[int]) -> None:
+        """Re-evaluate the plates of these images (all plates when the maps changed)."""
+        if not image_ids:
+            return
+        with self.store.transaction() as conn:
+            marks = ",".join("?" * len(image_ids))
+            plates = {r[0] for r in conn.execute(
+                f"SELECT DISTINCT plate FROM images WHERE id IN ({marks}) AND plate IS NOT NULL",
+                list(image_ids))}
+        if self._maps_changed():
+            plates |= self.known_plates()
+        if plates:
+            self.evaluate(sorted(plates))
+
+    def _maps_changed(self) -> bool:
+        current = sorted(m.plate + "\0" + m.source for m in self.library.maps())
+        changed = self._maps_seen is not None and current != self._maps_seen
+        self._maps_seen = current
+        return changed
+
+    def known_plates(self) -> set[str]:
+        with self.store.transaction() as conn:
+            return {r[0] for r in conn.execute(
+                "SELECT DISTINCT plate FROM images WHERE plate IS NOT NULL")}
+
+    def evaluate(self, plates: Iterable[str] | None = None) -> MonitorResult:
+        """Recompute time courses and alerts of these plates (default: all)."""
+        t0 = time.perf_counter()
+        plate_list = sorted(self.known_plates() if plates is None else set(plates))
+        changes: list[AlertChange] = []
+        with self.store.transaction() as conn:
+            for plate in plate_list:
+                pm = self.library.for_plate(plate)
+                if save_plate_map(conn, plate, pm):
+                    if pm is None:
+                        log.info("plate %s has no plate map", plate)
+                    else:
+                        log.info("plate %s uses plate map %s (%s)", plate, pm.plate, pm.source)
+                if pm is None and plate not in self._unmapped_logged:
+                    self._unmapped_logged.add(plate)
+                    log.warning("Plate %s has no plate map: viability is relative to each "
+                                "well's first time point. Add a map under [plates] maps.", plate)
+            if self.config.alerts.enabled and plate_list:
+                tcs = load_plate_timecourses(conn, plate_list, **self._settings)
+                for plate in plate_list:
+                    tc = tcs.get(plate)
+                    if tc is None:
+                        continue
+                    ev = evaluate_plate(tc, self.config.alerts)
+                    changes += reconcile(conn, [plate], ev.conditions, ev.suppressed)
+        for c in changes:
+            a = c.alert
+            log.info("alert #%d %s: %s %s %s (%s)", a.id, c.kind, a.plate, a.subject, a.rule,
+                     a.severity)
+        notices = [notice_for(c) for c in changes if c.notify]
+        if notices:
+            self.notifier.submit(notices)
+        seconds = time.perf_counter() - t0
+        log.debug("monitor evaluated %d plate(s) in %.3f s", len(plate_list), seconds)
+        return MonitorResult(tuple(plate_list), tuple(changes), seconds)
+
+    def close(self) -> None:
+        """Deliver pending notifications and stop the notifier thread."""
+        self.notifier.close()

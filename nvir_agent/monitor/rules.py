@@ -1,0 +1,302 @@
+"""Alert rules: pure functions from a plate's time course to the conditions
+that hold now.
+
+A condition is identified by (plate, subject, rule). Subjects are
+``well:B03``, ``group:<label>`` (a replicate group: compound × concentration or
+the map's group label), ``plate`` and ``read:<time point>``. Every rule scans
+the whole history of its subject, so the result depends only on the data and
+not on the order in which images arrived:
+
+- ``viability`` (treated wells and groups): below ``threshold`` on ``confirm``
+  consecutive time points → warning; below ``critical`` on ``confirm``
+  consecutive time points → critical. It clears after ``confirm`` consecutive
+  time points at or above ``threshold + hysteresis``.
+- ``drop`` (treated wells and groups): viability relative to the well's own
+  baseline at or below ``1 − drop``, with the same confirmation and hysteresis.
+- plate QC: ``control_cv`` (vehicle CV above ``control_cv``), ``control_drop``
+  (vehicle median fell more than ``control_drop`` since the previous read),
+  ``qc_fail`` (more than ``qc_fail_fraction`` of the wells fail segmentation
+  QC), ``missing_wells`` (a finished read lacks wells), ``no_controls`` and
+  ``no_map`` (information: viability is then relative to each well's first
+  time point).
+
+Groups alert on the median of their wells; a well whose group holds the same
+condition is *suppressed* (listed in the group's details instead), and so is a
+``drop`` condition of a subject that already holds a ``viability`` one.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nvir_agent.config import AlertsConfig
+from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+Key = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Episode:
+    """The current run of a condition: confirmed at ``since``, still holding."""
+
+    since: int
+    severity: str
+    timepoint: int
+    value: float | None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A rule that holds now for one subject of one plate."""
+
+    plate: str
+    subject: str
+    rule: str
+    severity: str
+    since: int
+    timepoint: int
+    value: float | None
+    message: str
+    details: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> Key:
+        return (self.plate, self.subject, self.rule)
+
+
+@dataclass
+class Evaluation:
+    """What holds for one plate: the conditions to alert on, and the well
+    conditions rolled into their group (key → the group's subject)."""
+
+    plate: str
+    conditions: list[Condition] = field(default_factory=list)
+    suppressed: dict[Key, str] = field(default_factory=dict)
+
+
+def scan(series: Sequence[tuple[int, float | None]], *, breach: Callable[[float], bool],
+         clear: Callable[[float], bool], confirm: int,
+         escalate: Callable[[float], bool] | None = None) -> Episode | None:
+    """Walk a time-ordered series; return the episode that holds at its end.
+
+    A condition starts after ``confirm`` consecutive breaching values, becomes
+    critical after ``confirm`` consecutive escalating ones and ends after
+    ``confirm`` consecutive clearing ones. Missing values (None) are skipped;
+    severity never drops within an episode."""
+    confirm = max(1, confirm)
+    run_breach = run_escalate = run_clear = 0
+    episode: Episode | None = None
+    for tp, v in sorted(series, key=lambda x: x[0]):
+        if v is None:
+            continue
+        run_breach = run_breach + 1 if breach(v) else 0
+        run_escalate = run_escalate + 1 if escalate is not None and escalate(v) else 0
+        run_clear = run_clear + 1 if clear(v) else 0
+        if episode is None:
+            if run_breach >= confirm:
+                sev = "critical" if run_escalate >= confirm else "warning"
+                episode = Episode(tp, sev, tp, v)
+        elif run_clear >= confirm:
+            episode = None
+        else:
+            sev = "critical" if run_escalate >= confirm else episode.severity
+            episode = Episode(episode.since, sev, tp, v)
+    return episode
+
+
+def below(series: Sequence[tuple[int, float | None]], *, threshold: float, confirm: int,
+          hysteresis: float, critical: float | None = None) -> Episode | None:
+    """Episode of 'value below threshold' (critical level optional)."""
+    return scan(
+        series, breach=lambda v: v < threshold, clear=lambda v: v >= threshold + hysteresis,
+        confirm=confirm, escalate=(lambda v: v < critical) if critical is not None else None,
+    )
+
+
+# --------------------------------------------------------------------------- subjects
+
+
+def _median_series(points: Sequence[WellTimepoint], attr: str) -> list[tuple[int, float | None]]:
+    per_tp: dict[int, list[float]] = defaultdict(list)
+    for p in points:
+        v = getattr(p, attr)
+        if v is not None:
+            per_tp[p.timepoint].append(v)
+        else:
+            per_tp.setdefault(p.timepoint, [])
+    return [(tp, float(statistics.median(vs)) if vs else None) for tp, vs in sorted(per_tp.items())]
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _subject_conditions(plate: str, subject: str, label: str, points: Sequence[WellTimepoint],
+                        cfg: AlertsConfig, *, mapped: bool, details: dict[str, Any]
+                        ) -> list[Condition]:
+    """viability and drop conditions for one well or group."""
+    out: list[Condition] = []
+    if mapped:
+        series = _median_series(points, "viability_rel_control")
+        ref = "of vehicle control"
+    else:
+        series = _median_series(points, "viability_rel_baseline")
+        ref = "of its first time point (plate has no map)"
+    values = {tp: v for tp, v in series}
+    ep = below(series, threshold=cfg.threshold, confirm=cfg.confirm,
+               hysteresis=cfg.hysteresis, critical=cfg.critical)
+    if ep is not None:
+        level = cfg.critical if ep.severity == "critical" else cfg.threshold
+        out.append(Condition(
+            plate, subject, "viability", ep.severity, ep.since, ep.timepoint, ep.value,
+            f"{label}: viability {_fmt(ep.value)} {ref} at time point {ep.timepoint} "
+            f"(below {level:g} for {cfg.confirm}+ reads since time point {ep.since})",
+            {**details, "since": ep.since, "values": values, "reference": ref},
+        ))
+    if mapped:
+        base_series = _median_series(points, "viability_rel_baseline")
+        ep = below(base_series, threshold=1.0 - cfg.drop, confirm=cfg.confirm,
+                   hysteresis=cfg.hysteresis)
+        if ep is not None:
+            out.append(Condition(
+                plate, subject, "drop", "warning", ep.since, ep.timepoint, ep.value,
+                f"{label}: viability fell to {_fmt(ep.value)} of its own baseline at time point "
+                f"{ep.timepoint} (a drop of {cfg.drop:.0%} or more since time point {ep.since})",
+                {**details, "since": ep.since, "values": dict(base_series),
+                 "reference": "baseline"},
+            ))
+    return out
+
+
+def _well_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> tuple[
+        list[Condition], list[Condition], dict[str, str]]:
+    """Well and group conditions, and each treated well's group subject."""
+    mapped = tc.plate_map is not None
+    by_well: dict[str, list[WellTimepoint]] = defaultdict(list)
+    for p in tc.points:
+        if not mapped or p.role == "treated":
+            by_well[p.well].append(p)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for well, pts in by_well.items():
+        if mapped and pts[0].group:
+            groups[pts[0].group].append(well)
+    well_conds: list[Condition] = []
+    for well, pts in sorted(by_well.items()):
+        p0 = pts[0]
+        label = f"well {well}" + (f" ({p0.group})" if p0.group else "")
+        well_conds += _subject_conditions(
+            tc.plate, f"well:{well}", f"{tc.plate} {label}", pts, cfg, mapped=mapped,
+            details={"wells": [well], "compound": p0.compound,
+                     "concentration_uM": p0.concentration_uM, "group": p0.group})
+    group_conds: list[Condition] = []
+    group_of: dict[str, str] = {}
+    for group, wells in sorted(groups.items()):
+        if len(wells) < 2:
+            continue  # a single well is its own alert
+        for w in wells:
+            group_of[w] = f"group:{group}"
+        pts = [p for w in wells for p in by_well[w]]
+        p0 = pts[0]
+        group_conds += _subject_conditions(
+            tc.plate, f"group:{group}", f"{tc.plate} {group} ({len(wells)} wells)", pts, cfg,
+            mapped=True, details={"wells": sorted(wells), "compound": p0.compound,
+                                  "concentration_uM": p0.concentration_uM, "group": group})
+    return well_conds, group_conds, group_of
+
+
+def _plate_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> list[Condition]:
+    out: list[Condition] = []
+    plate, reads = tc.plate, sorted(tc.reads, key=lambda r: r.timepoint)
+    if not reads:
+        return out
+    last = reads[-1]
+    if tc.plate_map is None:
+        out.append(Condition(
+            plate, "plate", "no_map", "info", reads[0].timepoint, last.timepoint, None,
+            f"{plate}: no plate map matches this plate; viability is relative to each well's "
+            "first time point until one is added under [plates] maps.", {}))
+    else:
+        cv_series = [(r.timepoint, r.control.cv) for r in reads if r.control.source == "plate"]
+        ep = scan(cv_series, breach=lambda v: v > cfg.control_cv,
+                  clear=lambda v: v <= cfg.control_cv, confirm=1)
+        if ep is not None:
+            out.append(Condition(
+                plate, "plate", "control_cv", "warning", ep.since, ep.timepoint, ep.value,
+                f"{plate}: vehicle controls vary too much at time point {ep.timepoint} "
+                f"(CV {ep.value:.0%} > {cfg.control_cv:.0%}); check pipetting, edge effects "
+                "or focus.", {"since": ep.since, "values": dict(cv_series)}))
+        own = [r for r in reads if r.control.source == "plate" and r.control.median]
+        for prev, cur in zip(own, own[1:], strict=False):
+            ratio = cur.control.median / prev.control.median  # type: ignore[operator]
+            if ratio < 1.0 - cfg.control_drop:
+                out.append(Condition(
+                    plate, f"read:{cur.timepoint}", "control_drop", "warning", cur.timepoint,
+                    cur.timepoint, ratio,
+                    f"{plate}: vehicle median fell to {ratio:.0%} of the previous read "
+                    f"(time point {prev.timepoint} → {cur.timepoint}); check the incubator, "
+                    "medium and imaging settings.",
+                    {"since": cur.timepoint, "previous": prev.timepoint,
+                     "medians": [prev.control.median, cur.control.median]}))
+        nc = scan([(r.timepoint, 1.0 if r.control.median is None else 0.0) for r in reads],
+                  breach=lambda v: v > 0.5, clear=lambda v: v < 0.5, confirm=1)
+        if nc is not None:
+            out.append(Condition(
+                plate, "plate", "no_controls", "warning", nc.since, nc.timepoint, None,
+                f"{plate}: fewer than {cfg.min_controls} usable vehicle wells at time point "
+                f"{nc.timepoint}, here and on other plates; viability relative to control "
+                "cannot be computed.", {"since": nc.since}))
+    qc_series: list[tuple[int, float | None]] = []
+    for r in reads:
+        expected = r.wells_imaged + len(r.missing_wells)
+        enough = r.wells_imaged >= min(10, max(1, expected))
+        qc_series.append((r.timepoint, r.wells_failed_qc / r.wells_imaged
+                          if enough and r.wells_imaged else None))
+    ep = scan(qc_series, breach=lambda v: v > cfg.qc_fail_fraction,
+              clear=lambda v: v <= cfg.qc_fail_fraction, confirm=1)
+    if ep is not None:
+        out.append(Condition(
+            plate, "plate", "qc_fail", "warning", ep.since, ep.timepoint, ep.value,
+            f"{plate}: {ep.value:.0%} of the wells fail segmentation QC at time point "
+            f"{ep.timepoint} (limit {cfg.qc_fail_fraction:.0%}); check focus, illumination "
+            "and bubbles.", {"since": ep.since, "values": dict(qc_series)}))
+    for r in reads[:-1]:  # the latest read may still be in progress
+        if r.missing_wells:
+            shown = ", ".join(r.missing_wells[:12]) + (" …" if len(r.missing_wells) > 12 else "")
+            out.append(Condition(
+                plate, f"read:{r.timepoint}", "missing_wells", "warning", r.timepoint,
+                r.timepoint, float(len(r.missing_wells)),
+                f"{plate}: read at time point {r.timepoint} lacks {len(r.missing_wells)} "
+                f"well(s): {shown}.", {"since": r.timepoint, "wells": list(r.missing_wells)}))
+    return out
+
+
+def evaluate_plate(tc: PlateTimecourse, cfg: AlertsConfig) -> Evaluation:
+    """All conditions that hold now for one plate, with well→group roll-up."""
+    ev = Evaluation(tc.plate)
+    well_conds, group_conds, group_of = _well_conditions(tc, cfg)
+    active_groups = {(c.subject, c.rule): c for c in group_conds}
+    for c in well_conds:
+        group_subject = group_of.get(c.subject.removeprefix("well:"))
+        group = active_groups.get((group_subject, c.rule)) if group_subject else None
+        if group is not None:
+            ev.suppressed[c.key] = group.subject
+            group.details.setdefault("alerting_wells", []).append(c.subject.removeprefix("well:"))
+        else:
+            ev.conditions.append(c)
+    subject_conds = group_conds + ev.conditions
+    # a drop alert adds nothing while the same subject holds a viability alert
+    low = {c.subject: c for c in subject_conds if c.rule == "viability"}
+    kept: list[Condition] = []
+    for c in subject_conds:
+        if c.rule == "drop" and c.subject in low:
+            ev.suppressed[c.key] = c.subject
+            low[c.subject].details["baseline_drop"] = c.value
+        else:
+            kept.append(c)
+    ev.conditions = kept + _plate_conditions(tc, cfg)
+    return ev
