@@ -29,6 +29,7 @@ from typing import Any
 from nvir_agent import analysis
 from nvir_agent.config import Config
 from nvir_agent.errors import AgentError, ImageError, StoreError, UsageError
+from nvir_agent.monitor.monitor import Monitor
 from nvir_agent.naming import try_parse_path
 from nvir_agent.pipeline import Analysis, ImageRecord, ResultListener, Stage, run_stages
 from nvir_agent.store import Counts, Store, StoreReader, database_path
@@ -62,8 +63,19 @@ class EngineStatus:
 
 
 def default_listeners(config: Config, store: Store) -> list[ResultListener]:
-    """Listeners told after each committed batch (the monitor joins here)."""
-    return []
+    """Listeners told after each committed batch: the monitor (alerts, notifications)."""
+    return [Monitor(config, store)]
+
+
+def _close_listeners(listeners: Sequence[ResultListener] | None) -> None:
+    """Let listeners that hold resources (the monitor's notifier thread) finish."""
+    for listener in listeners or []:
+        close = getattr(listener, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # closing a listener must not stop the shutdown
+                log.exception("Closing result listener %r failed", listener)
 
 
 class Engine:
@@ -164,6 +176,7 @@ class Engine:
             self._watcher.stop()
         for t in self._threads:
             t.join(timeout)
+        _close_listeners(self._listeners)
         if self._store is not None:
             if self._started_at is not None:
                 try:
@@ -395,6 +408,7 @@ class Engine:
 
     def close(self) -> None:
         """Close the store after one-shot use (``stop`` does it after ``start``)."""
+        _close_listeners(self._listeners)
         if self._store is not None:
             self._store.close()
             self._store = None
