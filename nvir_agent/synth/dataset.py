@@ -172,7 +172,7 @@ def plan_dataset(n: int, seed: int = 0, *, size: int = 1024, bits: int = 8,
                 rows.append({
                     "image": f"images/{plate}/{name}.{ext}", "plate": plate, "well": well,
                     "day": day, "compound": comp.name if comp else "", "concentration_uM": conc,
-                    "role": role, "atp_raw": max(atp, 1.0), "site": site.name,
+                    "role": role, "atp_raw": round(max(atp, 1.0), 3), "site": site.name,
                     "latent_viability": latent, "seed": int(rng.integers(2**31)),
                     "conditions": cond,
                     "mask": f"masks/{plate}/{name}.png" if masks else "",
