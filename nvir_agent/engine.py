@@ -37,7 +37,7 @@ from nvir_agent.watch import FolderStatus, FolderWatcher, SettleTracker, iter_ca
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 5.0
+HEARTBEAT_S = 2.0
 MAX_ATTEMPTS = 3  # an image whose analysis was interrupted this often is failed
 
 

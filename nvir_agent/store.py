@@ -434,6 +434,12 @@ class Store(_Queries):
             written: list[int] = []
             for a in batch:
                 r = a.record
+                if not a.failed and a.viability is not None:
+                    try:
+                        a.viability = float(a.viability)
+                    except (TypeError, ValueError):
+                        a.fail(f"The analysis gave a viability that is not a number: "
+                               f"{a.viability!r}.")
                 cur = conn.execute(
                     "UPDATE images SET state = ?, error = ?, updated_at = ? "
                     "WHERE id = ? AND size = ? AND mtime = ? AND state = 'pending'",
