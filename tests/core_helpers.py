@@ -1,0 +1,72 @@
+"""Helpers for the core tests: a recording stage, configs on temp folders, waiting."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from nvir_agent.config import Config, config_from_dict
+from nvir_agent.engine import Engine
+from nvir_agent.pipeline import Analysis
+
+
+class RecordingStage:
+    """A trivial analysis step: remembers each image it saw (path, size, time)."""
+
+    name = "record"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, float]] = []
+        self.batches: list[int] = []
+        self._lock = threading.Lock()
+
+    def run(self, batch: list[Analysis]) -> None:
+        with self._lock:
+            self.batches.append(len(batch))
+            for a in batch:
+                self.calls.append((str(a.record.path), a.record.size, time.time()))
+                a.image_meta["bytes"] = a.record.size
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return [c[0] for c in self.calls]
+
+
+def make_config(tmp_path: Path, folders: list[Path], **watch: Any) -> Config:
+    raw = {
+        "watch": {
+            "folders": [str(f) for f in folders], "settle_s": 0.2, "rescan_interval_s": 0.0,
+            "poll_interval_s": 0.2, **watch,
+        },
+        "storage": {"database": str(tmp_path / "agent.sqlite3")},
+    }
+    return config_from_dict(raw, source=tmp_path / "agent.toml", check_folders=False)
+
+
+@contextlib.contextmanager
+def running(config: Config, stage: Any, listeners: list | None = None) -> Iterator[Engine]:
+    engine = Engine(config, stages=[stage], listeners=listeners or [])
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def write_file(path: Path, data: bytes = b"II*\x00" + b"\x00" * 60) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
