@@ -1,0 +1,233 @@
+"""Spheroid morphology features and image QC flags from a segmentation mask.
+
+Pure functions over numpy arrays. Features (all plain floats/ints/lists, so
+they go to JSON and the store as they are):
+
+- area_px, equivalent_diameter_px, perimeter_px (outline length, lightly
+  smoothed so a digital circle measures 2πr), circularity (4πA/P², ≤ 1),
+  solidity (area / convex-hull area), eccentricity (of the equal-moment
+  ellipse), n_pieces (pieces of a broken body).
+- perimeter_circumference_ratio: perimeter / circumference of the circle of
+  equal area (1 for a circle; the NViR paper's baseline uses its inverse) and
+  mean_boundary_curvature: the paper's classic-baseline curvature, computed as
+  its reference code does, on the mask resized to 256 × 256.
+- brightness_ratio: mean of the spheroid core (inner half of the radius) over
+  the median of the local background (a ring 1.3–1.8 radii from the centre).
+- halo_fraction: fraction of a ring one radius wide around the spheroid that is
+  covered by dark specks (shed cells, debris).
+- focus: variance of the Laplacian of the spheroid and its border, resampled
+  so the spheroid is 128 pixels across and scaled to 0–255: independent of the
+  magnification and bit depth.
+- centroid [x, y], bbox [x, y, w, h], touches_border; area_um2 and diameter_um
+  when the pixel size is known; background_level (fraction of full scale) and
+  saturated_fraction describe the exposure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+# QC thresholds (documented in docs/segmentation.md)
+FOCUS_MIN = 30.0  # focus below this: out_of_focus
+UNDEREXPOSED_LEVEL = 0.15  # background median below this fraction of full scale
+SATURATED_FRACTION = 0.01  # more than this fraction of pixels at full scale
+TOO_SMALL_FRAC = 0.04  # equivalent diameter below this fraction of the frame width
+TOO_LARGE_FRAC = 0.70  # ... above this fraction of the frame width
+FRAGMENTED_SOLIDITY = 0.70  # a body this far from convex counts as fragmented too
+
+QC_FLAGS = ("no_spheroid", "multiple_objects", "touches_border", "out_of_focus",
+            "underexposed", "saturated", "too_small", "too_large", "fragmented")
+
+
+def measure(gray: np.ndarray, mask: np.ndarray | None, *, full: float,
+            pixel_size_um: float | None, small: np.ndarray, ratio: np.ndarray,
+            work_scale: float, noise: float,
+            box: tuple[int, int, int, int] | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """Features of the spheroid in ``mask`` (None: only the exposure features).
+
+    ``small`` is the image reduced by ``work_scale`` in 0–1 units, ``ratio``
+    the same divided by its background; ``box`` (x0, y0, x1, y1) bounds the
+    mask and saves scanning the whole frame.
+    """
+    feats: dict[str, Any] = {
+        "background_level": round(float(np.median(small)), 4),
+        "saturated_fraction": round(float(np.count_nonzero(small >= 0.995)) / small.size, 5),
+    }
+    empty = np.zeros((0, 2), np.int32)
+    if mask is None:
+        return feats, empty
+    h, w = mask.shape
+    if box is None:
+        ys, xs = np.nonzero(mask)
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    x0, y0, x1, y1 = box
+    sub = mask[y0:y1, x0:x1].astype(np.uint8)
+    contours, _ = cv2.findContours(sub, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE,
+                                   offset=(x0, y0))
+    if not contours:
+        return feats, empty
+    area = float(np.count_nonzero(sub))
+    perimeter = float(sum(_smoothed_length(c) for c in contours))
+    all_pts = np.concatenate(contours)
+    hull_area = float(cv2.contourArea(cv2.convexHull(all_pts)))
+    m = cv2.moments(sub, binaryImage=True)
+    cx, cy = m["m10"] / m["m00"] + x0, m["m01"] / m["m00"] + y0
+    diameter = float(np.sqrt(4.0 * area / np.pi))
+    circumference = np.pi * diameter
+    bx, by, bw, bh = cv2.boundingRect(all_pts)
+    largest = max(contours, key=cv2.contourArea)
+    feats.update({
+        "area_px": int(area),
+        "equivalent_diameter_px": round(diameter, 2),
+        "perimeter_px": round(perimeter, 2),
+        "circularity": round(min(1.0, 4.0 * np.pi * area / max(perimeter, 1e-6) ** 2), 4),
+        "solidity": round(min(1.0, area / max(hull_area, 1.0)), 4),
+        "eccentricity": round(_eccentricity(m), 4),
+        "perimeter_circumference_ratio": round(perimeter / max(circumference, 1e-6), 4),
+        "mean_boundary_curvature": _paper_curvature(mask),
+        "n_pieces": len(contours),
+        "centroid": [round(cx, 1), round(cy, 1)],
+        "bbox": [int(bx), int(by), int(bw), int(bh)],
+        "touches_border": bool(bx <= 0 or by <= 0 or bx + bw >= w or by + bh >= h),
+    })
+    feats.update(_ring_features(mask, small, ratio, work_scale, noise, (cx, cy), diameter))
+    feats["focus"] = _focus(gray, mask, full, (bx, by, bw, bh), diameter)
+    if pixel_size_um:
+        feats["pixel_size_um"] = float(pixel_size_um)
+        feats["area_um2"] = round(area * pixel_size_um**2, 1)
+        feats["diameter_um"] = round(diameter * pixel_size_um, 2)
+    return feats, largest.reshape(-1, 2).astype(np.int32)
+
+
+def quality_flags(feats: dict[str, Any], *, found: bool, width: int,
+                  n_other_objects: int) -> list[str]:
+    """QC flags of one image, in the order of QC_FLAGS."""
+    flags: set[str] = set()
+    if feats.get("background_level", 1.0) < UNDEREXPOSED_LEVEL:
+        flags.add("underexposed")
+    if feats.get("saturated_fraction", 0.0) > SATURATED_FRACTION:
+        flags.add("saturated")
+    if not found:
+        flags.add("no_spheroid")
+    else:
+        if n_other_objects > 0:
+            flags.add("multiple_objects")
+        if feats.get("touches_border"):
+            flags.add("touches_border")
+        if feats.get("focus", FOCUS_MIN) < FOCUS_MIN:
+            flags.add("out_of_focus")
+        d = feats.get("equivalent_diameter_px", 0.0) / max(width, 1)
+        if d < TOO_SMALL_FRAC:
+            flags.add("too_small")
+        if d > TOO_LARGE_FRAC:
+            flags.add("too_large")
+        if feats.get("n_pieces", 1) > 1 or feats.get("solidity", 1.0) < FRAGMENTED_SOLIDITY:
+            flags.add("fragmented")
+    return [f for f in QC_FLAGS if f in flags]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _smoothed_length(contour: np.ndarray) -> float:
+    """Outline length after a 5-point moving average (removes pixel staircase)."""
+    pts = contour.reshape(-1, 2).astype(np.float32)
+    if len(pts) < 8:
+        return float(cv2.arcLength(contour, True))
+    k = 2
+    padded = np.concatenate([pts[-k:], pts, pts[:k]])
+    kernel = np.ones(2 * k + 1, np.float32) / (2 * k + 1)
+    sm = np.stack([np.convolve(padded[:, 0], kernel, "valid"),
+                   np.convolve(padded[:, 1], kernel, "valid")], 1).astype(np.float32)
+    return float(cv2.arcLength(sm.reshape(-1, 1, 2), True))
+
+
+def _eccentricity(m: dict[str, float]) -> float:
+    if not m["m00"]:
+        return 0.0
+    a, b, c = m["mu20"] / m["m00"], m["mu11"] / m["m00"], m["mu02"] / m["m00"]
+    common = np.sqrt(max((a - c) ** 2 + 4 * b * b, 0.0))
+    major, minor = (a + c + common) / 2, (a + c - common) / 2
+    if major <= 0:
+        return 0.0
+    return float(np.sqrt(max(0.0, 1.0 - max(minor, 0.0) / major)))
+
+
+def _paper_curvature(mask: np.ndarray) -> float | None:
+    """Mean |curvature| of the outline, as the NViR paper's baseline computes it.
+
+    The paper resizes the whole-frame mask to 256 × 256, takes the contour with
+    the longest arc length (RETR_TREE, CHAIN_APPROX_NONE) and averages
+    |x'y'' − y'x''| / (x'² + y'²)^1.5 with numpy gradients along the contour.
+    """
+    small = cv2.resize(mask.astype(np.uint8) * 255, (256, 256), interpolation=cv2.INTER_AREA)
+    small = (small >= 128).astype(np.uint8)
+    contours, _ = cv2.findContours(small, cv2.RETR_TREE, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    c = max(contours, key=lambda k: cv2.arcLength(k, True)).reshape(-1, 2).astype(np.float64)
+    if len(c) < 3:
+        return None
+    x_t, y_t = np.gradient(c[:, 0]), np.gradient(c[:, 1])
+    xx_t, yy_t = np.gradient(x_t), np.gradient(y_t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.abs(xx_t * y_t - x_t * yy_t) / (x_t * x_t + y_t * y_t) ** 1.5
+    value = float(np.nanmean(k[np.isfinite(k)])) if np.isfinite(k).any() else None
+    return None if value is None else round(value, 5)
+
+
+def _ring_features(mask: np.ndarray, small: np.ndarray, ratio: np.ndarray, work_scale: float,
+                   noise: float, centre: tuple[float, float], diameter: float) -> dict[str, Any]:
+    """brightness_ratio and halo_fraction at the working resolution."""
+    sh, sw = small.shape
+    m_small = cv2.resize(mask.astype(np.uint8) * 255, (sw, sh), interpolation=cv2.INTER_AREA)
+    inside = m_small >= 128
+    r = 0.5 * diameter * work_scale
+    cx, cy = centre[0] * work_scale, centre[1] * work_scale
+    yy, xx = np.ogrid[:sh, :sw]
+    dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
+    core = inside & (dist <= 0.5 * r)
+    if not core.any():
+        core = inside
+    near_bg = (dist >= 1.3 * r) & (dist <= 1.8 * r) & (m_small == 0)
+    out: dict[str, Any] = {}
+    if core.any() and near_bg.any():
+        bg = float(np.median(small[near_bg]))
+        out["brightness_ratio"] = round(float(small[core].mean()) / max(bg, 1e-6), 4)
+    else:
+        out["brightness_ratio"] = None
+    # the ring: from just outside the body to one radius beyond it
+    outside = (m_small == 0).astype(np.uint8)
+    d_out = cv2.distanceTransform(outside, cv2.DIST_L2, 3)
+    ring = (d_out >= 1.5) & (d_out <= max(2.5, r))
+    if ring.any():
+        dark = ratio < 1.0 - max(0.10, 4.0 * noise)
+        out["halo_fraction"] = round(float(np.count_nonzero(dark & ring)) / np.count_nonzero(ring), 4)
+    else:
+        out["halo_fraction"] = None
+    return out
+
+
+def _focus(gray: np.ndarray, mask: np.ndarray, full: float, bbox: tuple[int, int, int, int],
+           diameter: float) -> float:
+    """Variance of the Laplacian over the spheroid and its border at a fixed scale."""
+    h, w = gray.shape
+    bx, by, bw, bh = bbox
+    pad = int(0.15 * max(bw, bh)) + 2
+    x0, y0 = max(0, bx - pad), max(0, by - pad)
+    x1, y1 = min(w, bx + bw + pad), min(h, by + bh + pad)
+    crop = gray[y0:y1, x0:x1]
+    mcrop = mask[y0:y1, x0:x1].astype(np.uint8)
+    scale = min(1.0, 128.0 / max(diameter, 1.0))
+    if scale < 1.0:
+        size = (max(3, round(crop.shape[1] * scale)), max(3, round(crop.shape[0] * scale)))
+        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+        mcrop = cv2.resize(mcrop, size, interpolation=cv2.INTER_NEAREST)
+    img = crop.astype(np.float32) * np.float32(255.0 / full)
+    lap = cv2.Laplacian(img, cv2.CV_32F, ksize=1)
+    band = cv2.dilate(mcrop, np.ones((5, 5), np.uint8)) > 0
+    values = lap[band] if band.any() else lap.ravel()
+    return round(float(values.var()), 2)
