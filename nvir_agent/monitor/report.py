@@ -1,0 +1,571 @@
+"""The HTML report: one self-contained file (figures embedded as base64 PNG,
+no scripts, no external files) with plate heatmaps per read, viability time
+courses per compound with the vehicle band, dose-response curves with IC50
+per day, the margin-of-safety table and a QC summary.
+
+:func:`collect_report` gathers everything from the store (through the
+time-course API of :mod:`nvir_agent.monitor.timecourse`), :func:`render_html`
+turns it into HTML, :func:`write_report` does both. :func:`ic50_table` gives
+the IC50 table without drawing anything.
+
+Figures use matplotlib's object API (``Figure`` + Agg canvas, no pyplot
+state), so rendering is safe off the main thread and leaks no figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+import os
+import sqlite3
+import statistics
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, NullLocator
+
+from nvir_agent import naming
+from nvir_agent.errors import StoreError, UsageError
+from nvir_agent.monitor.dili import (
+    CompoundDayFit,
+    CompoundLabel,
+    DiliEvaluation,
+    choose_day,
+    evaluate_dili,
+    fit_compounds,
+    records_from_points,
+)
+from nvir_agent.monitor.platemap import FORMATS
+from nvir_agent.monitor.timecourse import (
+    MapLookup,
+    PlateTimecourse,
+    WellTimepoint,
+    connect,
+    load_plate_timecourses,
+    settings_from_config,
+)
+
+log = logging.getLogger(__name__)
+
+DPI = 80
+_MAX_FAILURES = 20
+_VMAX = 1.2
+# fixed margins (tight_layout is slow); legends sit right of the axes
+_MARGINS = {"left": 0.11, "right": 0.64, "bottom": 0.16, "top": 0.9}
+_FIGSIZE = (6.0, 3.0)
+
+
+@dataclass(frozen=True)
+class Ic50Row:
+    """One compound on one day: what the demo prints and the report tabulates."""
+
+    compound: str
+    day: int
+    ic50: float
+    ci95: tuple[float, float]
+    converged: bool
+    infinite: bool
+    ic50_se: float = math.nan
+    hill: float = math.nan
+    r2: float = math.nan
+    n_concentrations: int = 0
+    cmax_uM: float | None = None
+    mos: float | None = None
+    message: str = ""
+
+
+@dataclass
+class QcSummary:
+    images: dict[str, int] = field(default_factory=dict)  # state → count
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, error), newest first
+    n_failed: int = 0
+    not_found: int = 0
+    qc_flags: dict[str, int] = field(default_factory=dict)
+    plates_without_map: list[str] = field(default_factory=list)
+    open_alerts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ReportData:
+    database: str
+    generated_at: float
+    plate: str | None
+    day: int | None
+    plates: dict[str, PlateTimecourse]
+    fits: list[CompoundDayFit]
+    dili: DiliEvaluation | None
+    dili_day: int | None
+    labels: dict[str, CompoundLabel]
+    qc: QcSummary
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _points(plates: Mapping[str, PlateTimecourse]) -> list[WellTimepoint]:
+    return [p for tc in plates.values() for p in tc.points]
+
+
+def collect_report(
+    store_or_conn: object,
+    *,
+    plate: str | None = None,
+    day: int | None = None,
+    compounds: Mapping[str, CompoundLabel] | None = None,
+    maps: MapLookup | None = None,
+    config: object | None = None,
+    model: str = "2pl",
+) -> ReportData:
+    """Everything the report shows, read from the store (one plate or all).
+
+    ``compounds`` (from :func:`~nvir_agent.monitor.dili.read_compound_table`)
+    adds Cmax and DILI labels; ``maps`` finds plate maps (default: those the
+    monitor saved in the store); ``day`` limits heatmaps and dose-response.
+    """
+    labels = dict(compounds or {})
+    plates = load_plate_timecourses(store_or_conn, plate, maps=maps,
+                                    **settings_from_config(config))
+    records = records_from_points(_points(plates))
+    cmax = {n: c.cmax_uM for n, c in labels.items() if c.cmax_uM}
+    fits = fit_compounds(records, model=model, cmax=cmax,
+                         days=None if day is None else [day])
+    dili_day = choose_day(fits, day)
+    dili = evaluate_dili(fits, labels, day=dili_day) if labels else None
+    qc = _qc_summary(store_or_conn, plate, plates)
+    return ReportData(
+        database=str(getattr(store_or_conn, "path", store_or_conn)), generated_at=time.time(),
+        plate=plate, day=day, plates=plates, fits=fits, dili=dili, dili_day=dili_day,
+        labels=labels, qc=qc,
+    )
+
+
+def ic50_rows(fits: Iterable[CompoundDayFit]) -> list[Ic50Row]:
+    return [
+        Ic50Row(
+            compound=f.compound, day=f.day, ic50=f.fit.ic50, ci95=f.fit.ic50_ci95,
+            converged=f.fit.converged, infinite=f.fit.infinite, ic50_se=f.fit.ic50_se,
+            hill=f.fit.hill, r2=f.fit.r2, n_concentrations=len(f.concentrations),
+            cmax_uM=f.cmax_uM, mos=f.mos, message=f.fit.message,
+        )
+        for f in sorted(fits, key=lambda f: (f.compound, f.day))
+    ]
+
+
+def ic50_table(
+    store_or_conn: object,
+    *,
+    plate: str | None = None,
+    day: int | None = None,
+    compounds: Mapping[str, CompoundLabel] | None = None,
+    maps: MapLookup | None = None,
+    config: object | None = None,
+    model: str = "2pl",
+) -> list[Ic50Row]:
+    """IC50 (with 95 % CI) per compound and day from the store; draws nothing."""
+    plates = load_plate_timecourses(store_or_conn, plate, maps=maps,
+                                    **settings_from_config(config))
+    cmax = {n: c.cmax_uM for n, c in (compounds or {}).items() if c.cmax_uM}
+    fits = fit_compounds(records_from_points(_points(plates)), model=model, cmax=cmax,
+                         days=None if day is None else [day])
+    return ic50_rows(fits)
+
+
+def _qc_summary(store_or_conn: object, plate: str | None,
+                plates: Mapping[str, PlateTimecourse]) -> QcSummary:
+    where, params = ("WHERE i.plate = ?", [plate]) if plate else ("", [])
+    qc = QcSummary(plates_without_map=sorted(p for p, tc in plates.items() if tc.plate_map is None))
+    try:
+        with connect(store_or_conn) as conn:
+            qc.images = {str(s): int(n) for s, n in conn.execute(
+                f"SELECT i.state, COUNT(*) FROM images i {where} GROUP BY i.state", params)}
+            qc.n_failed = qc.images.get("failed", 0)
+            qc.failures = [(str(p), str(e or "")) for p, e in conn.execute(
+                f"SELECT i.path, i.error FROM images i {where}"
+                f"{' AND' if where else ' WHERE'} i.state = 'failed'"
+                f" ORDER BY i.updated_at DESC LIMIT {_MAX_FAILURES}", params)]
+            flags: Counter[str] = Counter()
+            for found, text in conn.execute(
+                    "SELECT m.found, m.qc FROM measurements m JOIN images i ON i.id = m.image_id "
+                    f"{where}", params):
+                if found == 0:
+                    qc.not_found += 1
+                flags.update(_json_list(text))
+            qc.qc_flags = dict(flags.most_common())
+            conn.row_factory = sqlite3.Row
+            qc.open_alerts = [dict(r) for r in conn.execute(
+                "SELECT id, plate, subject, rule, severity, state, message, value, timepoint,"
+                " opened_at FROM alerts WHERE state IN ('open', 'acknowledged')"
+                + (" AND plate = ?" if plate else "") + " ORDER BY opened_at", params)]
+    except sqlite3.Error as exc:
+        raise StoreError(f"Reading the QC summary from the database failed: {exc}.",
+                         "Check that the file is an NViR Agent database.") from exc
+    return qc
+
+
+def _json_list(text: str | None) -> list[str]:
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return [str(text)]
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _png(fig: Figure) -> str:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plate_format(tc: PlateTimecourse) -> tuple[int, int]:
+    if tc.plate_map is not None and tc.plate_map.format in FORMATS:
+        return FORMATS[tc.plate_map.format]
+    rows = cols = 0
+    for p in tc.points:
+        try:
+            r, c = naming.parse_well(p.well)
+        except ValueError:
+            continue
+        rows, cols = max(rows, r), max(cols, c)
+    for fmt in sorted(FORMATS):
+        if rows <= FORMATS[fmt][0] and cols <= FORMATS[fmt][1]:
+            return FORMATS[fmt]
+    return rows, cols
+
+
+def _heatmap_figure(tc: PlateTimecourse, reads: Sequence[int]) -> str:
+    n_rows, n_cols = _plate_format(tc)
+    mapped = tc.plate_map is not None
+    ncols = min(3, len(reads))
+    nrows = math.ceil(len(reads) / ncols)
+    big = n_cols > 12
+    cmap = colormaps["RdYlGn"].with_extremes(bad="#d0d0d0")
+    scale = 1.6 if big else 1.0
+    fig = Figure(figsize=(3.6 * ncols * scale + 1.0, 2.7 * nrows * scale))
+    fig.subplots_adjust(left=0.04, right=0.86, bottom=0.06, top=0.92, wspace=0.15, hspace=0.3)
+    for k, tp in enumerate(reads):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        grid = np.full((n_rows, n_cols), np.nan)
+        for p in tc.points:
+            if p.timepoint != tp:
+                continue
+            value = p.viability_rel_control if mapped else p.viability_rel_baseline
+            try:
+                r, c = naming.parse_well(p.well)
+            except ValueError:
+                continue
+            if value is not None and 1 <= r <= n_rows and 1 <= c <= n_cols:
+                grid[r - 1, c - 1] = value
+        im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=_VMAX,
+                       aspect="equal", interpolation="nearest")
+        ax.set_title(f"read {tp}", fontsize=9)
+        step = 1 if n_cols <= 12 else 2
+        ax.set_xticks(range(0, n_cols, step), [str(c + 1) for c in range(0, n_cols, step)],
+                      fontsize=6)
+        ax.set_yticks(range(n_rows), [naming.row_letters(r + 1) for r in range(n_rows)],
+                      fontsize=6)
+        if tc.plate_map is not None and n_cols <= 12:
+            for well, a in tc.plate_map.wells.items():
+                if a.role == "vehicle":
+                    r, c = naming.parse_well(well)
+                    ax.text(c - 1, r - 1, "V", ha="center", va="center", fontsize=6)
+    label = "viability / vehicle median" if mapped else "viability / own first read"
+    cax = fig.add_axes((0.89, 0.15, 0.015, 0.7))
+    fig.colorbar(im, cax=cax, label=label)
+    return _png(fig)
+
+
+def _vehicle_band(points: Iterable[WellTimepoint]) -> dict[int, tuple[float, float]]:
+    """time point → (median, standard deviation) of vehicle wells relative to control."""
+    by_tp: dict[int, list[float]] = defaultdict(list)
+    for p in points:
+        if p.role == "vehicle" and p.passed_qc and p.viability_rel_control is not None:
+            by_tp[p.timepoint].append(p.viability_rel_control)
+    return {tp: (statistics.median(v), statistics.pstdev(v)) for tp, v in sorted(by_tp.items())}
+
+
+def _timecourse_figure(compound: str, points: Sequence[WellTimepoint],
+                       band: Mapping[int, tuple[float, float]]) -> str:
+    fig = Figure(figsize=_FIGSIZE)
+    ax = fig.add_subplot(1, 1, 1)
+    if band:
+        tps = list(band)
+        med = np.array([band[t][0] for t in tps])
+        sd = np.array([band[t][1] for t in tps])
+        ax.fill_between(tps, med - sd, med + sd, color="#9e9e9e", alpha=0.35, lw=0,
+                        label="vehicle ± SD")
+        ax.plot(tps, med, color="#616161", lw=1)
+    by_conc: dict[float, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for p in points:
+        if p.viability_rel_control is not None and p.passed_qc:
+            by_conc[p.concentration_uM or 0.0][p.timepoint].append(p.viability_rel_control)
+    concs = sorted(by_conc)
+    for i, c in enumerate(concs):
+        series = by_conc[c]
+        tps = sorted(series)
+        colour = _colour(i, len(concs))
+        ax.plot(tps, [statistics.median(series[t]) for t in tps], marker="o", ms=3, lw=1.2,
+                color=colour, label=f"{c:g} µM")
+    ax.set_title(compound, fontsize=10)
+    ax.set_xlabel("read / day", fontsize=8)
+    ax.set_ylabel("viability / vehicle", fontsize=8)
+    ax.set_ylim(0, max(1.3, ax.get_ylim()[1]))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    fig.subplots_adjust(**_MARGINS)
+    return _png(fig)
+
+
+def _colour(i: int, n: int) -> Any:
+    return colormaps["viridis"](0.1 + 0.8 * (i / max(1, n - 1)))
+
+
+def _dose_response_figure(compound: str, fits: Sequence[CompoundDayFit]) -> str:
+    fig = Figure(figsize=_FIGSIZE)
+    ax = fig.add_subplot(1, 1, 1)
+    fits = sorted(fits, key=lambda f: f.day)
+    lo = min(min(f.concentrations) for f in fits)
+    hi = max(max(f.concentrations) for f in fits)
+    xs = np.logspace(math.log10(lo) - 0.3, math.log10(hi) + 0.3, 120)
+    for i, f in enumerate(fits):
+        colour = _colour(i, len(fits))
+        ax.scatter(f.concentrations, f.medians, s=14, color=colour, zorder=3)
+        label = f"day {f.day}: " + _ic50_text(f.fit.ic50, f.fit.ic50_ci95, f.fit.converged,
+                                               infinity="inf")
+        if f.fit.converged:
+            ax.plot(xs, f.fit.predict(xs), color=colour, lw=1.2, label=label)
+            if math.isfinite(f.fit.ic50):
+                ax.axvline(f.fit.ic50, color=colour, lw=0.8, ls=":")
+        else:
+            ax.plot([], [], color=colour, label=label)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=8))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(-0.05, max(1.3, ax.get_ylim()[1]))
+    ax.axhline(0.5, color="#bdbdbd", lw=0.6)
+    ax.set_title(compound, fontsize=10)
+    ax.set_xlabel("concentration (µM)", fontsize=8)
+    ax.set_ylabel("median viability / vehicle", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    fig.subplots_adjust(**_MARGINS)
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _num(v: float | None, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if math.isinf(v):
+        return "∞"
+    return f"{v:.{digits}g}"
+
+
+def _ic50_text(ic50: float, ci: tuple[float, float], converged: bool,
+               infinity: str = "∞") -> str:
+    if not converged:
+        return "fit failed"
+    if math.isinf(ic50):
+        return f"IC50 {infinity} (>10× top conc.)"
+    return f"IC50 {_num(ic50)} µM [{_num(ci[0])}–{_num(ci[1])}]"
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{b64}">'
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#212121}
+h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}
+h3{font-size:14px}table{border-collapse:collapse;font-size:12px;margin:8px 0}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f5f5f5}
+.grid{display:flex;flex-wrap:wrap;gap:8px}.note{color:#757575;font-size:12px}
+.warn{color:#b71c1c}
+"""
+
+
+def render_html(data: ReportData) -> str:
+    """The whole report as one HTML string (figures inline)."""
+    started = time.perf_counter()
+    points = _points(data.plates)
+    compounds = sorted({f.compound for f in data.fits} | {
+        p.compound for p in points if p.compound and p.role in ("treated", "positive")})
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>NViR Agent report</title>", f"<style>{_CSS}</style></head><body>",
+        "<h1>NViR Agent report</h1>",
+        f"<p class='note'>Database {_e(data.database)} · generated "
+        f"{_e(time.strftime('%Y-%m-%d %H:%M', time.localtime(data.generated_at)))}"
+        f"{' · plate ' + _e(data.plate) if data.plate else ''}"
+        f"{' · day ' + _e(data.day) if data.day is not None else ''} · "
+        f"{len(data.plates)} plate(s), {len(compounds)} compound(s)</p>",
+    ]
+    parts += _qc_section(data)
+    parts += _plate_section(data)
+    parts += _timecourse_section(data, compounds, points)
+    parts += _dose_response_section(data, compounds)
+    parts += _mos_section(data)
+    parts.append("</body></html>")
+    log.info("report rendered in %.1f s", time.perf_counter() - started)
+    return "\n".join(parts)
+
+
+def _qc_section(data: ReportData) -> list[str]:
+    qc = data.qc
+    out = ["<h2>QC summary</h2>"]
+    states = ", ".join(f"{n} {s}" for s, n in sorted(qc.images.items())) or "none"
+    out.append(f"<p>Images: {_e(states)}. Spheroid not found: {qc.not_found}.</p>")
+    if qc.plates_without_map:
+        out.append("<p class='warn'>Plates without a plate map (viability relative to each "
+                   f"well's first read): {_e(', '.join(qc.plates_without_map))}</p>")
+    if qc.qc_flags:
+        out.append("<h3>QC flags</h3>" + _table(["flag", "images"], qc.qc_flags.items()))
+    if qc.failures:
+        out.append(f"<h3>Failed images ({qc.n_failed}, newest {len(qc.failures)} shown)</h3>")
+        out.append(_table(["file", "error"], qc.failures))
+    out.append(f"<h3>Open alerts ({len(qc.open_alerts)})</h3>")
+    if qc.open_alerts:
+        out.append(_table(
+            ["id", "plate", "subject", "rule", "severity", "state", "read", "message"],
+            [(a["id"], a["plate"], a["subject"], a["rule"], a["severity"], a["state"],
+              a["timepoint"] if a["timepoint"] is not None else "–", a["message"])
+             for a in qc.open_alerts]))
+    return out
+
+
+def _plate_section(data: ReportData) -> list[str]:
+    out = ["<h2>Plates</h2>"]
+    for plate, tc in sorted(data.plates.items()):
+        reads = sorted({p.timepoint for p in tc.points})
+        if data.day is not None:
+            reads = [t for t in reads if t == data.day]
+        out.append(f"<h3>{_e(plate)}</h3>")
+        if tc.plate_map is None:
+            out.append("<p class='warn'>No plate map: colours show viability relative to each "
+                       "well's first read.</p>")
+        if not reads:
+            out.append("<p class='note'>No reads to show.</p>")
+            continue
+        summary_rows = [(s.timepoint, s.wells_imaged, s.wells_failed_qc, len(s.missing_wells),
+                         _num(s.control.median), _num(s.control.cv), s.control.source)
+                        for s in tc.reads if s.timepoint in reads]
+        out.append(_table(["read", "wells", "failed QC", "missing", "vehicle median",
+                           "vehicle CV", "controls"], summary_rows))
+        out.append(_img(_heatmap_figure(tc, reads), f"plate {plate} heatmaps"))
+    return out
+
+
+def _timecourse_section(data: ReportData, compounds: Sequence[str],
+                        points: Sequence[WellTimepoint]) -> list[str]:
+    out = ["<h2>Time courses</h2>",
+           "<p class='note'>Median viability relative to vehicle per concentration; grey band: "
+           "vehicle wells, median ± SD.</p><div class='grid'>"]
+    plates_of: dict[str, set[str]] = defaultdict(set)
+    for p in points:
+        if p.compound:
+            plates_of[p.compound].add(p.plate)
+    for compound in compounds:
+        mine = [p for p in points if p.compound == compound and p.role in ("treated", "positive")]
+        band = _vehicle_band(p for p in points if p.plate in plates_of[compound])
+        out.append(_img(_timecourse_figure(compound, mine, band), f"{compound} time course"))
+    out.append("</div>")
+    return out
+
+
+def _dose_response_section(data: ReportData, compounds: Sequence[str]) -> list[str]:
+    out = ["<h2>Dose-response</h2>",
+           "<p class='note'>Two-parameter log-logistic fit to the median viability per "
+           "concentration; IC50 with t-based 95% CI; IC50 beyond 10× the highest concentration "
+           "counts as infinite.</p><div class='grid'>"]
+    by_compound: dict[str, list[CompoundDayFit]] = defaultdict(list)
+    for f in data.fits:
+        by_compound[f.compound].append(f)
+    for compound in compounds:
+        if by_compound.get(compound):
+            out.append(_img(_dose_response_figure(compound, by_compound[compound]),
+                            f"{compound} dose-response"))
+    out.append("</div><h3>IC50 per compound and day</h3>")
+    rows = [(r.compound, r.day, _num(r.ic50), f"{_num(r.ci95[0])}–{_num(r.ci95[1])}",
+             _num(r.hill), _num(r.r2), r.n_concentrations, "yes" if r.converged else "no",
+             r.message) for r in ic50_rows(data.fits)]
+    out.append(_table(["compound", "day", "IC50 (µM)", "95% CI", "hill", "R²", "conc.",
+                       "converged", "note"], rows))
+    missing = [c for c in compounds if not by_compound.get(c)]
+    if missing:
+        out.append(f"<p class='note'>No dose-response (no usable treated wells): "
+                   f"{_e(', '.join(missing))}</p>")
+    return out
+
+
+def _mos_section(data: ReportData) -> list[str]:
+    day = data.dili_day
+    out = [f"<h2>Margin of safety (day {_e(day if day is not None else '–')})</h2>"]
+    fits = sorted((f for f in data.fits if f.day == day), key=lambda f: f.compound)
+    rows = []
+    for f in fits:
+        label = data.labels.get(f.compound)
+        dili = "–" if label is None or label.dili is None else ("DILI+" if label.dili else "DILI−")
+        mos = f.mos
+        pred = "–" if mos is None else ("DILI+" if mos < 100 else "DILI−")
+        rows.append((f.compound, _num(f.fit.ic50), _num(f.cmax_uM), _num(mos), pred, dili))
+    out.append(_table(["compound", "IC50 (µM)", "Cmax (µM)", "MOS = IC50/Cmax",
+                       "predicted (MOS < 100)", "label"], rows))
+    ev = data.dili
+    if ev is None:
+        out.append("<p class='note'>No compound table given: pass --compounds "
+                   "(compound,dili,cmax_uM) for ROC AUC, sensitivity and specificity.</p>")
+        return out
+    out.append(
+        f"<p>ROC AUC of MOS (DILI− as positive class, infinite MOS = 10⁶): <b>{_num(ev.auc)}</b>; "
+        f"at a {ev.margin:g}× margin: sensitivity {_num(ev.sensitivity)}, specificity "
+        f"{_num(ev.specificity)} ({ev.n_dili_positive} DILI+, {ev.n_dili_negative} DILI−). "
+        "Proctor et al. 2017: 59.4 % / 80.5 %.</p>")
+    if ev.skipped:
+        out.append(_table(["compound", "not evaluated because"], sorted(ev.skipped.items())))
+    return out
+
+
+def write_report(store_or_conn: object, out: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """Collect, render and write the report (kwargs as for :func:`collect_report`)."""
+    data = collect_report(store_or_conn, **kwargs)
+    text = render_html(data)
+    path = Path(out)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"Cannot write the report {path}: {exc.strerror or exc}.",
+                         "Choose a folder you may write to with --out.") from exc
+    return path

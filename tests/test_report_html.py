@@ -1,0 +1,201 @@
+"""The HTML report and the IC50 table from a real SQLite store populated
+through the store API."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import time
+
+import pytest
+
+from nvir_agent.monitor.dili import CompoundLabel
+from nvir_agent.monitor.platemap import parse_csv
+from nvir_agent.monitor.report import collect_report, ic50_table, render_html, write_report
+from nvir_agent.monitor.timecourse import save_plate_map
+from nvir_agent.naming import ImageKey, parse_well
+from nvir_agent.pipeline import Analysis
+from nvir_agent.store import Store
+
+CONCS = [0.3, 1.0, 3.0, 10.0, 30.0]
+# compound → IC50 per read (inf: harmless); names include HTML metacharacters on purpose
+TRUTH = {
+    "Zorbicin": [math.inf, 20.0, 8.0, 4.0, 3.0],
+    "Quellamide": [math.inf, math.inf, 25.0, 12.0, 6.0],
+    "Harmlessol": [math.inf] * 5,
+    "Vexatrine <b>&": [5.0, 3.0, 2.0, 1.5, 1.0],
+    "Dullamine": [math.inf] * 5,
+    "Fictozan": [math.inf, 15.0, 15.0, 15.0, 15.0],
+    "Placebin": [math.inf] * 5,
+    "Mortifene": [1.0, 0.8, 0.6, 0.5, 0.5],
+}
+VEHICLE_SCORE = 0.9  # raw model score of a vehicle well: normalisation must divide it out
+
+
+def viability(conc, ic50):
+    return 1.0 if math.isinf(ic50) else 1.0 / (1.0 + (conc / ic50) ** 1.5)
+
+
+def plate_layout():
+    wells = [f"{r}{c:02d}" for c in range(2, 13) for r in "ABCDEFGH"]
+    rows = ["plate,well,role,compound,concentration_uM,cmax_uM"]
+    layout = {}
+    for r in "ABCDEFGH":
+        rows.append(f"P1,{r}01,vehicle,DMSO,,")
+        layout[f"{r}01"] = None
+    k = 0
+    for compound in TRUTH:
+        for conc in CONCS:
+            for _ in range(2):
+                well = wells[k]
+                k += 1
+                rows.append(f'P1,{well},treated,"{compound}",{conc},0.1')
+                layout[well] = (compound, conc)
+    return "\n".join(rows) + "\n", layout
+
+
+def key(plate, well, tp):
+    row, col = parse_well(well)
+    return ImageKey(vendor="test", plate=plate, well=well, row=row, column=col, field=1,
+                    channel="1", timepoint=tp)
+
+
+def populate_store(db):
+    """Five reads of a mapped 96-well plate (8 compounds) and an unmapped plate."""
+    text, layout = plate_layout()
+    (pm,) = parse_csv(text, source="map.csv")
+    store = Store(db)
+    try:
+        jobs = []
+        for tp in range(1, 6):
+            for well in layout:
+                jobs.append((f"/acq/P1/t{tp}/{well}.tif", 1000, float(tp), key("P1", well, tp)))
+            for well in ("A01", "A02", "B05"):  # a second plate without a map
+                jobs.append((f"/acq/P2/t{tp}/{well}.tif", 1000, float(tp), key("P2", well, tp)))
+        jobs.append(("/acq/P1/t5/broken.tif", 10, 5.0, key("P1", "H12", 5)))
+        store.add_jobs(jobs)
+        analyses = []
+        for rec in store.pending(10_000):
+            a = Analysis(record=rec, found=True, model="test")
+            plate, well, tp = rec.key.plate, rec.key.well, rec.key.timepoint
+            if rec.path.name == "broken.tif":
+                a.fail("Truncated TIFF: the file ends inside the image data.")
+            elif plate == "P2":
+                a.viability = 0.8 - 0.05 * tp
+            elif layout[well] is None:
+                a.viability = VEHICLE_SCORE * (1.0 + 0.02 * ((ord(well[0]) % 3) - 1))
+            else:
+                compound, conc = layout[well]
+                a.viability = VEHICLE_SCORE * viability(conc, TRUTH[compound][tp - 1])
+                if well == "B11" and tp == 3:
+                    a.qc = ["out_of_focus"]
+            analyses.append(a)
+        store.commit_results(analyses)
+        with store.transaction() as conn:
+            save_plate_map(conn, "P1", pm)
+            conn.execute(
+                "INSERT INTO alerts(plate, subject, rule, severity, state, message, value, "
+                "timepoint, opened_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                ("P1", "Mortifene 30 µM", "below_threshold", "critical", "open",
+                 "Mortifene 30 µM: viability 0.02 of control", 0.02, 2, time.time(),
+                 time.time()))
+    finally:
+        store.close()
+    return db
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    return populate_store(tmp_path_factory.mktemp("store") / "agent.sqlite3")
+
+
+def test_ic50_table_recovers_truth_per_compound_and_day(database):
+    rows = {(r.compound, r.day): r for r in ic50_table(database)}
+    assert {c for c, _ in rows} == set(TRUTH)
+    for (compound, day), row in rows.items():
+        truth = TRUTH[compound][day - 1]
+        assert row.converged, (compound, day, row.message)
+        if math.isinf(truth):
+            assert row.infinite and math.isinf(row.ic50), (compound, day, row.ic50)
+        else:
+            assert row.ic50 == pytest.approx(truth, rel=0.05), (compound, day)
+            assert row.ci95[0] <= row.ic50 <= row.ci95[1]
+
+
+def test_ic50_table_for_one_day_with_cmax_gives_mos(database):
+    rows = ic50_table(database, day=4, compounds={"Zorbicin": CompoundLabel("Zorbicin", True, 0.02)})
+    assert {r.day for r in rows} == {4}
+    z = next(r for r in rows if r.compound == "Zorbicin")
+    assert z.cmax_uM == 0.02 and z.mos == pytest.approx(4.0 / 0.02, rel=0.05)
+    m = next(r for r in rows if r.compound == "Mortifene")
+    assert m.cmax_uM == 0.1  # from the plate map
+
+
+def test_report_renders_every_compound_and_is_self_contained(database, tmp_path):
+    labels = {
+        "Zorbicin": CompoundLabel("Zorbicin", True, 0.05),
+        "Harmlessol": CompoundLabel("Harmlessol", False, 0.5),
+        "Mortifene": CompoundLabel("Mortifene", True, 0.1),
+        "Placebin": CompoundLabel("Placebin", False, 1.0),
+    }
+    out = write_report(database, tmp_path / "report.html", compounds=labels)
+    text = out.read_text(encoding="utf-8")
+    for compound in TRUTH:
+        if compound != "Vexatrine <b>&":
+            assert text.count(compound) >= 3, compound  # time course, dose-response, tables
+    assert "Vexatrine &lt;b&gt;&amp;" in text and "Vexatrine <b>" not in text
+    assert "<script" not in text.lower()
+    sources = re.findall(r'src="([^"]+)"', text)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    for s in sources:
+        assert base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not re.search(r'href="(?!#)', text)  # no links to external files
+    # 2 plates of heatmaps + 8 time courses + 8 dose-response figures
+    assert len(sources) == 2 + 8 + 8
+    # QC summary: the failed image, the QC flag, the unmapped plate and the open alert
+    assert "Truncated TIFF" in text and "out_of_focus" in text
+    assert "Plates without a plate map" in text and "P2" in text
+    assert "Mortifene 30 µM: viability 0.02 of control" in text
+    # margin of safety and ROC on the default day (day 5: no day 7 here)
+    assert "Margin of safety (day 5)" in text and "ROC AUC" in text
+
+
+def test_report_dili_numbers_match_the_truth(database):
+    labels = {
+        "Zorbicin": CompoundLabel("Zorbicin", True, 0.05),  # MOS 3/0.05 = 60 → predicted DILI+
+        "Harmlessol": CompoundLabel("Harmlessol", False, 0.5),  # MOS inf → predicted DILI−
+        "Fictozan": CompoundLabel("Fictozan", False, 0.1),  # MOS 150 → predicted DILI−
+        "Mortifene": CompoundLabel("Mortifene", True, 0.001),  # MOS 500 → a miss
+    }
+    data = collect_report(database, compounds=labels)
+    ev = data.dili
+    assert ev is not None and ev.day == 5
+    assert ev.sensitivity == pytest.approx(0.5) and ev.specificity == pytest.approx(1.0)
+    # DILI− {inf, 150} vs DILI+ {60, 500}: inf beats both (2), 150 beats 60 (1) → 3/4
+    assert ev.auc == pytest.approx(0.75)
+
+
+def test_report_for_one_plate_and_day(database):
+    data = collect_report(database, plate="P1", day=3)
+    assert set(data.plates) == {"P1"}
+    assert {f.day for f in data.fits} == {3}
+    text = render_html(data)
+    assert "read 3" not in text or text.count("<img") == 1 + 8 + 8
+    assert data.qc.plates_without_map == []
+    assert data.qc.images == {"done": 88 * 5, "failed": 1}
+
+
+def test_report_render_time_for_a_96_well_plate(database):
+    data = collect_report(database)
+    started = time.perf_counter()
+    render_html(data)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 10.0, f"rendering took {elapsed:.1f} s"
+
+
+def test_report_to_unwritable_place_is_a_clear_error(database, tmp_path):
+    from nvir_agent.errors import UsageError
+
+    with pytest.raises(UsageError, match="Cannot write the report"):
+        write_report(database, tmp_path / "no" / "such" / "dir" / "r.html")
