@@ -173,7 +173,8 @@ def _size_factor(v: float) -> float:
     """Swelling as viability starts to fall, shrinking when it collapses."""
     swell = 0.10 * math.exp(-(((v - 0.7) / 0.18) ** 2))
     shrink = 0.28 * min(max((0.5 - v) / 0.5, 0.0), 1.0)
-    return 1.0 + swell - shrink
+    growth = 0.25 * max(v - 1.0, 0.0)  # more cells than the controls: a larger body
+    return 1.0 + swell - shrink + growth
 
 
 def _border_radii(v: float, r: float, n: int, shape_rng: np.random.Generator,
@@ -206,15 +207,23 @@ def _cell_texture(rng: np.random.Generator, shape: tuple[int, int], cell: float)
 
 def _cell_spots(shape: tuple[int, int], xs: np.ndarray, ys: np.ndarray, weights: np.ndarray,
                 cell: float) -> np.ndarray:
-    """Sum of Gaussian cells (peak ≈ weight) at the given positions."""
+    """Absorbance of round cells (peak ≈ weight) at the given positions.
+
+    Loose and dead cells in bright field are dark discs with a lighter,
+    refractile centre: a wide dark Gaussian minus a narrow one.
+    """
     h, w = shape
     img = np.zeros((h, w), np.float32)
     xi, yi = np.rint(xs).astype(int), np.rint(ys).astype(int)
     ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
     np.add.at(img, (yi[ok], xi[ok]), weights[ok].astype(np.float32))
     sigma = max(cell * 0.4, 0.6)
-    img = cv2.GaussianBlur(img, (0, 0), sigma)
-    return img * np.float32(2 * np.pi * sigma * sigma)
+    dark = cv2.GaussianBlur(img, (0, 0), sigma) * np.float32(2 * np.pi * sigma * sigma)
+    if sigma < 1.5:  # too few pixels per cell to show a centre
+        return dark
+    s2 = 0.4 * sigma
+    centre = cv2.GaussianBlur(img, (0, 0), s2) * np.float32(2 * np.pi * s2 * s2)
+    return dark - np.float32(0.45) * centre
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -248,11 +257,15 @@ def _render_body(v: float, r: float, cx: float, cy: float, box: tuple[int, int, 
         for _ in range(int(rng.integers(1, 4))):
             ang = rng.uniform(0, np.pi)
             px, py = lx + rng.normal(0, 0.25 * r), ly + rng.normal(0, 0.25 * r)
-            dx, dy = math.cos(ang) * 2 * r, math.sin(ang) * 2 * r
             width = max(2, int(round(rng.uniform(0.05, 0.12) * r)))
-            p1 = (int(round(px - dx)), int(round(py - dy)))
-            p2 = (int(round(px + dx)), int(round(py + dy)))
-            cv2.line(mask, p1, p2, 0, width, cv2.LINE_8)
+            # a jagged crack: a line across the body with sideways wander
+            t = np.linspace(-2.0 * r, 2.0 * r, 17)
+            wander = np.cumsum(rng.normal(0, 0.06 * r, t.size))
+            wander -= wander.mean()
+            xs = px + t * math.cos(ang) - wander * math.sin(ang)
+            ys = py + t * math.sin(ang) + wander * math.cos(ang)
+            pts = np.rint(np.stack([xs, ys], 1)).astype(np.int32)
+            cv2.polylines(mask, [pts], False, 0, width, cv2.LINE_8)
             cracks.append({"angle": float(ang), "width_px": width})
         # the pieces drift apart; crumbs smaller than a few cells join the halo
         count, labels, stats, cents = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -282,9 +295,9 @@ def _render_body(v: float, r: float, cx: float, cy: float, box: tuple[int, int, 
 
     # body transmission: dense dark core, lighter textured outer band (calibrated on
     # the real healthy spheroid of DESIGN.md); lighter and more translucent as v falls
-    t_core = 0.50 - 0.33 * min(vigour, 1.0) ** 0.9 - 0.06 * max(vigour - 1.0, 0.0)
-    a_slow = 0.225 + 0.05 * loss
-    a_fast = 0.23 + 0.05 * loss
+    t_core = 0.46 - 0.29 * min(vigour, 1.0) ** 0.9 - 0.06 * max(vigour - 1.0, 0.0)
+    a_slow = 0.225 - 0.05 * loss
+    a_fast = 0.23 - 0.10 * loss
     l_slow = 0.25 + 0.25 * loss
     l_fast = 0.05 + 0.10 * loss
     body = (t_core + a_slow * cv2.exp(d * np.float32(-1.0 / l_slow))
@@ -295,7 +308,7 @@ def _render_body(v: float, r: float, cx: float, cy: float, box: tuple[int, int, 
            + (0.045 + 0.04 * loss) * cv2.exp(d * np.float32(-1.0 / 0.35))
            + np.float32(0.008 + 0.03 * loss))
     body += amp * tex + np.float32(0.08 * loss) * patch
-    np.clip(body, 0.03, 1.1, out=body)
+    np.clip(body, 0.03, 0.95, out=body)
     # thin bright rim just outside the border (fades as the border loosens)
     near = 1.0 + np.float32(0.10 * (1.0 - 0.7 * loss)) * cv2.exp(outside * np.float32(-1.0 / rim_w))
     # soft body edge (about one pixel) so the border is not a jagged step
@@ -362,14 +375,20 @@ def _illumination(c: Conditions, rng: np.random.Generator, well_c: tuple[float, 
     rr2 = ((gx - w / 2) ** 2 + (gy - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
     field_ *= 1.0 - c.vignetting * rr2
     wall_dark = rng.uniform(0.15, 0.35)
+    # faint uneven background: out-of-focus dirt on the plate lid and optics
+    mottle_amp = float(rng.uniform(0.0, 0.02))
+    mottle = cv2.resize(rng.standard_normal((5, 5)).astype(np.float32), (sw, sh),
+                        interpolation=cv2.INTER_CUBIC)
+    field_ *= 1.0 + mottle_amp * mottle
     if c.well_wall > 0:
         rw = np.sqrt((gx - well_c[0]) ** 2 + (gy - well_c[1]) ** 2) / well_r
         # darkening toward the wall over the outer third, then the dark wall itself
         toward = np.clip((rw - 0.65) / 0.35, 0.0, 1.0) ** 2
-        edge = 1.0 / (1.0 + np.exp(-(rw - 1.0) / 0.012))
+        edge = 1.0 / (1.0 + np.exp(-(rw - 1.0) / 0.025))
         field_ *= (1.0 - 0.25 * toward) * (1.0 - edge) + wall_dark * edge
     full = cv2.resize(field_.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    return full, {"gradient_angle": float(ang), "wall_darkness": float(wall_dark)}
+    return full, {"gradient_angle": float(ang), "wall_darkness": float(wall_dark),
+                  "mottle": mottle_amp}
 
 
 def _draw_bubbles_and_debris(trans: np.ndarray, c: Conditions, rng: np.random.Generator,
