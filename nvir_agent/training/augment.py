@@ -1,0 +1,90 @@
+"""The NViR paper's training augmentations on 8-bit grayscale crops.
+
+Each transform is applied with probability 0.5, in this order: horizontal
+flip, vertical flip, rotation by a multiple of 90°, transpose,
+brightness/contrast (±0.2), gamma (80–120 %), tone curve (scale 0.1) and
+CLAHE (clip limit 0.3–1, 8×8 tiles). The intensity transforms follow
+albumentations' definitions (RandomBrightnessContrast, RandomGamma,
+RandomToneCurve, CLAHE) and are computed as 256-entry look-up tables.
+Everything is drawn from the given numpy Generator, so a seed fixes the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Probabilities and ranges; the defaults are the paper's."""
+
+    p: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    gamma: tuple[float, float] = (80.0, 120.0)
+    tone_scale: float = 0.1
+    clahe_clip: tuple[float, float] = (0.3, 1.0)
+    clahe_tiles: int = 8
+
+
+PAPER = AugmentSettings()
+_RAMP = np.arange(256, dtype=np.float64)
+
+
+def augment(image: np.ndarray, rng: np.random.Generator,
+            settings: AugmentSettings = PAPER) -> np.ndarray:
+    """Return an augmented copy of a square 2-D uint8 image (same shape and dtype)."""
+    if image.dtype != np.uint8 or image.ndim != 2:
+        raise ValueError(f"augment expects a 2-D uint8 image, got {image.dtype} {image.shape}")
+    p = settings.p
+    out = image
+    if rng.random() < p:
+        out = out[:, ::-1]
+    if rng.random() < p:
+        out = out[::-1, :]
+    if rng.random() < p:
+        out = np.rot90(out, int(rng.integers(0, 4)))
+    if rng.random() < p:
+        out = out.T
+    lut = _RAMP.copy()
+    if rng.random() < p:
+        lut = brightness_contrast_lut(
+            lut,
+            rng.uniform(-settings.brightness, settings.brightness),
+            rng.uniform(-settings.contrast, settings.contrast),
+        )
+    if rng.random() < p:
+        lut = gamma_lut(lut, rng.uniform(*settings.gamma) / 100.0)
+    if rng.random() < p:
+        low = float(np.clip(rng.normal(0.25, settings.tone_scale), 0.0, 1.0))
+        high = float(np.clip(rng.normal(0.75, settings.tone_scale), 0.0, 1.0))
+        lut = tone_curve_lut(lut, low, high)
+    out = np.ascontiguousarray(out)
+    if not np.array_equal(lut, _RAMP):
+        out = cv2.LUT(out, np.clip(np.rint(lut), 0, 255).astype(np.uint8))
+    if rng.random() < p:
+        clip = rng.uniform(*settings.clahe_clip)
+        tiles = settings.clahe_tiles
+        out = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(tiles, tiles)).apply(out)
+    return out
+
+
+def brightness_contrast_lut(lut: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
+    """albumentations RandomBrightnessContrast (brightness by max): v·(1+c) + b·255, clipped."""
+    return np.clip(lut * (1.0 + contrast) + brightness * 255.0, 0.0, 255.0)
+
+
+def gamma_lut(lut: np.ndarray, gamma: float) -> np.ndarray:
+    """255·(v/255)^gamma."""
+    return 255.0 * np.power(np.clip(lut, 0.0, 255.0) / 255.0, gamma)
+
+
+def tone_curve_lut(lut: np.ndarray, low_y: float, high_y: float) -> np.ndarray:
+    """Cubic Bézier tone curve through (0,0), (¼,low_y), (¾,high_y), (1,1), as in
+    albumentations RandomToneCurve (the input level is the curve parameter)."""
+    t = np.clip(lut, 0.0, 255.0) / 255.0
+    y = 3 * t * (1 - t) ** 2 * low_y + 3 * t**2 * (1 - t) * high_y + t**3
+    return 255.0 * y

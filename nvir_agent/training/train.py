@@ -1,0 +1,429 @@
+"""Train NViR on a lab's own labelled images with the paper's recipe.
+
+Recipe (defaults): MSE loss, AdamW (lr 1e-4, weight decay 5e-4),
+ReduceLROnPlateau on the validation loss (factor 0.5, patience 15), up to 150
+epochs with early stopping (patience 30 epochs without a better validation
+loss), batch 32, the paper's augmentations, ImageNet initialisation. The best
+epoch (lowest validation loss) is what the model file keeps.
+
+Every epoch writes ``OUT.resume`` (weights, optimizer, scheduler, RNG state,
+history); ``resume=True`` continues from it, and it is deleted when the run
+finishes. Batch order and augmentations depend only on (seed, epoch, image),
+so an interrupted and resumed run gives the same model as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nvir_agent import __version__
+from nvir_agent.errors import AgentError, DataError, ModelLoadError, UsageError
+from nvir_agent.model.modelfile import load_model, save_model
+from nvir_agent.model.network import build_nvir
+from nvir_agent.model.preprocess import PreprocessSpec
+from nvir_agent.paths import user_cache_dir
+from nvir_agent.training import hardware
+from nvir_agent.training.data import epoch_batches, prepare_crops, split_arrays, split_labels
+from nvir_agent.training.evaluate import metrics_report, predict
+from nvir_agent.training.labels import read_labels
+
+log = logging.getLogger(__name__)
+
+IMAGENET_FILE = "resnet18-f37072fd.pth"
+IMAGENET_URL = "https://download.pytorch.org/models/" + IMAGENET_FILE
+RESUME_SUFFIX = ".resume"
+# options that may change between an interrupted run and its resumption
+_RESUMABLE_CHANGES = {"epochs", "resume", "workers", "stop_after", "device", "cache_dir", "out"}
+
+
+class TrainingInterrupted(AgentError):
+    """Training stopped before the end; the resume checkpoint holds the last epoch."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainOptions:
+    """Everything ``nvir-agent train`` can set; defaults are the paper's recipe."""
+
+    labels: Path
+    out: Path
+    images: Path | None = None
+    epochs: int = 150
+    batch_size: int = 32
+    seed: int = 42
+    size: int | None = None  # default: the init model's, else 256
+    crop: str | None = None  # default: the init model's, else center-square
+    margin: float | None = None
+    intensity: str | None = None  # default: the init model's, else bitdepth
+    split: str = "chronological"
+    val_fraction: float = 0.2
+    init: str = "imagenet"
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    lr_factor: float = 0.5
+    lr_patience: int = 15
+    patience: int = 30
+    augment: bool = True
+    label_source: str = "auto"
+    workers: int = 1
+    device: str = "auto"
+    precision: str = "auto"
+    save_dtype: str = "float32"
+    cache_dir: Path | None = None
+    resume: bool = False
+    stop_after: int | None = None  # end this run after so many epochs, keeping the checkpoint
+
+    def recipe(self) -> dict[str, Any]:
+        d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        for k in ("out", "resume", "stop_after", "cache_dir", "workers"):
+            d.pop(k, None)
+        return d
+
+
+@dataclass
+class Progress:
+    """One progress event: ``phase`` is ``prepare`` (images read), ``batch`` or ``epoch``."""
+
+    phase: str
+    done: int = 0
+    total: int = 0
+    epoch: int = 0
+    epochs: int = 0
+    train_loss: float | None = None
+    val_loss: float | None = None
+    val_r2: float | None = None
+    val_mae: float | None = None
+    lr: float | None = None
+    best_epoch: int = 0
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+
+
+@dataclass
+class TrainResult:
+    path: Path | None
+    epochs_run: int
+    best_epoch: int
+    stopped: str  # "early-stopping", "max-epochs" or "paused"
+    validation: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+    images_per_s: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def resume_path(out: Path) -> Path:
+    return Path(str(out) + RESUME_SUFFIX)
+
+
+def imagenet_weights_path() -> Path:
+    """Where torchvision keeps ResNet18's ImageNet weights (never downloaded here)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
+
+
+def initial_network(init: str) -> tuple[nn.Module, PreprocessSpec | None, str]:
+    """The starting network for ``init`` (imagenet, none, or a file), the spec of
+    an init model file, and a description for the provenance."""
+    if init == "none":
+        return build_nvir(), None, "random initialisation"
+    if init == "imagenet":
+        path = imagenet_weights_path()
+        if not path.is_file():
+            raise ModelLoadError(
+                f"ResNet18 ImageNet weights are not available offline (expected {path})",
+                f"download {IMAGENET_URL} on a connected machine and copy it to {path} "
+                "(or pass --init PATH/to/resnet18.pth), or train from scratch with --init none",
+            )
+        return build_nvir(_load_resnet_state(path)), None, f"ImageNet ResNet18 ({path.name})"
+    path = Path(init)
+    if not path.is_file():
+        raise UsageError(f"--init {init}: no such file",
+                         "use imagenet, none, an NViR model file (.safetensors) or "
+                         "ResNet18 ImageNet weights (.pth)")
+    if path.suffix in (".pth", ".pt"):
+        return build_nvir(_load_resnet_state(path)), None, f"ImageNet ResNet18 ({path.name})"
+    loaded = load_model(path)
+    source = loaded.metadata.get("provenance", {}).get("source", "unknown")
+    return loaded.module, loaded.spec, f"fine-tuned from {loaded.name} ({source})"
+
+
+def _load_resnet_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError("the file does not hold a state dict")
+        build_nvir(state)  # checks keys and shapes
+    except (OSError, RuntimeError, ValueError, EOFError) as exc:
+        raise ModelLoadError(f"{path} is not usable as ResNet18 ImageNet weights: {exc}",
+                             f"use torchvision's {IMAGENET_FILE} ({IMAGENET_URL})") from exc
+    return state
+
+
+def resolve_spec(options: TrainOptions, init_spec: PreprocessSpec | None) -> PreprocessSpec:
+    base = init_spec or PreprocessSpec(intensity="bitdepth")
+    changes = {k: v for k, v in (("size", options.size), ("crop", options.crop),
+                                 ("margin", options.margin), ("intensity", options.intensity))
+               if v is not None}
+    try:
+        return replace(base, **changes)
+    except ValueError as exc:
+        raise UsageError(str(exc), "see nvir-agent train --help for the allowed values") from exc
+
+
+def _check_options(o: TrainOptions) -> None:
+    problems = []
+    if o.epochs < 1:
+        problems.append(f"--epochs {o.epochs} must be at least 1")
+    if o.batch_size < 2:
+        problems.append(f"--batch-size {o.batch_size} must be at least 2 (BatchNorm)")
+    if not o.lr > 0:
+        problems.append(f"--lr {o.lr} must be > 0")
+    if o.weight_decay < 0:
+        problems.append(f"--weight-decay {o.weight_decay} must be ≥ 0")
+    if o.patience < 1 or o.lr_patience < 0:
+        problems.append("--patience must be ≥ 1 and --lr-patience ≥ 0")
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+def train(options: TrainOptions, progress: Callable[[Progress], None] | None = None
+          ) -> TrainResult:
+    """Run the recipe and write the model file (see module doc)."""
+    _check_options(options)
+    started = time.monotonic()
+    notify = progress or (lambda p: None)
+    ckpt_path = resume_path(options.out)
+    checkpoint = _read_checkpoint(ckpt_path, options)
+
+    labels = read_labels(options.labels, options.images, label_source=options.label_source)
+    torch.manual_seed(options.seed)
+    module, init_spec, init_text = initial_network(options.init)
+    spec = resolve_spec(options, init_spec)
+    split = split_labels(labels, options.split, val_fraction=options.val_fraction,
+                         seed=options.seed)
+    cache = options.cache_dir or user_cache_dir() / "crops"
+    crops = prepare_crops(labels, spec, cache_dir=cache, workers=options.workers,
+                          progress=lambda d, t: notify(Progress("prepare", d, t)))
+    x_train, y_train, _ = split_arrays(crops, labels, split.train)
+    x_val, y_val, val_idx = split_arrays(crops, labels, split.val)
+    if len(x_train) < 2 or len(x_val) < 1:
+        raise DataError(
+            f"after leaving out unusable images, {len(x_train)} training and {len(x_val)} "
+            "validation images remain", "label more images, or choose another --split")
+    val_items = [labels.items[i] for i in val_idx]
+
+    device = hardware.pick_device(options.device)
+    bf16 = hardware.use_bf16(device, options.precision)
+    module = module.to(device)
+    if bf16:
+        module = module.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=options.lr,
+                                  weight_decay=options.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=options.lr_factor, patience=options.lr_patience)
+    state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "bad_epochs": 0,
+             "history": [], "best_state": None, "train_s": 0.0, "wall_s": 0.0}
+    if checkpoint is not None:
+        module.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        state.update(checkpoint["state"])
+        log.info("resuming %s after epoch %d", options.out, state["epoch"])
+    else:
+        torch.manual_seed(options.seed)
+    log.info("training on %d images, validating on %d (%s split), %s, device %s%s",
+             len(x_train), len(x_val), options.split, spec.describe(), device,
+             " with bf16 autocast" if bf16 else "")
+
+    loss_fn = nn.MSELoss()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    pool = ThreadPoolExecutor(options.workers) if options.workers > 1 else None
+    run_start = time.monotonic()
+    epochs_this_run = 0
+    stopped = "max-epochs"
+    try:
+        while state["epoch"] < options.epochs:
+            epoch = state["epoch"] + 1
+            t0 = time.monotonic()
+            module.train()
+            losses, seen = [], 0
+            steps = max(1, -(-len(x_train) // options.batch_size))
+            for step, (xb, yb) in enumerate(epoch_batches(
+                    x_train, y_train, spec, batch_size=options.batch_size, seed=options.seed,
+                    epoch=epoch, augmented=options.augment, pool=pool), start=1):
+                x = torch.from_numpy(xb).to(device)
+                if bf16:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = torch.from_numpy(yb).to(device)
+                optimizer.zero_grad(set_to_none=True)
+                with hardware.autocast(device, bf16):
+                    out = module(x).float().reshape(-1)
+                loss = loss_fn(out, y)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()) * len(yb))
+                seen += len(yb)
+                notify(Progress("batch", step, steps, epoch, options.epochs))
+            train_s = time.monotonic() - t0
+            pred = predict(module, x_val, spec, batch_size=max(options.batch_size, 64),
+                           device=device, bf16=bf16)
+            val_loss = float(np.mean((pred - y_val) ** 2))
+            report = metrics_report(val_items, y_val, pred)
+            scheduler.step(val_loss)
+            improved = val_loss < state["best_loss"]
+            if improved:
+                state.update(best_loss=val_loss, best_epoch=epoch, bad_epochs=0,
+                             best_state=_cpu_state(module), best_report=report)
+            else:
+                state["bad_epochs"] += 1
+            lr = optimizer.param_groups[0]["lr"]
+            state["epoch"] = epoch
+            state["train_s"] += train_s
+            state["images_seen"] = state.get("images_seen", 0) + seen
+            state["history"].append({
+                "epoch": epoch, "train_loss": round(sum(losses) / max(seen, 1), 6),
+                "val_loss": round(val_loss, 6), "val_r2": report["r2"], "val_mae": report["mae"],
+                "lr": lr, "seconds": round(time.monotonic() - t0, 2)})
+            epochs_this_run += 1
+            elapsed = time.monotonic() - run_start
+            per_epoch = elapsed / epochs_this_run
+            _write_checkpoint(ckpt_path, options, module, optimizer, scheduler, state,
+                              state["wall_s"] + time.monotonic() - started)
+            notify(Progress("epoch", epoch, options.epochs, epoch, options.epochs,
+                            state["history"][-1]["train_loss"], val_loss, report["r2"],
+                            report["mae"], lr, state["best_epoch"], elapsed,
+                            per_epoch * (options.epochs - epoch)))
+            if state["bad_epochs"] >= options.patience:
+                stopped = "early-stopping"
+                log.info("early stopping after epoch %d (best epoch %d)", epoch,
+                         state["best_epoch"])
+                break
+            if options.stop_after is not None and epochs_this_run >= options.stop_after \
+                    and epoch < options.epochs:
+                stopped = "paused"
+                break
+    except KeyboardInterrupt as exc:
+        raise TrainingInterrupted(
+            f"training interrupted after epoch {state['epoch']}",
+            f"continue with the same command plus --resume (checkpoint {ckpt_path})") from exc
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        if pool is not None:
+            pool.shutdown()
+
+    wall = state["wall_s"] + time.monotonic() - started
+    ips = state.get("images_seen", 0) / state["train_s"] if state["train_s"] else 0.0
+    result = TrainResult(None, state["epoch"], state["best_epoch"], stopped,
+                         state.get("best_report", {}), state["history"], wall, ips)
+    if stopped == "paused":
+        return result
+    module.load_state_dict(state["best_state"])
+    meta = _metadata(options, labels, split, crops, len(x_train), len(x_val), spec, init_text,
+                     result, hardware.describe(device, bf16))
+    result.path = save_model(options.out, module.cpu(), spec, meta, dtype=options.save_dtype)
+    result.metadata = meta
+    ckpt_path.unlink(missing_ok=True)
+    log.info("wrote %s (best epoch %d, validation R² %s, MAE %s)", result.path,
+             result.best_epoch, result.validation.get("r2"), result.validation.get("mae"))
+    return result
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def _metadata(options: TrainOptions, labels: Any, split: Any, crops: Any, n_train: int,
+              n_val: int, spec: PreprocessSpec, init_text: str, result: TrainResult,
+              hw: dict[str, Any]) -> dict[str, Any]:
+    data = labels.summary()
+    data.update(n_train=n_train, n_val=n_val, n_skipped=len(crops.skipped))
+    return {
+        "provenance": {
+            "source": f"trained with nvir-agent train on {Path(options.labels).name}",
+            "trained_from": init_text,
+            "trained_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "by": f"nvir-agent {__version__}",
+            "hardware": hw,
+            "wall_time_s": round(result.wall_s, 1),
+            "train_images_per_s": round(result.images_per_s, 2),
+        },
+        "metrics": {"validation": result.validation,
+                    "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                    "stopped": result.stopped},
+        "data": data,
+        "split": split.details,
+        "recipe": {**options.recipe(), "preprocessing": spec.to_dict(),
+                   "loss": "mse", "optimizer": "AdamW",
+                   "scheduler": "ReduceLROnPlateau(val_loss)",
+                   "augmentations": "paper" if options.augment else "none"},
+        "history": result.history,
+    }
+
+
+def _fingerprint(options: TrainOptions) -> dict[str, Any]:
+    d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    return {k: v for k, v in d.items() if k not in _RESUMABLE_CHANGES}
+
+
+def _read_checkpoint(path: Path, options: TrainOptions) -> dict[str, Any] | None:
+    if not options.resume:
+        if path.exists():
+            raise UsageError(
+                f"{path} holds an interrupted training run for {options.out}",
+                "add --resume to continue it, or delete the file to start over")
+        return None
+    if not path.is_file():
+        log.warning("no interrupted run to resume (%s); starting from epoch 1", path)
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise DataError(f"cannot read the resume checkpoint {path}: {exc}",
+                        "delete it and train again without --resume") from exc
+    before = ckpt.get("options", {})
+    now = _fingerprint(options)
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        raise UsageError(
+            f"--resume with different settings than the interrupted run: {', '.join(changed)}",
+            "use the same options as before (only --epochs, --workers and --device may change), "
+            f"or delete {path} to start over")
+    return ckpt
+
+
+def _write_checkpoint(path: Path, options: TrainOptions, module: nn.Module,
+                      optimizer: torch.optim.Optimizer, scheduler: Any,
+                      state: dict[str, Any], wall: float) -> None:
+    payload = {
+        "options": _fingerprint(options),
+        "model": _cpu_state(module),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "state": {**copy.copy(state), "wall_s": wall},
+    }
+    tmp = path.with_name(path.name + ".part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DataError(f"cannot write the resume checkpoint {path}: {exc.strerror or exc}",
+                        "choose an --out folder you may write to, with enough free space"
+                        ) from exc
