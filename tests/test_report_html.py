@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from nvir_agent.errors import DataError, UsageError
 from nvir_agent.monitor.dili import CompoundLabel
 from nvir_agent.monitor.platemap import parse_csv
 from nvir_agent.monitor.report import collect_report, ic50_table, render_html, write_report
@@ -139,7 +140,10 @@ def test_report_renders_every_compound_and_is_self_contained(database, tmp_path)
         "Mortifene": CompoundLabel("Mortifene", True, 0.1),
         "Placebin": CompoundLabel("Placebin", False, 1.0),
     }
+    started = time.perf_counter()
     out = write_report(database, tmp_path / "report.html", compounds=labels)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 10.0, f"96-well plate x 5 reads x 8 compounds took {elapsed:.1f} s"
     text = out.read_text(encoding="utf-8")
     for compound in TRUTH:
         if compound != "Vexatrine <b>&":
@@ -181,21 +185,26 @@ def test_report_for_one_plate_and_day(database):
     assert set(data.plates) == {"P1"}
     assert {f.day for f in data.fits} == {3}
     text = render_html(data)
-    assert "read 3" not in text or text.count("<img") == 1 + 8 + 8
+    assert text.count("<img") == 1 + 8 + 8  # one plate's heatmap, time courses, dose-response
+    assert "<tr><td>3</td><td>88</td>" in text  # the read summary row of read 3
+    assert "<tr><td>2</td><td>88</td>" not in text
     assert data.qc.plates_without_map == []
     assert data.qc.images == {"done": 88 * 5, "failed": 1}
 
 
-def test_report_render_time_for_a_96_well_plate(database):
-    data = collect_report(database)
-    started = time.perf_counter()
-    render_html(data)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 10.0, f"rendering took {elapsed:.1f} s"
-
-
 def test_report_to_unwritable_place_is_a_clear_error(database, tmp_path):
-    from nvir_agent.errors import UsageError
-
     with pytest.raises(UsageError, match="Cannot write the report"):
         write_report(database, tmp_path / "no" / "such" / "dir" / "r.html")
+    blocker = tmp_path / "taken"
+    blocker.mkdir()
+    with pytest.raises(UsageError, match="Cannot write the report"):
+        write_report(database, blocker, plate="P2")  # a folder where the file should go
+
+
+def test_unknown_plate_or_day_names_what_exists(database):
+    with pytest.raises(DataError, match="no analysed images of plate 'P9'") as info:
+        collect_report(database, plate="P9")
+    assert "P1, P2" in info.value.hint
+    with pytest.raises(DataError, match="No plate read 8") as info:
+        collect_report(database, day=8)
+    assert "1, 2, 3, 4, 5" in info.value.hint

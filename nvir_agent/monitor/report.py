@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, NullLocator
 
 from nvir_agent import naming
-from nvir_agent.errors import StoreError, UsageError
+from nvir_agent.errors import DataError, StoreError, UsageError
 from nvir_agent.monitor.dili import (
     CompoundDayFit,
     CompoundLabel,
@@ -137,6 +137,7 @@ def collect_report(
     labels = dict(compounds or {})
     plates = load_plate_timecourses(store_or_conn, plate, maps=maps,
                                     **settings_from_config(config))
+    _check_selection(store_or_conn, plate, day, plates)
     records = records_from_points(_points(plates))
     cmax = {n: c.cmax_uM for n, c in labels.items() if c.cmax_uM}
     fits = fit_compounds(records, model=model, cmax=cmax,
@@ -149,6 +150,26 @@ def collect_report(
         plate=plate, day=day, plates=plates, fits=fits, dili=dili, dili_day=dili_day,
         labels=labels, qc=qc,
     )
+
+
+def _check_selection(store_or_conn: object, plate: str | None, day: int | None,
+                     plates: Mapping[str, PlateTimecourse]) -> None:
+    """A clear error when --plate or --day names nothing in the database."""
+    if plate is not None and plate not in plates:
+        with connect(store_or_conn) as conn:
+            known = [r[0] for r in conn.execute(
+                "SELECT DISTINCT plate FROM images WHERE plate IS NOT NULL ORDER BY plate")]
+        raise DataError(
+            f"The database has no analysed images of plate '{plate}'.",
+            f"Plates in the database: {', '.join(known[:20]) or 'none yet'}.",
+        )
+    if day is not None:
+        days = sorted({p.timepoint for p in _points(plates)})
+        if day not in days:
+            raise DataError(
+                f"No plate read {day} in the database{' for plate ' + plate if plate else ''}.",
+                f"Reads present: {', '.join(map(str, days)) or 'none yet'}.",
+            )
 
 
 def ic50_rows(fits: Iterable[CompoundDayFit]) -> list[Ic50Row]:
@@ -558,9 +579,12 @@ def _mos_section(data: ReportData) -> list[str]:
 
 def write_report(store_or_conn: object, out: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Collect, render and write the report (kwargs as for :func:`collect_report`)."""
+    path = Path(out)
+    if not path.parent.is_dir():
+        raise UsageError(f"Cannot write the report {path}: the folder {path.parent} does not exist.",
+                         "Create the folder first or choose another --out.")
     data = collect_report(store_or_conn, **kwargs)
     text = render_html(data)
-    path = Path(out)
     tmp = path.with_name(path.name + ".part")
     try:
         tmp.write_text(text, encoding="utf-8")
