@@ -129,3 +129,63 @@ def test_header_aliases_and_extra_columns_are_accepted(tmp_path, capsys):
     csv = write_csv(tmp_path / "alias.csv", "Concentration_uM,Viability,well", rows)
     rc, data = run_json(capsys, csv)
     assert rc == 0 and math.isclose(data["ic50"], 1.5, rel_tol=1e-5)
+
+
+# --------------------------------------------------------------------------- report
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    from test_report_html import populate_store
+
+    return populate_store(tmp_path_factory.mktemp("cli-store") / "agent.sqlite3")
+
+
+def test_report_command_writes_html_from_the_configured_database(database, tmp_path, capsys):
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[storage]\ndatabase = "{database.as_posix()}"\n')
+    compounds = tmp_path / "compounds.csv"
+    compounds.write_text("compound,dili,cmax_uM\nZorbicin,positive,0.05\nHarmlessol,0,0.5\n")
+    out = tmp_path / "r.html"
+    rc = main(["--config", str(config), "report", "--compounds", str(compounds),
+               "--out", str(out)])
+    assert rc == 0
+    assert str(out) in capsys.readouterr().out
+    text = out.read_text(encoding="utf-8")
+    assert "Zorbicin" in text and "ROC AUC" in text and "Harmlessol" in text
+
+
+def test_report_command_with_plate_map_folder_from_config(database, tmp_path, capsys):
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "p2.csv").write_text(
+        "plate,well,role,compound,concentration_uM\nP2,A01,vehicle,DMSO,\n"
+        "P2,A02,treated,Solo,1\nP2,B05,treated,Solo,10\n")
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[storage]\ndatabase = "{database.as_posix()}"\n[plates]\nmaps = "maps"\n')
+    out = tmp_path / "r.html"
+    assert main(["--config", str(config), "report", "--plate", "P2", "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "Solo" in text and "Plates without a plate map" not in text
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        (["--plate", "NOPE"], "no analysed images of plate 'NOPE'"),
+        (["--day", "42"], "No plate read 42"),
+        (["--compounds", "MISSING.csv"], "does not exist"),
+    ],
+)
+def test_report_command_errors_are_clear(database, tmp_path, capsys, extra, says):
+    extra = [str(tmp_path / e) if e.endswith(".csv") else e for e in extra]
+    rc = main(["report", "--db", str(database), "--out", str(tmp_path / "r.html"), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and "Traceback" not in err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_command_without_database_says_how_to_get_one(tmp_path, capsys):
+    rc = main(["report", "--db", str(tmp_path / "none.sqlite3"), "--out", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "There is no database" in err and "nvir-agent run" in err

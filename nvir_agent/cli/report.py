@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from nvir_agent.errors import DataError
+from nvir_agent.errors import DataError, StoreError
 
 _CONC_NAMES = ("concentration", "concentration_um", "conc")
 _RESP_NAMES = ("response", "resp", "viability", "value")
@@ -38,6 +38,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the fit as JSON")
     p.set_defaults(func=cmd_dose_response)
+
+    r = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report (plates, time courses, IC50, margin of safety)",
+        description="Write one HTML file with figures inside: plate heatmaps per read, "
+        "viability time courses per compound with the vehicle band, dose-response curves "
+        "with IC50 per day, the margin-of-safety table (and ROC AUC with a compound table) "
+        "and a QC summary. Reads the database named in the config (or --db).",
+    )
+    r.add_argument("--plate", help="only this plate (default: all plates)")
+    r.add_argument("--day", type=int, help="only this read/day for heatmaps and dose-response")
+    r.add_argument(
+        "--compounds",
+        metavar="CSV",
+        help="compound table 'compound,dili[,cmax_uM]' (dili 1/0 or positive/negative): "
+        "margin of safety, ROC AUC, sensitivity and specificity at a 100x margin",
+    )
+    r.add_argument("--db", metavar="FILE", help="database to read (default: storage.database)")
+    r.add_argument("--out", metavar="HTML", default="report.html",
+                   help="report file to write (default: report.html)")
+    r.set_defaults(func=cmd_report)
 
 
 
@@ -176,4 +197,37 @@ def cmd_dose_response(args: argparse.Namespace) -> int:
     print(f"R²         {_fmt(fit.r2)}")
     if fit.message:
         print(f"note       {fit.message}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nvir_agent.config import load_config
+    from nvir_agent.monitor.dili import read_compound_table
+    from nvir_agent.monitor.platemap import PlateMapLibrary
+    from nvir_agent.monitor.report import write_report
+    from nvir_agent.monitor.timecourse import connect, load_stored_map
+    from nvir_agent.store import database_path
+
+    cfg = load_config(args.config, check_folders=False)
+    db = Path(args.db).expanduser() if args.db else database_path(cfg)
+    if not db.is_file():
+        raise StoreError(
+            f"There is no database at {db}.",
+            "Start the agent (`nvir-agent run`) first, or name the database with --db.",
+        )
+    labels = read_compound_table(args.compounds) if args.compounds else None
+    maps = None
+    if cfg.plates.maps:
+        library = PlateMapLibrary(cfg.resolve(cfg.plates.maps), cfg.plates.format)
+        with connect(db) as conn:
+            plates = [r[0] for r in conn.execute(
+                "SELECT DISTINCT plate FROM images WHERE plate IS NOT NULL")]
+            stored = {p: load_stored_map(conn, p) for p in plates}
+
+        def maps(plate: str) -> object:
+            return library.for_plate(plate) or stored.get(plate)
+
+    out = write_report(db, args.out, plate=args.plate, day=args.day, compounds=labels,
+                       maps=maps, config=cfg)
+    print(f"report written: {out}")
     return 0
