@@ -123,7 +123,7 @@ def test_slow_writes_grow_the_final_file_in_place(tmp_path):
 
     t = threading.Thread(target=watch)
     t.start()
-    sim.write_read(1, tmp_path, chunk_delay_s=0.05, chunk_bytes=16 * 1024)
+    sim.write_read(1, tmp_path, chunk_delay_s=0.02, chunk_bytes=16 * 1024)
     t.join()
     assert sizes and min(sizes) < max(sizes)  # seen partially written under its final name
     assert not list(tmp_path.rglob("*.tmp"))
