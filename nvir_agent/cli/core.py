@@ -117,7 +117,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     from nvir_agent.engine import Engine
 
     config = load_config(args.config, check_folders=False)
-    engine = Engine(config, listeners=[])
+    engine = Engine(config)
     try:
         rows = engine.process_paths(args.paths, force=args.force)
     finally:
