@@ -84,7 +84,7 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:
 
 def test_first_notice_goes_out_at_once_and_later_ones_are_coalesced():
     sink = Recorder()
-    with Notifier([sink], min_interval_s=0.4) as n:
+    with Notifier([sink], min_interval_s=1.5) as n:
         t0 = time.monotonic()
         n.submit([notice(1)])
         assert wait_for(lambda: len(sink.messages) == 1)
@@ -96,8 +96,8 @@ def test_first_notice_goes_out_at_once_and_later_ones_are_coalesced():
     assert second.severity == "critical"
     assert "2 alerts (1 critical, 1 warning)" in second.title
     assert "well 2" in second.body and "well 3" in second.body
-    assert sink.times[1] - sink.times[0] >= 0.35
-    assert sink.times[0] - t0 < 0.3
+    assert sink.times[1] - sink.times[0] >= 1.45  # waited for the window
+    assert sink.times[0] - t0 < 1.0  # the first one did not
 
 
 def test_notices_of_one_alert_in_one_window_are_told_once():
