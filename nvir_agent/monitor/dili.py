@@ -33,12 +33,29 @@ from typing import Any
 
 from nvir_agent.errors import DataError
 from nvir_agent.monitor.doseresponse import DoseResponseFit, fit_dose_response
+from nvir_agent.monitor.timecourse import (
+    FLAG_BASELINE,
+    FLAG_FAILED,
+    FLAG_FALLBACK,
+    FLAG_NO_BASELINE,
+    FLAG_NO_CONTROLS,
+    FLAG_NO_MAP,
+    FLAG_NO_SCORE,
+    FLAG_NOT_FOUND,
+    FLAG_QC,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DAY = 7
 DEFAULT_MARGIN = 100.0
 INFINITE_MOS = 1e6
+DEATH_SIGNS = frozenset({"fragmented", "too_small", "no_spheroid"})
+"""Segmentation QC flags that a dying spheroid raises by itself."""
+_TIMECOURSE_MARKS = frozenset({
+    FLAG_QC, FLAG_NOT_FOUND, FLAG_FAILED, FLAG_NO_SCORE, FLAG_FALLBACK, FLAG_NO_CONTROLS,
+    FLAG_NO_MAP, FLAG_BASELINE, FLAG_NO_BASELINE,
+})
 _DILI_WORDS = {
     "1": True, "positive": True, "pos": True, "true": True, "yes": True, "+": True,
     "dili+": True, "0": False, "negative": False, "neg": False, "false": False, "no": False,
@@ -114,12 +131,27 @@ class DiliEvaluation:
 # --------------------------------------------------------------------------- records
 
 
+def usable_for_dose_response(point: Any, death_signs: Iterable[str] = DEATH_SIGNS) -> bool:
+    """Whether a well's value may enter a dose-response fit.
+
+    A well that passed segmentation QC is usable. One that failed QC only for
+    signs of cell death (fragmented, too small, no compact spheroid) is usable
+    too: dropping it would drop exactly the wells that show toxicity and bias
+    the IC50 upwards. Imaging artefacts (focus, exposure, bubbles, border …)
+    make it unusable.
+    """
+    if getattr(point, "passed_qc", True):
+        return True
+    flags = set(getattr(point, "flags", ())) - _TIMECOURSE_MARKS
+    return not (flags - set(death_signs))
+
+
 def records_from_points(points: Iterable[Any]) -> list[ViabilityRecord]:
     """Viability records from time-course points (``WellTimepoint``-like objects).
 
     Keeps treated and positive-control wells with a compound, a positive
-    concentration, a value relative to control and passed QC; the day is the
-    read's time point.
+    concentration, a value relative to control and usable QC
+    (:func:`usable_for_dose_response`); the day is the read's time point.
     """
     out = []
     for p in points:
@@ -127,7 +159,7 @@ def records_from_points(points: Iterable[Any]) -> list[ViabilityRecord]:
             continue
         if p.concentration_uM is None or not p.concentration_uM > 0:
             continue
-        if p.viability_rel_control is None or not getattr(p, "passed_qc", True):
+        if p.viability_rel_control is None or not usable_for_dose_response(p):
             continue
         out.append(ViabilityRecord(
             compound=p.compound, day=int(p.timepoint), concentration_uM=float(p.concentration_uM),
