@@ -295,7 +295,7 @@ def _render_body(v: float, r: float, cx: float, cy: float, box: tuple[int, int, 
 
     # body transmission: dense dark core, lighter textured outer band (calibrated on
     # the real healthy spheroid of DESIGN.md); lighter and more translucent as v falls
-    t_core = 0.46 - 0.29 * min(vigour, 1.0) ** 0.9 - 0.06 * max(vigour - 1.0, 0.0)
+    t_core = 0.40 - 0.23 * min(vigour, 1.0) ** 0.9 - 0.06 * max(vigour - 1.0, 0.0)
     a_slow = 0.225 - 0.05 * loss
     a_fast = 0.23 - 0.10 * loss
     l_slow = 0.25 + 0.25 * loss
@@ -318,7 +318,7 @@ def _render_body(v: float, r: float, cx: float, cy: float, box: tuple[int, int, 
     # loose cells at the border, shed dead cells and clumps in a halo around the body
     ys_b, xs_b = np.nonzero(cv2.morphologyEx(m_sub, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)))
     xs_b, ys_b = xs_b + bx0, ys_b + by0
-    n_fringe = int(len(xs_b) / cell * (0.16 + 0.6 * loss))
+    n_fringe = int(len(xs_b) / cell * (0.16 + 0.3 * loss))
     n_halo = int((0.04 + 2.2 * loss**1.5) * (2 * math.pi * r * r) / (cell * cell) * 0.25)
     n_clumps = int(rng.poisson(1.0 + 14.0 * loss**1.3))
     xs_all, ys_all, wt_all = [np.zeros(0)], [np.zeros(0)], [np.zeros(0)]
