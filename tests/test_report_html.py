@@ -208,3 +208,21 @@ def test_unknown_plate_or_day_names_what_exists(database):
     with pytest.raises(DataError, match="No plate read 8") as info:
         collect_report(database, day=8)
     assert "1, 2, 3, 4, 5" in info.value.hint
+
+
+@pytest.mark.filterwarnings("error")
+def test_report_of_a_plate_without_scores_renders_and_says_so(tmp_path):
+    text, layout = plate_layout()
+    (pm,) = parse_csv(text, source="map.csv")
+    db = tmp_path / "unscored.sqlite3"
+    with Store(db) as store:
+        store.add_jobs([(f"/acq/P1/{w}.tif", 1, 1.0, key("P1", w, 1)) for w in layout])
+        store.commit_results([Analysis(record=r) for r in store.pending(1000)])  # no model
+        with store.transaction() as conn:
+            save_plate_map(conn, "P1", pm)
+    data = collect_report(db)
+    assert data.fits == []
+    html_text = render_html(data)
+    assert "No dose-response (no usable treated wells)" in html_text
+    assert "Zorbicin" in html_text
+    assert ic50_table(db) == []

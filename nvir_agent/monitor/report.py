@@ -350,9 +350,14 @@ def _timecourse_figure(compound: str, points: Sequence[WellTimepoint],
     ax.set_ylim(0, max(1.3, ax.get_ylim()[1]))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    _legend(ax)
     fig.subplots_adjust(**_MARGINS)
     return _png(fig)
+
+
+def _legend(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
 
 
 def _colour(i: int, n: int) -> Any:
@@ -387,7 +392,7 @@ def _dose_response_figure(compound: str, fits: Sequence[CompoundDayFit]) -> str:
     ax.set_xlabel("concentration (µM)", fontsize=8)
     ax.set_ylabel("median viability / vehicle", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    _legend(ax)
     fig.subplots_adjust(**_MARGINS)
     return _png(fig)
 
