@@ -23,7 +23,7 @@ MAP = parse_csv(
 
 def plate(series: dict[str, list[float | None]], vehicle: list[float] | None = None,
           mapped: bool = True, shuffle: bool = False, missing: dict[int, set[str]] | None = None,
-          not_found: dict[int, set[str]] | None = None):
+          not_found: dict[int, set[str]] | None = None, qc: tuple[str, ...] = ("fragmented",)):
     """Images for P1: vehicle wells A01–A04 at `vehicle` (default 1.0), the other
     mapped wells at 1.0, and `series` for the wells it names."""
     n = max(len(v) for v in series.values())
@@ -39,9 +39,9 @@ def plate(series: dict[str, list[float | None]], vehicle: list[float] | None = N
         for tp, v in enumerate(values, start=1):
             if v is None or well in (missing or {}).get(tp, set()):
                 continue
-            found = well not in (not_found or {}).get(tp, set())
+            bad = well in (not_found or {}).get(tp, set())
             images.append(ImageScore(next(ids), "P1", well, timepoint=tp, viability=v,
-                                     found=found, mtime=tp * 1000.0))
+                                     found=not bad, qc=qc if bad else (), mtime=tp * 1000.0))
     if shuffle:
         random.Random(4).shuffle(images)
     tcs = build_timecourses(images, {"P1": MAP if mapped else None})
@@ -159,13 +159,30 @@ def test_vehicle_median_falling_between_reads_alerts_on_that_read():
     assert ("well:D01", "viability") not in c
 
 
-def test_many_wells_failing_segmentation_qc_alert():
+def test_many_wells_failing_imaging_qc_alert():
     wells = {f"E{i:02d}": [1.0, 1.0] for i in range(1, 11)}
     ok, _ = conds(plate(wells))
     assert ("plate", "qc_fail") not in ok
     bad = {2: {f"E{i:02d}" for i in range(1, 7)}}
-    c, _ = conds(plate(wells, not_found=bad))
+    c, _ = conds(plate(wells, not_found=bad, qc=("out_of_focus",)))
     assert c[("plate", "qc_fail")].value == pytest.approx(6 / 21)  # 4 + 7 mapped + 10 more wells
+    bad = {2: {f"E{i:02d}" for i in range(1, 6)}}
+    c, _ = conds(plate(wells, not_found=bad, qc=("out_of_focus",)))
+    assert ("plate", "qc_fail") not in c  # 5 / 21 is under the 25 % limit
+
+
+def test_fragmenting_treated_wells_are_toxicity_not_a_qc_failure():
+    wells = {f"E{i:02d}": [1.0, 1.0] for i in range(1, 11)}
+    bad = {2: {"B01", "B02", "B03", "C01", "C02", "C03", "D01"}}
+    c, _ = conds(plate(wells, not_found=bad, qc=("fragmented",)))
+    assert ("plate", "qc_fail") not in c
+    # the same in vehicle wells is a QC failure (6 of 21 wells)
+    bad = {2: {"A01", "A02", "A03", "A04", "B01", "B02"}}
+    c, _ = conds(plate(wells, not_found=bad, qc=("out_of_focus",)))
+    assert ("plate", "qc_fail") in c
+    c, _ = conds(plate(wells, not_found={2: {"A01", "A02", "A03", "A04", "C01", "C02"}},
+                       qc=("no_spheroid",)))
+    assert ("plate", "qc_fail") not in c  # only the 4 vehicle wells count: 4 / 21
 
 
 def test_missing_wells_alert_once_a_later_read_exists():
@@ -198,3 +215,4 @@ def test_scan_skips_missing_values_and_orders_by_timepoint():
     assert ep is not None and ep.since == 4
     ep = scan([(1, 5.0)], breach=lambda v: v > 1, clear=lambda v: v <= 1, confirm=1)
     assert ep is not None and ep.severity == "warning"
+

@@ -154,8 +154,9 @@ def test_elapsed_times_cluster_and_indices_are_used_as_given():
 
 def test_read_summary_names_missing_wells_and_qc_failures():
     ims = [img(well=w, tp=1) for w in ("A01", "A02", "A03", "A04", "B01", "B02", "B03")]
-    ims += [img(well=w, tp=2) for w in ("A01", "A02", "A03", "A04", "B01")]
-    ims.append(img(well="B02", tp=2, found=False))
+    ims += [img(well=w, tp=2) for w in ("A01", "A02", "A03", "B01")]
+    ims.append(img(well="A04", tp=2, found=False, qc=("no_spheroid",)))  # a control: counts
+    ims.append(img(well="B02", tp=2, found=False, qc=("no_spheroid",)))  # may be the drug
     _, tcs = points(ims, {"P1": plate_map()})
     r1, r2 = tcs["P1"].reads
     assert r1.missing_wells == () and r1.wells_failed_qc == 0

@@ -53,6 +53,12 @@ FLAG_NO_SCORE = "no_score"  # analysed but not scored (no model)
 FLAG_BASELINE = "baseline"  # this time point is the well's baseline
 FLAG_NO_BASELINE = "no_baseline"  # no usable baseline score
 
+# Segmentation QC flags that mean the image itself is poor (not the spheroid):
+# they count toward the plate's qc_fail rule whatever the well holds. Flags
+# such as "fragmented" or "too_small" can be the drug's effect, so in treated
+# and positive wells they (and "no spheroid found") do not count there.
+IMAGING_QC_FLAGS = frozenset({"underexposed", "saturated", "out_of_focus"})
+
 
 @dataclass(frozen=True)
 class ImageScore:
@@ -340,12 +346,25 @@ def normalise(reads: Sequence[WellRead], maps: dict[str, PlateMap | None], *,
     return out
 
 
+def fails_imaging_qc(r: WellRead, role: str | None) -> bool:
+    """Does this well count as a segmentation/imaging failure for the plate?"""
+    if FLAG_FAILED in r.flags:
+        return True
+    if r.passed_qc:
+        return False
+    if set(r.flags) & IMAGING_QC_FLAGS:
+        return True
+    # no spheroid / fragmented … only count where the well holds no drug (or no map says so)
+    return role in ("vehicle", "untreated", "empty")
+
+
 def summarise_reads(reads: Sequence[WellRead], maps: dict[str, PlateMap | None],
                     levels: dict[tuple[str, int], ControlLevel]) -> list[ReadSummary]:
     """Per plate read: wells imaged, wells failing QC, wells missing, controls.
 
     Missing wells are judged against the plate map (wells not empty/ignore)
-    and against the wells seen in any other read of the plate."""
+    and against the wells seen in any other read of the plate. QC failures
+    follow :func:`fails_imaging_qc`."""
     by_read: dict[tuple[str, int], list[WellRead]] = defaultdict(list)
     seen: dict[str, set[str]] = defaultdict(set)
     for r in reads:
@@ -360,7 +379,8 @@ def summarise_reads(reads: Sequence[WellRead], maps: dict[str, PlateMap | None],
         counted = [r for r in rs if r.well not in skip]
         out.append(ReadSummary(
             plate=plate, timepoint=tp, wells_imaged=len(counted),
-            wells_failed_qc=sum(1 for r in counted if not r.passed_qc),
+            wells_failed_qc=sum(1 for r in counted
+                                if fails_imaging_qc(r, pm.role(r.well) if pm else None)),
             missing_wells=tuple(sorted(expected - imaged)),
             control=levels.get((plate, tp), ControlLevel(None, None, 0, "none")),
             acquired_at=min(r.acquired_at for r in rs),
