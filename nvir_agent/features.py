@@ -25,6 +25,7 @@ they go to JSON and the store as they are):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -38,32 +39,52 @@ TOO_SMALL_FRAC = 0.04  # equivalent diameter below this fraction of the frame wi
 TOO_LARGE_FRAC = 0.70  # ... above this fraction of the frame width
 FRAGMENTED_SOLIDITY = 0.70  # a body this far from convex counts as fragmented too
 
+
+
+@dataclass
+class WorkImage:
+    """The reduced image the spheroid was found in (``factor`` full pixels per pixel)."""
+
+    small: np.ndarray  # image / full scale
+    ratio: np.ndarray  # small / its smooth background (transmission)
+    factor: int
+    noise: float  # pixel noise of ``ratio``
+
+
+@dataclass
+class Outline:
+    """The spheroid found by segmentation, with what measuring it needs."""
+
+    mask: np.ndarray  # full-resolution bool
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 bounding the mask
+    polygon: np.ndarray  # (N, 2) float32 outline vertices, full-resolution pixels
+    roi: np.ndarray  # image / full scale around the spheroid, reduced by roi_factor
+    roi_mask: np.ndarray  # uint8 outline filled, in roi pixels
+    roi_factor: int
+
+
 QC_FLAGS = ("no_spheroid", "multiple_objects", "touches_border", "out_of_focus",
             "underexposed", "saturated", "too_small", "too_large", "fragmented")
 
 
-def measure(gray: np.ndarray, mask: np.ndarray | None, *, full: float,
-            pixel_size_um: float | None, small: np.ndarray, ratio: np.ndarray,
-            work_scale: float, noise: float,
-            box: tuple[int, int, int, int] | None = None) -> tuple[dict[str, Any], np.ndarray]:
-    """Features of the spheroid in ``mask`` (None: only the exposure features).
+def measure(gray: np.ndarray, outline: Outline | None, *, full: float,
+            pixel_size_um: float | None, work: WorkImage) -> tuple[dict[str, Any], np.ndarray]:
+    """Features of the spheroid in ``outline`` (None: only the exposure features).
 
-    ``small`` is the image reduced by ``work_scale`` in 0–1 units, ``ratio``
-    the same divided by its background; ``box`` (x0, y0, x1, y1) bounds the
-    mask and saves scanning the whole frame.
+    Returns the features and the outer outline (N × 2 int32 x, y) of the
+    largest piece of the mask.
     """
     feats: dict[str, Any] = {
-        "background_level": round(float(np.median(small)), 4),
-        "saturated_fraction": round(float(np.count_nonzero(small >= 0.995)) / small.size, 5),
+        "background_level": round(float(np.median(work.small[::2, ::2])), 4),
+        "saturated_fraction": round(float(np.count_nonzero(work.small >= 0.995))
+                                    / work.small.size, 5),
     }
     empty = np.zeros((0, 2), np.int32)
-    if mask is None:
+    if outline is None:
         return feats, empty
+    mask = outline.mask
     h, w = mask.shape
-    if box is None:
-        ys, xs = np.nonzero(mask)
-        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    x0, y0, x1, y1 = box
+    x0, y0, x1, y1 = outline.box
     sub = mask[y0:y1, x0:x1].astype(np.uint8)
     contours, _ = cv2.findContours(sub, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE,
                                    offset=(x0, y0))
@@ -76,9 +97,9 @@ def measure(gray: np.ndarray, mask: np.ndarray | None, *, full: float,
     m = cv2.moments(sub, binaryImage=True)
     cx, cy = m["m10"] / m["m00"] + x0, m["m01"] / m["m00"] + y0
     diameter = float(np.sqrt(4.0 * area / np.pi))
-    circumference = np.pi * diameter
     bx, by, bw, bh = cv2.boundingRect(all_pts)
     largest = max(contours, key=cv2.contourArea)
+    pieces = [c for c in contours if cv2.contourArea(c) >= 0.02 * area]
     feats.update({
         "area_px": int(area),
         "equivalent_diameter_px": round(diameter, 2),
@@ -86,15 +107,15 @@ def measure(gray: np.ndarray, mask: np.ndarray | None, *, full: float,
         "circularity": round(min(1.0, 4.0 * np.pi * area / max(perimeter, 1e-6) ** 2), 4),
         "solidity": round(min(1.0, area / max(hull_area, 1.0)), 4),
         "eccentricity": round(_eccentricity(m), 4),
-        "perimeter_circumference_ratio": round(perimeter / max(circumference, 1e-6), 4),
-        "mean_boundary_curvature": _paper_curvature(mask),
-        "n_pieces": len(contours),
+        "perimeter_circumference_ratio": round(perimeter / max(np.pi * diameter, 1e-6), 4),
+        "mean_boundary_curvature": _paper_curvature(outline.polygon, (h, w)),
+        "n_pieces": max(1, len(pieces)),
         "centroid": [round(cx, 1), round(cy, 1)],
         "bbox": [int(bx), int(by), int(bw), int(bh)],
         "touches_border": bool(bx <= 0 or by <= 0 or bx + bw >= w or by + bh >= h),
     })
-    feats.update(_ring_features(mask, small, ratio, work_scale, noise, (cx, cy), diameter))
-    feats["focus"] = _focus(gray, mask, full, (bx, by, bw, bh), diameter)
+    feats.update(_ring_features(outline.polygon, work, (cx, cy), diameter))
+    feats["focus"] = _focus(outline, diameter)
     if pixel_size_um:
         feats["pixel_size_um"] = float(pixel_size_um)
         feats["area_um2"] = round(area * pixel_size_um**2, 1)
@@ -156,15 +177,17 @@ def _eccentricity(m: dict[str, float]) -> float:
     return float(np.sqrt(max(0.0, 1.0 - max(minor, 0.0) / major)))
 
 
-def _paper_curvature(mask: np.ndarray) -> float | None:
+def _paper_curvature(polygon: np.ndarray, shape: tuple[int, int]) -> float | None:
     """Mean |curvature| of the outline, as the NViR paper's baseline computes it.
 
     The paper resizes the whole-frame mask to 256 × 256, takes the contour with
     the longest arc length (RETR_TREE, CHAIN_APPROX_NONE) and averages
     |x'y'' − y'x''| / (x'² + y'²)^1.5 with numpy gradients along the contour.
     """
-    small = cv2.resize(mask.astype(np.uint8) * 255, (256, 256), interpolation=cv2.INTER_AREA)
-    small = (small >= 128).astype(np.uint8)
+    h, w = shape
+    small = np.zeros((256, 256), np.uint8)
+    pts = (polygon + 0.5) * np.array([256.0 / w, 256.0 / h], np.float32) - 0.5
+    cv2.fillPoly(small, [np.rint(pts * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
     contours, _ = cv2.findContours(small, cv2.RETR_TREE, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
@@ -175,59 +198,50 @@ def _paper_curvature(mask: np.ndarray) -> float | None:
     xx_t, yy_t = np.gradient(x_t), np.gradient(y_t)
     with np.errstate(divide="ignore", invalid="ignore"):
         k = np.abs(xx_t * y_t - x_t * yy_t) / (x_t * x_t + y_t * y_t) ** 1.5
-    value = float(np.nanmean(k[np.isfinite(k)])) if np.isfinite(k).any() else None
-    return None if value is None else round(value, 5)
+    finite = k[np.isfinite(k)]
+    return round(float(finite.mean()), 5) if finite.size else None
 
 
-def _ring_features(mask: np.ndarray, small: np.ndarray, ratio: np.ndarray, work_scale: float,
-                   noise: float, centre: tuple[float, float], diameter: float) -> dict[str, Any]:
-    """brightness_ratio and halo_fraction at the working resolution."""
+def _ring_features(polygon: np.ndarray, work: WorkImage, centre: tuple[float, float],
+                   diameter: float) -> dict[str, Any]:
+    """brightness_ratio and halo_fraction, at the working resolution."""
+    small, f = work.small, work.factor
     sh, sw = small.shape
-    m_small = cv2.resize(mask.astype(np.uint8) * 255, (sw, sh), interpolation=cv2.INTER_AREA)
-    inside = m_small >= 128
-    r = 0.5 * diameter * work_scale
-    cx, cy = centre[0] * work_scale, centre[1] * work_scale
+    inside = np.zeros((sh, sw), np.uint8)
+    pts = (polygon + 0.5) / f - 0.5
+    cv2.fillPoly(inside, [np.rint(pts * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+    r = 0.5 * diameter / f
+    cx, cy = (centre[0] + 0.5) / f - 0.5, (centre[1] + 0.5) / f - 0.5
     yy, xx = np.ogrid[:sh, :sw]
     dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
-    core = inside & (dist <= 0.5 * r)
+    core = (inside > 0) & (dist <= 0.5 * r)
     if not core.any():
-        core = inside
-    near_bg = (dist >= 1.3 * r) & (dist <= 1.8 * r) & (m_small == 0)
-    out: dict[str, Any] = {}
+        core = inside > 0
+    near_bg = (dist >= 1.3 * r) & (dist <= 1.8 * r) & (inside == 0)
+    out: dict[str, Any] = {"brightness_ratio": None, "halo_fraction": None}
     if core.any() and near_bg.any():
         bg = float(np.median(small[near_bg]))
         out["brightness_ratio"] = round(float(small[core].mean()) / max(bg, 1e-6), 4)
-    else:
-        out["brightness_ratio"] = None
     # the ring: from just outside the body to one radius beyond it
-    outside = (m_small == 0).astype(np.uint8)
-    d_out = cv2.distanceTransform(outside, cv2.DIST_L2, 3)
+    d_out = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3)
     ring = (d_out >= 1.5) & (d_out <= max(2.5, r))
     if ring.any():
-        dark = ratio < 1.0 - max(0.10, 4.0 * noise)
-        out["halo_fraction"] = round(float(np.count_nonzero(dark & ring)) / np.count_nonzero(ring), 4)
-    else:
-        out["halo_fraction"] = None
+        dark = work.ratio < 1.0 - max(0.10, 4.0 * work.noise)
+        out["halo_fraction"] = round(float(np.count_nonzero(dark & ring))
+                                     / np.count_nonzero(ring), 4)
     return out
 
 
-def _focus(gray: np.ndarray, mask: np.ndarray, full: float, bbox: tuple[int, int, int, int],
-           diameter: float) -> float:
-    """Variance of the Laplacian over the spheroid and its border at a fixed scale."""
-    h, w = gray.shape
-    bx, by, bw, bh = bbox
-    pad = int(0.15 * max(bw, bh)) + 2
-    x0, y0 = max(0, bx - pad), max(0, by - pad)
-    x1, y1 = min(w, bx + bw + pad), min(h, by + bh + pad)
-    crop = gray[y0:y1, x0:x1]
-    mcrop = mask[y0:y1, x0:x1].astype(np.uint8)
-    scale = min(1.0, 128.0 / max(diameter, 1.0))
-    if scale < 1.0:
-        size = (max(3, round(crop.shape[1] * scale)), max(3, round(crop.shape[0] * scale)))
-        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
-        mcrop = cv2.resize(mcrop, size, interpolation=cv2.INTER_NEAREST)
-    img = crop.astype(np.float32) * np.float32(255.0 / full)
-    lap = cv2.Laplacian(img, cv2.CV_32F, ksize=1)
-    band = cv2.dilate(mcrop, np.ones((5, 5), np.uint8)) > 0
+def _focus(outline: Outline, diameter: float) -> float:
+    """Variance of the Laplacian over the spheroid and its border, the spheroid ~128 px across."""
+    img, m = outline.roi, outline.roi_mask
+    d = diameter / outline.roi_factor
+    if d > 128.0:
+        scale = 128.0 / d
+        size = (max(8, round(img.shape[1] * scale)), max(8, round(img.shape[0] * scale)))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        m = cv2.resize(m, size, interpolation=cv2.INTER_NEAREST)
+    lap = cv2.Laplacian(img * np.float32(255.0), cv2.CV_32F, ksize=1)
+    band = cv2.dilate(m, np.ones((5, 5), np.uint8)) > 0
     values = lap[band] if band.any() else lap.ravel()
     return round(float(values.var()), 2)

@@ -1,28 +1,30 @@
 """Find THE spheroid in a bright-field image: a pure function over a numpy array.
 
 ``segment(image)`` returns a :class:`Segmentation`: whether a spheroid was
-found, its mask (same size as the image, holes filled, fragments of a broken
-body included, the halo of shed cells excluded), its outline, morphology
+found, its mask (same size as the image, holes filled, the gaps of a broken
+body left out, the halo of shed cells excluded), its outline, morphology
 features and QC flags (see :mod:`nvir_agent.features`).
 
 How it works (details in docs/segmentation.md):
 
-1. Flatten. The image is reduced to about ``WORK_SIDE`` pixels a side and
-   divided by a smooth background (normalised convolution over the pixels that
-   look like background, three passes). Vignetting, illumination gradients and
-   the dark fall-off toward the well wall go away; what is left is a
-   transmission map R: background ≈ 1, spheroid, debris and wall < 1.
+1. Flatten. The image is reduced by a power of two to at most ``WORK_SIDE``
+   pixels a side and divided by a smooth background (normalised convolution
+   over the pixels that look like background, three passes). Vignetting,
+   illumination gradients and the fall-off toward the well wall go away; what
+   is left is a transmission map R: background ≈ 1; spheroid, debris, wall < 1.
 2. Candidates. Dark regions of R are candidates. Each is scored by darkness,
    size, compactness (solidity), distance from the frame centre and how much of
-   it runs along the frame border (the well wall does). The best one is THE
-   spheroid; others that are dark and large count as ``multiple_objects``.
-3. Refine. Around the chosen candidate the image is resampled so the spheroid
-   is about ``REFINE_DIAMETER`` pixels across (full resolution for small
-   spheroids), and the outline is placed at the level between body and local
-   background where the edge is strongest (mean gradient along the outline is
-   largest). That keeps the border of a blurred (defocused) spheroid at its
-   half-way point and leaves the faint halo of shed cells outside. The level
-   map is interpolated to full resolution, so the outline is sub-pixel smooth.
+   its outline runs along the frame border (the well wall does). The best one
+   is THE spheroid; other large dark compact ones mean ``multiple_objects``.
+3. Outline. Around the chosen candidate the image is resampled (by an integer
+   factor) so the spheroid is about ``REFINE_DIAMETER`` pixels across — full
+   resolution for small spheroids — flattened, and unrolled into polar
+   coordinates around the candidate's centre. The outline is the closed path
+   r(θ) of strongest radial edge, found by dynamic programming with a limit on
+   how fast r may change: it follows the body border through blur and halo and
+   is drawn into the full-resolution mask with sub-pixel vertices.
+4. Cracks. Long background-bright gaps across the body (a spheroid breaking
+   up) are cut out of the mask, so a broken body shows as several pieces.
 """
 
 from __future__ import annotations
@@ -33,21 +35,23 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy.ndimage import maximum_filter1d
 
 from nvir_agent.errors import AnalysisError
-from nvir_agent.features import measure, quality_flags
+from nvir_agent.features import Outline, WorkImage, measure, quality_flags
 
 log = logging.getLogger(__name__)
 
-WORK_SIDE = 384  # longer side of the reduced image used to find the spheroid
-REFINE_DIAMETER = 320  # pixels across the spheroid when refining its outline
+WORK_SIDE = 512  # the working image is at most this many pixels a side
+REFINE_DIAMETER = 320  # about this many pixels across the spheroid when outlining it
 MIN_DIAMETER_FRAC = 0.02  # candidates smaller than this fraction of the width are ignored
 MIN_CONTRAST = 0.06  # a spheroid is at least this much darker than its background
 OUTLINE_REACH = 1.6  # the outline is searched out to this many candidate radii
-N_ANGLES = 180  # outline points (every 2°)
-PATH_SMOOTH = 3  # outline radii are averaged over this many neighbouring angles
-CRACK_LENGTH = 0.8  # a bright gap this many radii long splits the body (fragmented)
+N_ANGLES = 180  # outline vertices (every 2°)
 MAX_SLOPE = 0.8  # largest radius change per unit of arc length along the outline
+PATH_SMOOTH = 3  # outline radii are averaged over this many neighbouring angles
+INWARD_BIAS = 0.5  # edge strength is weighted by exp(-INWARD_BIAS · r / r_candidate)
+CRACK_LENGTH = 0.8  # a bright gap this many radii long splits the body (fragmented)
 
 
 @dataclass
@@ -63,41 +67,48 @@ class Segmentation:
 
 @dataclass
 class _Candidate:
-    contour: np.ndarray  # working-resolution outline
-    area: float
+    contour: np.ndarray  # outline in working-image pixels
+    area: float  # working-image pixels
     score: float
-    contrast: float
-    solidity: float
-    border_frac: float
+    centre: tuple[float, float]  # working-image pixels
 
 
 def segment(
     image: np.ndarray, *, bit_depth: int | None = None, pixel_size_um: float | None = None
 ) -> Segmentation:
-    """Find the spheroid in a 2-D grayscale image (uint8, uint16 or float in 0–1)."""
+    """Find the spheroid in a 2-D grayscale image (uint8, uint16 or float in 0–1).
+
+    ``bit_depth`` is the effective bit depth of integer data (12 for 12-bit data
+    in a 16-bit container; detected from the maximum when None).
+    ``pixel_size_um`` adds area_um2 and diameter_um to the features.
+    Raises AnalysisError only for an array that is not an image.
+    """
     gray = _as_gray(image)
     full = _full_scale(gray, bit_depth)
     h, w = gray.shape
-    work_scale = min(1.0, WORK_SIDE / max(h, w))
-    small = _resize(gray, work_scale).astype(np.float32) / np.float32(full)
+    factor = 1
+    while max(h, w) / factor > WORK_SIDE:
+        factor *= 2
+    small = _reduce(gray, factor).astype(np.float32) * np.float32(1.0 / full)
     background, weights = _background(small)
-    ratio = small / np.maximum(background, 1e-4)
+    ratio = small / background
     smooth = cv2.GaussianBlur(ratio, (0, 0), 1.0)
     noise = _noise(ratio, weights)
+    work = WorkImage(small=small, ratio=ratio, factor=factor, noise=noise)
     candidates = _candidates(smooth, noise)
-    work = {"small": small, "ratio": ratio, "work_scale": work_scale, "noise": noise}
-    refined = _refine(gray, full, work_scale, background, candidates[0]) if candidates else None
-    if refined is None:
-        feats, _ = measure(gray, None, full=full, pixel_size_um=pixel_size_um, **work)
+    chosen = _group_pieces(candidates) if candidates else None
+    outline = _outline(gray, full, work, background, chosen) if chosen else None
+    if outline is None:
+        feats, _ = measure(gray, None, full=full, pixel_size_um=pixel_size_um, work=work)
         qc = quality_flags(feats, found=False, width=w, n_other_objects=0)
         return Segmentation(False, np.zeros((h, w), bool), np.zeros((0, 2), np.int32), feats, qc)
-    mask, box = refined
     best = candidates[0]
-    others = [c for c in candidates[1:] if c.score >= 0.35 * best.score
-              and c.area >= 0.15 * best.area and not _overlaps(c, mask, work_scale)]
-    feats, contour = measure(gray, mask, full=full, pixel_size_um=pixel_size_um, box=box, **work)
+    others = [c for c in candidates[1:]
+              if c.score >= 0.35 * best.score and c.area >= 0.15 * best.area
+              and not _inside(outline.mask, _to_full(c.centre, factor))]
+    feats, contour = measure(gray, outline, full=full, pixel_size_um=pixel_size_um, work=work)
     qc = quality_flags(feats, found=True, width=w, n_other_objects=len(others))
-    return Segmentation(True, mask, contour, feats, qc)
+    return Segmentation(True, outline.mask, contour, feats, qc)
 
 
 # ------------------------------------------------------------------ preparation
@@ -107,10 +118,10 @@ def _as_gray(image: np.ndarray) -> np.ndarray:
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
-    if arr.ndim != 2 or arr.size == 0 or min(arr.shape) < 8:
+    if arr.ndim != 2 or arr.size == 0 or min(arr.shape) < 16:
         raise AnalysisError(
             f"Cannot segment an array of shape {arr.shape}: a 2-D grayscale image of at least "
-            "8 × 8 pixels is needed.",
+            "16 × 16 pixels is needed.",
             "Read images with nvir_agent.imageio.read_image, which converts colour to gray.",
         )
     if arr.dtype == bool:
@@ -133,30 +144,35 @@ def _full_scale(gray: np.ndarray, bit_depth: int | None) -> float:
     return float((1 << int(bit_depth)) - 1)
 
 
-def _resize(img: np.ndarray, scale: float) -> np.ndarray:
-    if scale >= 1.0:
+def _reduce(img: np.ndarray, factor: int) -> np.ndarray:
+    """Block-average by an integer factor (OpenCV's fast path); drops < factor edge pixels."""
+    if factor <= 1:
         return img
     h, w = img.shape[:2]
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    hh, ww = max(factor, h - h % factor), max(factor, w - w % factor)
+    return cv2.resize(img[:hh, :ww], (ww // factor, hh // factor), interpolation=cv2.INTER_AREA)
+
+
+def _to_full(xy: tuple[float, float], factor: int) -> tuple[float, float]:
+    """Centre of a reduced pixel in full-resolution pixel coordinates."""
+    return (xy[0] + 0.5) * factor - 0.5, (xy[1] + 0.5) * factor - 0.5
 
 
 def _background(small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Smooth background by normalised convolution over background-like pixels."""
     h, w = small.shape
-    coarse_scale = min(1.0, 64.0 / max(h, w))
-    coarse = _resize(small, coarse_scale)
+    coarse = _reduce(small, max(1, max(h, w) // 64))
     sigma = max(coarse.shape) / 7.0
     est = cv2.GaussianBlur(coarse, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
     weight = np.ones_like(coarse)
     for _ in range(3):
-        level = float(np.median(coarse[weight > 0])) if (weight > 0).any() else 1.0
+        level = float(np.median(coarse[weight > 0]))
         ratio = coarse / np.maximum(est, 1e-4)
-        spread = _mad(ratio[weight > 0]) if (weight > 0).any() else 0.05
-        weight = ((ratio > 1.0 - max(3.0 * spread, 0.06))
-                  & (coarse > 0.3 * level)).astype(np.float32)
-        if weight.sum() < 0.05 * weight.size:
+        spread = _mad(ratio[weight > 0])
+        new = ((ratio > 1.0 - max(3.0 * spread, 0.06)) & (coarse > 0.3 * level))
+        if np.count_nonzero(new) < 0.05 * new.size:
             break
+        weight = new.astype(np.float32)
         num = cv2.GaussianBlur(coarse * weight, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
         den = cv2.GaussianBlur(weight, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
         est = np.where(den > 1e-3, num / np.maximum(den, 1e-6), est).astype(np.float32)
@@ -173,24 +189,24 @@ def _mad(values: np.ndarray) -> float:
 
 
 def _noise(ratio: np.ndarray, weights: np.ndarray) -> float:
-    bg = ratio[weights > 0]
-    if bg.size < 100:
-        bg = ratio.ravel()
-    # noise of neighbouring-pixel differences: insensitive to smooth shading
-    diff = np.diff(ratio, axis=1)[weights[:, 1:] > 0] if bg.size >= 100 else np.diff(ratio, axis=1)
-    return max(_mad(diff) / np.sqrt(2.0), 1e-3)
+    """Pixel noise of R from neighbouring-pixel differences over the background."""
+    sub, wsub = ratio[::3], weights[::3]
+    diff = np.diff(sub, axis=1)
+    bg = wsub[:, 1:] > 0
+    values = diff[bg] if np.count_nonzero(bg) >= 100 else diff.ravel()
+    return max(_mad(values) / np.sqrt(2.0), 1e-3)
 
 
 # ------------------------------------------------------------------ candidates
 
 
 def _candidates(smooth: np.ndarray, noise: float) -> list[_Candidate]:
-    """Dark regions of the flattened image, best first."""
+    """Dark regions of the flattened working image, best first."""
     h, w = smooth.shape
     level = 1.0 - max(MIN_CONTRAST, 4.0 * noise)
     dark = (smooth < level).astype(np.uint8)
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    contours, _ = cv2.findContours(dark, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(dark, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     min_area = np.pi / 4 * (MIN_DIAMETER_FRAC * w) ** 2
     centre = np.array([w / 2.0, h / 2.0])
     half_diag = float(np.hypot(w, h)) / 2.0
@@ -200,138 +216,119 @@ def _candidates(smooth: np.ndarray, noise: float) -> list[_Candidate]:
         if area < min_area:
             continue
         x, y, bw, bh = cv2.boundingRect(c)
-        roi = np.zeros((bh, bw), np.uint8)
-        cv2.drawContours(roi, [c - [x, y]], -1, 1, -1)
-        inside = smooth[y:y + bh, x:x + bw][roi > 0]
-        contrast = float(1.0 - np.mean(inside))
+        filled = np.zeros((bh, bw), np.uint8)
+        cv2.drawContours(filled, [c - [x, y]], -1, 1, -1)
+        contrast = 1.0 - float(smooth[y:y + bh, x:x + bw][filled > 0].mean())
         if contrast < MIN_CONTRAST:
             continue
-        hull = cv2.convexHull(c)
-        solidity = area / max(float(cv2.contourArea(hull)), 1.0)
+        solidity = area / max(float(cv2.contourArea(cv2.convexHull(c))), 1.0)
         pts = c.reshape(-1, 2)
         on_border = np.count_nonzero((pts[:, 0] <= 0) | (pts[:, 1] <= 0)
                                      | (pts[:, 0] >= w - 1) | (pts[:, 1] >= h - 1))
         border_frac = on_border / max(len(pts), 1)
         m = cv2.moments(c)
-        cxy = np.array([m["m10"] / m["m00"], m["m01"] / m["m00"]]) if m["m00"] else centre
-        dist = float(np.hypot(*(cxy - centre))) / half_diag
+        cxy = (m["m10"] / m["m00"], m["m01"] / m["m00"]) if m["m00"] else tuple(centre)
+        dist = float(np.hypot(cxy[0] - centre[0], cxy[1] - centre[1])) / half_diag
         diameter_frac = np.sqrt(4 * area / np.pi) / w
         size_term = min(1.0, diameter_frac / 0.08) * (1.0 if diameter_frac < 0.8 else 0.3)
         score = (contrast * solidity**2 * size_term * np.exp(-2.5 * dist**2)
-                 * max(0.0, 1.0 - 4.0 * border_frac))
+                 * max(0.0, 1.0 - 3.0 * border_frac))
         if score > 0:
-            out.append(_Candidate(c, area, float(score), contrast, solidity, border_frac))
+            out.append(_Candidate(c, area, float(score), (float(cxy[0]), float(cxy[1]))))
     out.sort(key=lambda cand: cand.score, reverse=True)
     return out
 
 
-def _overlaps(cand: _Candidate, mask: np.ndarray, work_scale: float) -> bool:
-    m = cv2.moments(cand.contour)
-    if not m["m00"]:
-        return False
-    x, y = m["m10"] / m["m00"] / work_scale, m["m01"] / m["m00"] / work_scale
-    yi, xi = min(int(y), mask.shape[0] - 1), min(int(x), mask.shape[1] - 1)
-    return bool(mask[yi, xi])
+def _group_pieces(candidates: list[_Candidate]) -> _Candidate:
+    """The best candidate together with the nearby large pieces of the same broken body."""
+    best = candidates[0]
+    r_best = np.sqrt(best.area / np.pi)
+    group = [best]
+    for c in candidates[1:]:
+        r_c = np.sqrt(c.area / np.pi)
+        gap = np.hypot(c.centre[0] - best.centre[0], c.centre[1] - best.centre[1]) - r_best - r_c
+        if c.area >= 0.05 * best.area and gap <= 0.3 * r_best:
+            group.append(c)
+    if len(group) == 1:
+        return best
+    area = sum(c.area for c in group)
+    cx = sum(c.centre[0] * c.area for c in group) / area
+    cy = sum(c.centre[1] * c.area for c in group) / area
+    hull = cv2.convexHull(np.concatenate([c.contour for c in group]))
+    return _Candidate(hull, max(area, 0.8 * float(cv2.contourArea(hull))), best.score, (cx, cy))
 
 
-# ------------------------------------------------------------------ refinement
+def _inside(mask: np.ndarray, xy: tuple[float, float]) -> bool:
+    h, w = mask.shape
+    x, y = int(round(xy[0])), int(round(xy[1]))
+    return 0 <= x < w and 0 <= y < h and bool(mask[y, x])
 
 
-def _refine(gray: np.ndarray, full: float, work_scale: float, background: np.ndarray,
-            cand: _Candidate) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
-    """Outline the chosen candidate at up to full resolution; full-size bool mask.
+# ------------------------------------------------------------------ outline
 
-    The region around the candidate is resampled so the spheroid is about
-    REFINE_DIAMETER pixels across (never coarser than the working image, never
-    finer than full resolution), flattened by the background, unrolled into
-    polar coordinates around the candidate's centre, and the outline is the
-    closed path r(θ) of strongest radial edge found by dynamic programming.
-    """
+
+def _outline(gray: np.ndarray, full: float, work: WorkImage, background: np.ndarray,
+             cand: _Candidate) -> Outline | None:
+    """Outline the chosen candidate at up to full resolution."""
     h, w = gray.shape
-    m = cv2.moments(cand.contour)
-    if not m["m00"]:
+    fw = work.factor
+    cxf, cyf = _to_full(cand.centre, fw)
+    r0 = np.sqrt(cand.area / np.pi) * fw  # full-resolution radius of the candidate
+    k = int(min(fw, max(1, np.floor(2 * r0 / REFINE_DIAMETER))))
+    reach = OUTLINE_REACH * r0 + 2 * k + 4
+    x0, y0 = int(max(0, np.floor(cxf - reach))), int(max(0, np.floor(cyf - reach)))
+    x1, y1 = int(min(w, np.ceil(cxf + reach) + 1)), int(min(h, np.ceil(cyf + reach) + 1))
+    x1, y1 = x0 + (x1 - x0) // k * k, y0 + (y1 - y0) // k * k
+    if x1 - x0 < 4 * k or y1 - y0 < 4 * k:
         return None
-    cx_w, cy_w = m["m10"] / m["m00"], m["m01"] / m["m00"]
-    r0 = np.sqrt(cand.area / np.pi) / work_scale  # full-resolution radius of the candidate
-    reach = OUTLINE_REACH * r0 + 4
-    x0, y0 = int(max(0, cx_w / work_scale - reach)), int(max(0, cy_w / work_scale - reach))
-    x1, y1 = int(min(w, cx_w / work_scale + reach + 1)), int(min(h, cy_w / work_scale + reach + 1))
-    if x1 - x0 < 4 or y1 - y0 < 4:
-        return None
-    scale = min(1.0, max(work_scale, REFINE_DIAMETER / max(2 * r0, 1.0)))
-    roi = _resize(gray[y0:y1, x0:x1], scale).astype(np.float32) / np.float32(full)
+    roi = _reduce(gray[y0:y1, x0:x1], k).astype(np.float32) * np.float32(1.0 / full)
     rh, rw = roi.shape
-    sx, sy = rw / (x1 - x0), rh / (y1 - y0)  # exact ROI scale per axis
-    bg = _crop_resample(background, (x0 * work_scale, y0 * work_scale,
-                                     x1 * work_scale, y1 * work_scale), (rw, rh))
-    ratio = roi / np.maximum(bg, 1e-4)
-    r_roi = r0 * scale
-    ratio = cv2.GaussianBlur(ratio, (0, 0), max(0.7, r_roi / 80.0))
-    # polar unrolling around the candidate centre (ROI pixels)
-    cx, cy = (cx_w / work_scale - x0) * sx, (cy_w / work_scale - y0) * sy
+    # background at the ROI pixel centres, from the working-image estimate
+    xs = ((x0 + (np.arange(rw, dtype=np.float32) + 0.5) * k - 0.5) + 0.5) / fw - 0.5
+    ys = ((y0 + (np.arange(rh, dtype=np.float32) + 0.5) * k - 0.5) + 0.5) / fw - 0.5
+    map_x, map_y = np.meshgrid(xs, ys)
+    bg = cv2.remap(background, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    r_roi = r0 / k
+    ratio = cv2.GaussianBlur(roi / bg, (0, 0), max(0.7, r_roi / 80.0))
+
+    # polar unrolling around the candidate centre, in ROI pixels
+    cx, cy = (cxf - x0 + 0.5) / k - 0.5, (cyf - y0 + 0.5) / k - 0.5
     n_r = max(16, int(OUTLINE_REACH * r_roi))
     radii = np.linspace(0.0, OUTLINE_REACH * r_roi, n_r, dtype=np.float32)
     theta = np.linspace(0.0, 2 * np.pi, N_ANGLES, endpoint=False, dtype=np.float32)
-    map_x = (cx + np.cos(theta)[:, None] * radii[None, :]).astype(np.float32)
-    map_y = (cy + np.sin(theta)[:, None] * radii[None, :]).astype(np.float32)
-    polar = cv2.remap(ratio, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    px = (cx + np.cos(theta)[:, None] * radii[None, :]).astype(np.float32)
+    py = (cy + np.sin(theta)[:, None] * radii[None, :]).astype(np.float32)
+    polar = cv2.remap(ratio, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     edge = np.abs(cv2.Sobel(polar, cv2.CV_32F, 1, 0, ksize=3))
-    wrap = np.concatenate([edge[-2:], edge, edge[:2]])
-    edge = cv2.GaussianBlur(wrap, (1, 5), 0, sigmaY=1.0)[2:-2]
-    dr = radii[1] - radii[0] if n_r > 1 else 1.0
-    lo = int(0.25 * r_roi / dr)
-    edge[:, :max(lo, 2)] = 0.0
+    wrapped = np.concatenate([edge[-2:], edge, edge[:2]])
+    edge = cv2.GaussianBlur(wrapped, (1, 5), 0, sigmaY=1.0)[2:-2]
+    # a slight preference for the inner of two similar edges: the body border
+    # rather than the outer edge of the fringe of loose cells just outside it
+    edge *= np.exp(-INWARD_BIAS * radii / max(r_roi, 1.0))[None, :]
+    dr = float(radii[1] - radii[0])
+    edge[:, :max(2, int(0.25 * r_roi / dr))] = 0.0
     edge[:, -2:] = 0.0
     step = max(1, int(round(MAX_SLOPE * (2 * np.pi / N_ANGLES) * r_roi / dr)))
     path = _closed_path(edge, step)
-    # polygon filling adds about half a pixel all round: take it off the radius
-    rad = np.maximum(_smooth_circular(radii[path], PATH_SMOOTH) - 0.5 * scale, 0.0)
-    rad_full_x, rad_full_y = rad / sx, rad / sy
-    cxf, cyf = cx / sx + x0, cy / sy + y0
-    pts = np.stack([cxf + np.cos(theta) * rad_full_x, cyf + np.sin(theta) * rad_full_y], 1)
+    # polygon filling adds about half a full-resolution pixel all round: take it off
+    rad = np.maximum(_smooth_circular(radii[path], PATH_SMOOTH) - 0.5 / k, 0.0)
+    pts_roi = np.stack([cx + np.cos(theta) * rad, cy + np.sin(theta) * rad], 1)
+    pts = np.stack([x0 + (pts_roi[:, 0] + 0.5) * k - 0.5,
+                    y0 + (pts_roi[:, 1] + 0.5) * k - 0.5], 1).astype(np.float32)
     mask = np.zeros((h, w), np.uint8)
     cv2.fillPoly(mask, [np.rint(pts * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
-    if not mask.any():
-        return None
     bx, by, bw, bh = cv2.boundingRect(np.rint(pts).astype(np.int32))
-    box = (max(0, bx), max(0, by), min(w, bx + bw + 1), min(h, by + bh + 1))
-    pts_roi = np.stack([cx + np.cos(theta) * rad, cy + np.sin(theta) * rad], 1)
-    cracks = _cracks(ratio, pts_roi, r_roi)
+    box = (max(0, bx - 1), max(0, by - 1), min(w, bx + bw + 1), min(h, by + bh + 1))
+    if box[2] <= box[0] or box[3] <= box[1] or not mask[box[1]:box[3], box[0]:box[2]].any():
+        return None
+    roi_mask = np.zeros((rh, rw), np.uint8)
+    cv2.fillPoly(roi_mask, [np.rint(pts_roi * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+    cracks = _cracks(ratio, roi_mask, r_roi)
     if cracks is not None:
         up = cv2.resize(cracks, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         mask[y0:y1, x0:x1][up >= 0.5] = 0
-    return mask.astype(bool), box
-
-
-def _cracks(ratio: np.ndarray, outline: np.ndarray, radius: float) -> np.ndarray | None:
-    """Background-bright gaps that cut across the body (a broken spheroid), as float 0/1.
-
-    Inside the outline, pixels closer to the background level than to the body
-    level, opened by about one cell so cell-scale texture drops out, and kept
-    only where a gap is long (at least ``CRACK_LENGTH`` radii): a crack runs
-    across the body, texture and lighter patches do not.
-    """
-    inside = np.zeros(ratio.shape, np.uint8)
-    cv2.fillPoly(inside, [np.rint(outline * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
-    body = ratio[inside > 0]
-    if body.size < 50:
-        return None
-    body_level = float(np.median(body))
-    if body_level > 0.85:
-        return None
-    bright = ((ratio > 0.5 * (1.0 + body_level)) & (inside > 0)).astype(np.uint8)
-    cell = max(1, int(round(radius / 35.0)))  # about 0.7 cell
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cell + 1, 2 * cell + 1))
-    bright = cv2.morphologyEx(bright, cv2.MORPH_OPEN, k)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=8)
-    keep = []
-    for i in range(1, count):
-        x, y, bw, bh = stats[i, :4]
-        if np.hypot(bw, bh) >= CRACK_LENGTH * radius:
-            keep.append(i)
-    if not keep:
-        return None
-    return np.isin(labels, keep).astype(np.float32)
+    return Outline(mask=mask.astype(bool), box=box, polygon=pts, roi=roi, roi_mask=roi_mask,
+                   roi_factor=k)
 
 
 def _smooth_circular(values: np.ndarray, k: int) -> np.ndarray:
@@ -346,36 +343,50 @@ def _closed_path(edge: np.ndarray, step: int) -> np.ndarray:
     """Radius index per angle maximising the summed edge strength.
 
     Neighbouring angles may differ by at most ``step`` radius samples. The path
-    is made closed by running the recursion over the angles one and a half
-    times round and reading the middle turn.
+    is made closed by running the recursion one and a half times round and
+    reading the middle turn.
     """
     n_a, n_r = edge.shape
-    extra = n_a // 2
+    extra = n_a // 4
     order = np.concatenate([np.arange(n_a - extra, n_a), np.arange(n_a), np.arange(extra)])
-    score = edge[order[0]].astype(np.float32).copy()
-    back = np.zeros((len(order), n_r), np.int16)
-    shifts = np.arange(-step, step + 1)
-    idx = np.arange(n_r)
+    scores = np.empty((len(order), n_r), np.float32)
+    scores[0] = edge[order[0]]
+    size = 2 * step + 1
     for t in range(1, len(order)):
-        padded = np.pad(score, step, mode="constant", constant_values=-1e9)
-        stack = np.stack([padded[step + s: step + s + n_r] for s in shifts])
-        arg = np.argmax(stack, axis=0)
-        score = stack[arg, idx] + edge[order[t]]
-        back[t] = (idx + shifts[arg]).astype(np.int16)
-    path = np.zeros(len(order), np.int64)
-    path[-1] = int(np.argmax(score))
+        scores[t] = maximum_filter1d(scores[t - 1], size, mode="constant", cval=-1e9)
+        scores[t] += edge[order[t]]
+    path = np.empty(len(order), np.int64)
+    p = int(np.argmax(scores[-1]))
+    path[-1] = p
     for t in range(len(order) - 1, 0, -1):
-        path[t - 1] = back[t, path[t]]
-    middle = path[extra:extra + n_a]
-    return middle
+        lo = max(0, p - step)
+        p = lo + int(np.argmax(scores[t - 1, lo:p + step + 1]))
+        path[t - 1] = p
+    return path[extra:extra + n_a]
 
 
-def _crop_resample(img: np.ndarray, box: tuple[float, float, float, float],
-                   size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resample of ``img`` over the float box (x0, y0, x1, y1) to ``size``."""
-    x0, y0, x1, y1 = box
-    rw, rh = size
-    xs = (np.arange(rw, dtype=np.float32) + 0.5) * ((x1 - x0) / rw) + x0 - 0.5
-    ys = (np.arange(rh, dtype=np.float32) + 0.5) * ((y1 - y0) / rh) + y0 - 0.5
-    mx, my = np.meshgrid(xs, ys)
-    return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+def _cracks(ratio: np.ndarray, inside: np.ndarray, radius: float) -> np.ndarray | None:
+    """Background-bright gaps that cut across the body (a broken spheroid), as float 0/1.
+
+    Inside the outline, pixels closer to the background level than to the body
+    level, opened by about 0.7 cell so cell-scale texture drops out, and kept
+    only where a gap is long (at least ``CRACK_LENGTH`` radii): a crack runs
+    across the body, texture and lighter patches do not.
+    """
+    body = ratio[inside > 0]
+    if body.size < 50:
+        return None
+    body_level = float(np.median(body))
+    if body_level > 0.85:
+        return None
+    bright = ((ratio > 0.5 * (1.0 + body_level)) & (inside > 0)).astype(np.uint8)
+    cell = max(1, int(round(radius / 35.0)))  # about 0.7 of a cell (25 cells per radius)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cell + 1, 2 * cell + 1))
+    bright = cv2.morphologyEx(bright, cv2.MORPH_OPEN, kernel)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=8)
+    keep = [i for i in range(1, count)
+            if np.hypot(stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT])
+            >= CRACK_LENGTH * radius]
+    if not keep:
+        return None
+    return np.isin(labels, keep).astype(np.float32)
