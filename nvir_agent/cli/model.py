@@ -1,0 +1,231 @@
+"""Model commands: ``model import`` (the paper's Lightning checkpoint → model
+file), ``model info``, ``score`` (viability per image) and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from nvir_agent.config import load_config
+from nvir_agent.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    m = sub.add_parser("model", help="import and inspect NViR model files")
+    msub = m.add_subparsers(dest="model_command", metavar="ACTION")
+    imp = msub.add_parser(
+        "import",
+        help="convert the paper's PyTorch Lightning checkpoint (.ckpt) into a model file",
+        description="Read the NViR paper's .ckpt without Lightning or OmegaConf and without "
+        "running any pickled code, check every weight against the network, and write a "
+        ".safetensors model file with the paper's preprocessing.",
+    )
+    imp.add_argument("ckpt", type=Path, metavar="CKPT", help="the .ckpt file")
+    imp.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="MODEL",
+        help="model file to write (.safetensors)",
+    )
+    imp.add_argument("--fp16", action="store_true", help="store weights as float16 (half size)")
+    imp.set_defaults(func=cmd_import)
+
+    info = msub.add_parser("info", help="architecture, preprocessing, provenance and metrics")
+    info.add_argument("model", type=Path, metavar="MODEL", help="model file (.safetensors)")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(func=cmd_info)
+    m.set_defaults(func=lambda args: _usage(m))
+
+    s = sub.add_parser("score", help="NViR viability of image files, one line per image")
+    s.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    s.add_argument(
+        "--model",
+        type=Path,
+        metavar="MODEL",
+        help="model file (default: [model] path in agent.toml, else the demo model)",
+    )
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.add_argument(
+        "--device", choices=("auto", "cpu", "cuda", "mps"), help="default: [model] device"
+    )
+    s.set_defaults(func=cmd_score)
+
+    b = sub.add_parser("bench", help="measure scoring and preprocessing speed on this machine")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument(
+        "--images", type=int, default=32, metavar="N", help="images per measurement (default 32)"
+    )
+    b.add_argument(
+        "--model",
+        type=Path,
+        metavar="MODEL",
+        help="model file (default: the configured one; random weights if none)",
+    )
+    b.add_argument("--threads", type=int, help="default: [model] threads")
+    b.set_defaults(func=cmd_bench)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from nvir_agent.model.ckpt_import import import_checkpoint
+
+    report = import_checkpoint(args.ckpt, args.out, dtype="float16" if args.fp16 else "float32")
+    print(
+        f"imported {report.tensors} tensors ({report.parameters:,} parameters) from {report.source}"
+    )
+    if report.prefix_stripped:
+        print(f"  removed the key prefix '{report.prefix_stripped}'")
+    if report.info:
+        print("  " + ", ".join(f"{k} {v}" for k, v in report.info.items()))
+    if report.ignored_keys:
+        print(f"  not needed for scoring: {', '.join(report.ignored_keys)}")
+    if report.placeholders:
+        print(f"  left unread (never executed): {', '.join(report.placeholders)}")
+    print(f"wrote {report.out}")
+    return 0
+
+
+def _info_dict(path: Path) -> dict[str, Any]:
+    from nvir_agent.model.modelfile import load_model
+    from nvir_agent.model.network import parameter_count
+
+    loaded = load_model(path)
+    meta = loaded.metadata
+    return {
+        "path": str(path),
+        "name": loaded.name,
+        "sha256": loaded.sha256,
+        "size_bytes": loaded.file_size,
+        "dtype": loaded.stored_dtype,
+        "parameters": parameter_count(loaded.module),
+        "architecture": meta["architecture"],
+        "format_version": meta["format_version"],
+        "preprocessing": loaded.spec.to_dict(),
+        "output": meta.get("output"),
+        "provenance": meta.get("provenance", {}),
+        "metrics": meta.get("metrics", {}),
+        "extra": {
+            k: v
+            for k, v in meta.items()
+            if k
+            not in {
+                "architecture",
+                "format_version",
+                "preprocessing",
+                "output",
+                "provenance",
+                "metrics",
+                "dtype",
+            }
+        },
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from nvir_agent.model.preprocess import PreprocessSpec
+
+    info = _info_dict(args.model)
+    if args.json:
+        print(json.dumps(info, default=str))
+        return 0
+    spec = PreprocessSpec.from_dict(info["preprocessing"])
+    print(f"model:         {info['path']}  ({info['name']})")
+    print(
+        f"architecture:  {info['architecture']} (format {info['format_version']}), "
+        f"{info['parameters']:,} parameters, {info['dtype']}, "
+        f"{info['size_bytes'] / 1e6:.1f} MB"
+    )
+    print(f"preprocessing: {spec.describe()}")
+    print(f"output:        {info['output']}")
+    for k, v in info["provenance"].items():
+        print(f"provenance:    {k}: {v}")
+    metrics = info["metrics"] or {}
+    print(
+        "metrics:       " + (", ".join(f"{k} {v}" for k, v in metrics.items()) or "none recorded")
+    )
+    for k, v in info["extra"].items():
+        print(f"{k + ':':<15}{json.dumps(v, default=str)}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from nvir_agent.errors import ImageError
+    from nvir_agent.imageio import read_image
+    from nvir_agent.model.scorer import Scorer
+
+    cfg = load_config(args.config, check_folders=False)
+    if args.device:
+        cfg.model.device = args.device
+    if args.model:
+        cfg.model.path = str(args.model.resolve())
+        cfg.model.enabled = True
+    scorer = Scorer.from_config(cfg, low_priority=False)
+    rows: list[dict[str, Any]] = []
+    inputs = []
+    for path in args.images:
+        row: dict[str, Any] = {
+            "path": str(path),
+            "viability": None,
+            "model": scorer.name,
+            "error": None,
+        }
+        try:
+            img = read_image(path, max_side=cfg.imaging.max_pixels_side, page=cfg.imaging.page)
+            inputs.append((row, scorer.preprocess(img.pixels, bit_depth=img.bit_depth)))
+        except ImageError as exc:
+            row["error"] = exc.message
+        rows.append(row)
+    if inputs:
+        values = scorer.score_tensors(np.stack([x for _, x in inputs]))
+        for (row, _), v in zip(inputs, values, strict=True):
+            row["viability"] = round(float(v), 4)
+    for row in rows:
+        if args.json:
+            print(json.dumps(row))
+        elif row["error"]:
+            print(f"{row['path']}, error: {row['error']}")
+        else:
+            print(f"{row['path']}, {row['viability']:.4f}")
+    failed = sum(r["error"] is not None for r in rows)
+    print(
+        f"{len(rows)} images scored with {scorer.name} ({scorer.choice.chosen.description})"
+        + (f", {failed} unreadable" if failed else ""),
+        file=sys.stderr,
+    )
+    return 1 if failed == len(rows) else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from nvir_agent.model.bench import run_benchmark
+    from nvir_agent.model.locate import resolve_model
+
+    if args.images < 1:
+        raise UsageError(
+            "--images must be at least 1.", "For example: nvir-agent bench --images 32"
+        )
+    cfg = load_config(args.config, check_folders=False)
+    path = args.model
+    if path is None:
+        path = resolve_model(cfg).path
+    result = run_benchmark(
+        path,
+        images=args.images,
+        threads=args.threads if args.threads is not None else cfg.model.threads,
+        device=cfg.model.device,
+        fast_path=cfg.model.fast_path,
+    )
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(result.table())
+    return 0

@@ -1,0 +1,182 @@
+"""`nvir-agent bench`: how fast this machine scores and preprocesses.
+
+Measures images per second for fp32 eager torch at batch 8 (the reference
+code's way) and for the fast path chosen on this machine at batch 1, 8 and
+32, every other available option at batch 8, the largest viability
+difference between the fast path and fp32 on the benchmark images,
+preprocessing time per image (1024² 8-bit, 2048² 16-bit) and peak memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nvir_agent.model.fastpath import Candidate, build_candidates, probe_batch
+from nvir_agent.model.modelfile import LoadedModel, load_model
+from nvir_agent.model.network import build_nvir
+from nvir_agent.model.preprocess import PreprocessSpec, preprocess
+from nvir_agent.model.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+FAST_BATCHES = (1, 8, 32)
+
+
+@dataclass
+class BenchResult:
+    model: str
+    device: str
+    threads: int
+    images: int
+    fast_path: str
+    fp32_batch8: float
+    fast: dict[str, float]
+    options_batch8: dict[str, float]
+    speedup: float
+    max_delta: float
+    preprocess_ms: dict[str, float]
+    peak_rss_mb: float | None
+    load_avg: list[float] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def table(self) -> str:
+        rows = [
+            ("model", self.model),
+            ("device / threads", f"{self.device} / {self.threads}"),
+            ("fast path", self.fast_path),
+            ("fp32 eager, batch 8", f"{self.fp32_batch8:.1f} images/s"),
+        ]
+        rows += [(f"fast path, batch {b}", f"{v:.1f} images/s") for b, v in self.fast.items()]
+        rows.append(("speed-up at batch 8", f"{self.speedup:.2f}×"))
+        rows.append(("max |Δ viability| vs fp32", f"{self.max_delta:.4f}"))
+        rows += [
+            (f"option {k}, batch 8", f"{v:.1f} images/s")
+            for k, v in self.options_batch8.items()
+            if k not in ("fp32", self.fast_path)
+        ]
+        rows += [(f"preprocess {k}", f"{v:.2f} ms/image") for k, v in self.preprocess_ms.items()]
+        rows.append(("peak RSS", f"{self.peak_rss_mb:.0f} MB" if self.peak_rss_mb else "n/a"))
+        if self.load_avg:
+            rows.append(("load average (1 min)", f"{self.load_avg[0]:.2f}"))
+        width = max(len(k) for k, _ in rows)
+        lines = [f"{k:<{width}}  {v}" for k, v in rows]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MB (None where unknown)."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def images_per_s(candidate: Candidate, x: torch.Tensor, batch: int, n_images: int) -> float:
+    """Throughput over ``n_images`` (at least one batch) after one warm-up batch."""
+    candidate.run(x[:batch])
+    n_batches = max(1, -(-n_images // batch))
+    done = 0
+    t0 = time.perf_counter()
+    for i in range(n_batches):
+        start = (i * batch) % max(1, x.shape[0] - batch + 1)
+        chunk = x[start : start + batch]
+        candidate.run(chunk)
+        done += chunk.shape[0]
+    return done / (time.perf_counter() - t0)
+
+
+def preprocess_ms(spec: PreprocessSpec, repeats: int = 10) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    cases = {
+        "1024² 8-bit": (rng.integers(0, 256, (1024, 1024), dtype=np.uint8), 8),
+        "2048² 16-bit": (rng.integers(0, 4096, (2048, 2048), dtype=np.uint16), 12),
+    }
+    out = {}
+    for name, (img, depth) in cases.items():
+        preprocess(img, spec, bit_depth=depth)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            preprocess(img, spec, bit_depth=depth)
+            best = min(best, time.perf_counter() - t0)
+        out[f"{name} ({spec.intensity})"] = best * 1000
+    return out
+
+
+def run_benchmark(
+    model_path: str | os.PathLike[str] | None = None,
+    *,
+    images: int = 32,
+    threads: int = 0,
+    device: str = "auto",
+    fast_path: str = "auto",
+) -> BenchResult:
+    """Measure; a missing ``model_path`` benchmarks random weights (same speed, same shapes)."""
+    notes = []
+    if model_path is not None:
+        loaded = load_model(Path(model_path))
+    else:
+        loaded = LoadedModel(module=build_nvir().eval(), spec=PreprocessSpec(), metadata={})
+        notes.append("no model file given: random weights at 256×256 (speed is the same)")
+    scorer = Scorer(loaded, device=device, threads=threads, fast_path=fast_path, use_cache=False)
+    size = loaded.spec.size
+    n = max(1, images)
+    x = probe_batch(size, n=max(n, max(FAST_BATCHES)), seed=1)
+    reference, options = build_candidates(
+        loaded.module,
+        scorer.device,
+        requested="auto" if fast_path == "auto" else fast_path,
+        model_hash=loaded.sha256,
+        input_size=size,
+        threads=scorer.threads,
+    )
+    chosen = scorer.choice.chosen
+    fp32_8 = images_per_s(reference, x, 8, n)
+    fast = {str(b): images_per_s(chosen, x, b, n) for b in FAST_BATCHES}
+    per_option = {"fp32": fp32_8}
+    for cand in options:
+        if cand.name == chosen.name:
+            per_option[cand.name] = fast["8"]
+            continue
+        try:
+            per_option[cand.name] = images_per_s(cand, x, 8, n)
+        except Exception as exc:  # noqa: BLE001 - an optional backend failing is reported
+            notes.append(f"option {cand.name} failed: {exc}")
+    ref_out = np.concatenate([reference.run(x[i : i + 8]) for i in range(0, n, 8)])
+    fast_out = np.concatenate([chosen.run(x[i : i + 8]) for i in range(0, n, 8)])
+    for name, reason in scorer.choice.rejected.items():
+        notes.append(f"{name} rejected at load time: {reason}")
+    return BenchResult(
+        model=loaded.name,
+        device=str(scorer.device),
+        threads=scorer.threads,
+        images=n,
+        fast_path=chosen.name,
+        fp32_batch8=fp32_8,
+        fast=fast,
+        options_batch8=per_option,
+        speedup=fast["8"] / fp32_8,
+        max_delta=float(np.max(np.abs(ref_out - fast_out))),
+        preprocess_ms={
+            **preprocess_ms(PreprocessSpec(size=size)),
+            **preprocess_ms(PreprocessSpec(size=size, intensity="bitdepth")),
+        },
+        peak_rss_mb=peak_rss_mb(),
+        load_avg=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        notes=notes,
+    )

@@ -1,0 +1,190 @@
+"""Batched NViR scoring on CPU, CUDA or Apple MPS.
+
+A :class:`Scorer` owns a loaded model, the device, the thread count and the
+fast path chosen for this machine. It takes decoded images (or preprocessed
+tensors), batches them and returns one viability per image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nvir_agent.config import Config
+from nvir_agent.errors import ConfigError, ModelLoadError
+from nvir_agent.model.fastpath import FastPathChoice, choose_fast_path
+from nvir_agent.model.locate import DEMO_WARNING, GET_A_MODEL, resolve_model
+from nvir_agent.model.modelfile import LoadedModel, load_model
+from nvir_agent.model.preprocess import preprocess
+
+log = logging.getLogger(__name__)
+
+_priority_lowered = False
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """auto: CUDA, then Apple MPS, then CPU. An explicit device that is absent is a ConfigError."""
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if requested == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if requested == "cuda" and not cuda:
+        raise ConfigError(
+            "model.device = 'cuda' but no CUDA GPU is usable on this machine.",
+            "Set [model] device = 'auto' or 'cpu' in agent.toml.",
+        )
+    if requested == "mps" and not mps:
+        raise ConfigError(
+            "model.device = 'mps' but Apple MPS is not available on this machine.",
+            "Set [model] device = 'auto' or 'cpu' in agent.toml.",
+        )
+    if requested not in ("cpu", "cuda", "mps"):
+        raise ConfigError(
+            f"model.device = {requested!r} is not allowed.", "Use 'auto', 'cpu', 'cuda' or 'mps'."
+        )
+    return torch.device(requested)
+
+
+def default_threads(configured: int = 0) -> int:
+    """``configured`` when > 0, else all cores but one (at least one)."""
+    if configured > 0:
+        return configured
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def lower_process_priority() -> bool:
+    """Lower this process's CPU priority once (nice +10; BELOW_NORMAL on Windows)."""
+    global _priority_lowered
+    if _priority_lowered:
+        return True
+    try:
+        if sys.platform == "win32":
+            import ctypes  # Windows only
+
+            below_normal = 0x00004000
+            kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+            if not kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), below_normal):
+                return False
+        else:
+            os.nice(10)
+    except (OSError, AttributeError) as exc:
+        log.info("Could not lower process priority: %s", exc)
+        return False
+    _priority_lowered = True
+    log.info("Process priority lowered so the acquisition software keeps precedence.")
+    return True
+
+
+class Scorer:
+    """Scores images with one NViR model; thread-compatible, not thread-safe."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        device: str = "auto",
+        threads: int = 0,
+        batch_size: int = 8,
+        fast_path: str = "auto",
+        low_priority: bool = False,
+        use_cache: bool = True,
+    ) -> None:
+        self.model = model
+        self.spec = model.spec
+        self.device = pick_device(device)
+        self.threads = default_threads(threads)
+        self.batch_size = max(1, batch_size)
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.threads)
+        if low_priority:
+            lower_process_priority()
+        self.choice: FastPathChoice = choose_fast_path(
+            model.module,
+            self.device,
+            requested=fast_path,
+            model_hash=model.sha256,
+            input_size=self.spec.size,
+            threads=self.threads,
+            use_cache=use_cache,
+        )
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, low_priority: bool | None = None) -> Scorer:
+        """The scorer for agent.toml's ``[model]``; ModelLoadError when there is no usable model."""
+        source = resolve_model(cfg)
+        if source.path is None:
+            raise ModelLoadError(f"No model to score with: {source.reason}.", GET_A_MODEL)
+        if source.demo:
+            log.warning(DEMO_WARNING.format(path=source.path))
+        return cls.from_path(
+            source.path,
+            device=cfg.model.device,
+            threads=cfg.model.threads,
+            batch_size=cfg.model.batch_size,
+            fast_path=cfg.model.fast_path,
+            low_priority=cfg.model.low_priority if low_priority is None else low_priority,
+        )
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], **kwargs: object) -> Scorer:
+        return cls(load_model(Path(path)), **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def name(self) -> str:
+        """Model file name and short hash, as recorded with each measurement."""
+        return self.model.name
+
+    @property
+    def fast_path(self) -> str:
+        return self.choice.chosen.name
+
+    def preprocess(
+        self, image: np.ndarray, *, bit_depth: int | None = None, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The network input (1, S, S) for one image under this model's spec."""
+        return preprocess(image, self.spec, bit_depth=bit_depth, mask=mask)
+
+    def score_tensors(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Viability per item of an (N, 1, S, S) float32 batch of preprocessed images."""
+        x = torch.as_tensor(batch, dtype=torch.float32)
+        if x.ndim == 3:
+            x = x[:, None]
+        s = self.spec.size
+        if x.ndim != 4 or tuple(x.shape[1:]) != (1, s, s):
+            raise ValueError(f"expected a batch of shape (N, 1, {s}, {s}), got {tuple(x.shape)}")
+        out = np.empty(x.shape[0], dtype=np.float32)
+        for start in range(0, x.shape[0], self.batch_size):
+            chunk = x[start : start + self.batch_size]
+            try:
+                out[start : start + chunk.shape[0]] = self.choice.chosen.run(chunk)
+            except RuntimeError as exc:
+                raise ModelLoadError(
+                    f"Scoring with {self.name} on {self.device} failed: {exc}.",
+                    "Try [model] device = 'cpu' and fast_path = 'fp32' in agent.toml.",
+                ) from exc
+        return out
+
+    def score(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None] | None = None,
+        bit_depths: Sequence[int | None] | None = None,
+    ) -> np.ndarray:
+        """Viability per decoded image. An image the spec cannot use raises AnalysisError."""
+        if not len(images):
+            return np.empty(0, dtype=np.float32)
+        masks = masks if masks is not None else [None] * len(images)
+        depths = bit_depths if bit_depths is not None else [None] * len(images)
+        batch = np.stack(
+            [
+                self.preprocess(img, bit_depth=d, mask=m)
+                for img, m, d in zip(images, masks, depths, strict=True)
+            ]
+        )
+        return self.score_tensors(batch)

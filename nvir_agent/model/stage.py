@@ -1,0 +1,131 @@
+"""The engine's scoring step: NViR viability for every image with a spheroid.
+
+Runs after segmentation. Images where segmentation found no spheroid
+(``found is False``) are not scored. Without a model, scoring is off: the
+stage says so once in the log (with how to get a model) and the agent still
+ingests and segments. A configured model that cannot be loaded is fatal and
+stops the engine with the file and the fix.
+
+The network is loaded on the first batch that needs it and shared by every
+stage in the process that uses the same file and settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from nvir_agent.config import Config
+from nvir_agent.errors import ImageError
+from nvir_agent.imageio import read_image
+from nvir_agent.model.locate import DEMO_WARNING, GET_A_MODEL, ModelSource, resolve_model
+from nvir_agent.model.modelfile import read_model_metadata
+from nvir_agent.model.scorer import Scorer
+from nvir_agent.pipeline import Analysis
+
+log = logging.getLogger(__name__)
+
+NOT_SCORED = "not_scored"
+
+_scorers: dict[tuple, Scorer] = {}
+_scorers_lock = threading.Lock()
+
+
+def shared_scorer(source: ModelSource, cfg: Config) -> Scorer:
+    """One Scorer per model file (path, size, mtime) and settings in this process."""
+    assert source.path is not None
+    st = source.path.stat()
+    m = cfg.model
+    key = (
+        str(source.path),
+        st.st_size,
+        st.st_mtime_ns,
+        m.device,
+        m.threads,
+        m.batch_size,
+        m.fast_path,
+    )
+    with _scorers_lock:
+        scorer = _scorers.get(key)
+        if scorer is None:
+            if source.demo:
+                log.warning(DEMO_WARNING.format(path=source.path))
+            scorer = Scorer.from_path(
+                source.path,
+                device=m.device,
+                threads=m.threads,
+                batch_size=m.batch_size,
+                fast_path=m.fast_path,
+                low_priority=m.low_priority,
+            )
+            _scorers[key] = scorer
+        return scorer
+
+
+class ScoreStage:
+    """Sets ``viability`` and ``model`` (file name @ short hash) on each scored image."""
+
+    name = "score"
+
+    def __init__(self, config: Config, scorer: Scorer | None = None) -> None:
+        self.config = config
+        self._scorer = scorer
+        self.source = resolve_model(config)
+        if scorer is None and self.source.path is not None:
+            # fail at start, not on the first image: check the file now, load it later
+            read_model_metadata(self.source.path)
+        if scorer is None and self.source.path is None:
+            if config.model.enabled:
+                log.warning("Scoring is off: %s. %s", self.source.reason, GET_A_MODEL)
+            else:
+                log.info("Scoring is off: %s.", self.source.reason)
+
+    @property
+    def enabled(self) -> bool:
+        return self._scorer is not None or self.source.path is not None
+
+    @property
+    def scorer(self) -> Scorer | None:
+        if self._scorer is None and self.source.path is not None:
+            self._scorer = shared_scorer(self.source, self.config)
+        return self._scorer
+
+    def run(self, batch: list[Analysis]) -> None:
+        todo = [a for a in batch if a.found is not False and not a.failed]
+        if not todo or not self.enabled:
+            return
+        scorer = self.scorer
+        assert scorer is not None
+        inputs: list[np.ndarray] = []
+        scored: list[Analysis] = []
+        for a in todo:
+            try:
+                pixels, bit_depth = self._pixels(a)
+                inputs.append(scorer.preprocess(pixels, bit_depth=bit_depth, mask=a.mask))
+            except ImageError as exc:
+                if a.pixels is None and a.found is None:
+                    a.fail(exc)  # nothing else could read it either
+                else:
+                    a.qc.append(NOT_SCORED)
+                    log.info("%s not scored: %s", a.record.path, exc.message)
+                continue
+            scored.append(a)
+        if not scored:
+            return
+        values = scorer.score_tensors(np.stack(inputs))
+        for a, v in zip(scored, values, strict=True):
+            a.viability = round(float(v), 6)
+            a.model = scorer.name
+
+    def _pixels(self, a: Analysis) -> tuple[np.ndarray, int | None]:
+        if a.pixels is not None:
+            return a.pixels, a.bit_depth
+        img = read_image(
+            Path(a.record.path),
+            max_side=self.config.imaging.max_pixels_side,
+            page=self.config.imaging.page,
+        )
+        return img.pixels, img.bit_depth
