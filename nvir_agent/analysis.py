@@ -1,63 +1,101 @@
-"""The engine's analysis pipeline: the stages run on every image, in order."""
+"""The engine's analysis pipeline: the stages run on every image, in order.
+
+read (imageio) → segment (segmentation: mask, features, QC flags) → score (NViR).
+A stage marks one image failed with a per-image error and carries on; an image
+in which no spheroid is found is not a failure: it is recorded with
+``found = False`` and the ``no_spheroid`` flag, and scoring skips it.
+"""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import cv2
-import numpy as np
-import tifffile
 
 from nvir_agent.config import Config
-from nvir_agent.errors import ImageReadError
+from nvir_agent.errors import AnalysisError, ImageError
+from nvir_agent.imageio import read_image
 from nvir_agent.pipeline import Analysis, Stage
+from nvir_agent.segmentation import segment
 
-_TIFF_SUFFIXES = (".tif", ".tiff")
+log = logging.getLogger(__name__)
+
+_META_KEYS = ("format", "n_pages", "page", "compression", "source_dtype")
 
 
-class HeaderStage:
-    """Reads each image's header (size, dtype); an unreadable file fails cleanly."""
+class ReadStage:
+    """Reads each image (header checked first); an unreadable file fails that image only."""
 
-    name = "header"
+    name = "read"
 
     def __init__(self, config: Config) -> None:
         self.max_side = config.imaging.max_pixels_side
-
-    def _header(self, path: str) -> dict[str, object]:
-        if path.lower().endswith(_TIFF_SUFFIXES):
-            try:
-                with tifffile.TiffFile(path) as tif:
-                    page = tif.pages[0]
-                    shape, dtype = tuple(page.shape), np.dtype(page.dtype)
-            except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
-                raise ImageReadError(
-                    f"{path} is not a readable TIFF image: {exc}.",
-                    "Check that the file was copied completely.",
-                ) from exc
-        else:
-            try:
-                img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-            except cv2.error as exc:
-                raise ImageReadError(f"{path} cannot be decoded: {exc}.") from exc
-            if img is None:
-                raise ImageReadError(
-                    f"{path} is not a readable image.",
-                    "Check that the file is a complete TIFF, PNG, JPEG or BMP image.",
-                )
-            shape, dtype = img.shape, img.dtype
-        if len(shape) < 2 or max(shape[:2]) > self.max_side:
-            raise ImageReadError(
-                f"{path} has an unusable size {shape}.",
-                "Raise imaging.max_pixels_side if such large images are expected.",
-            )
-        return {"height": int(shape[0]), "width": int(shape[1]), "dtype": str(dtype)}
+        self.page = config.imaging.page
+        self.pixel_size_um = config.imaging.pixel_size_um or None
 
     def run(self, batch: list[Analysis]) -> None:
         for a in batch:
             try:
-                a.image_meta.update(self._header(str(a.record.path)))
-            except ImageReadError as exc:
+                img = read_image(Path(a.record.path), max_side=self.max_side, page=self.page)
+            except ImageError as exc:
+                log.info("%s: %s", a.record.path, exc.message)
                 a.fail(exc)
+                continue
+            a.pixels = img.pixels
+            a.bit_depth = img.bit_depth
+            meta = {k: img.meta[k] for k in _META_KEYS if k in img.meta}
+            meta.update(width=int(img.pixels.shape[1]), height=int(img.pixels.shape[0]),
+                        bit_depth=img.bit_depth)
+            # a pixel size set in agent.toml wins over the file's (often a display dpi)
+            size = self.pixel_size_um or img.meta.get("pixel_size_um")
+            if size:
+                meta["pixel_size_um"] = float(size)
+            a.image_meta.update(meta)
+
+
+class SegmentStage:
+    """Finds the spheroid: fills found, mask, features and qc. No spheroid is not a failure."""
+
+    name = "segment"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def run(self, batch: list[Analysis]) -> None:
+        for a in batch:
+            if a.pixels is None:
+                a.fail(AnalysisError(f"{a.record.path}: no pixels to segment (not read)."))
+                continue
+            try:
+                seg = segment(a.pixels, bit_depth=a.bit_depth,
+                              pixel_size_um=a.image_meta.get("pixel_size_um"))
+            except AnalysisError as exc:
+                a.fail(exc)
+                continue
+            except cv2.error as exc:
+                a.fail(AnalysisError(f"{a.record.path}: OpenCV could not segment the image: "
+                                     f"{exc.err or exc}."))
+                continue
+            a.found = seg.found
+            a.mask = seg.mask if seg.found else None
+            a.features = dict(seg.features)
+            a.qc = list(seg.qc)
+            h, w = a.pixels.shape[:2]
+            a.image_meta.update(width=int(w), height=int(h), bit_depth=a.bit_depth)
+            if not seg.found:
+                log.info("%s: no spheroid found", a.record.path)
+
+
+def scoring_stages(config: Config) -> list[Stage]:
+    """The NViR scoring step (nvir_agent.model.stage.ScoreStage) goes here.
+
+    It must skip images with ``found is False`` and be skippable when no model
+    is configured. Until it is wired in, images are read and segmented only.
+    """
+    return []
 
 
 def build_stages(config: Config) -> list[Stage]:
     """The stages the engine runs on every image, in order."""
-    return [HeaderStage(config)]
+    return [ReadStage(config), SegmentStage(config), *scoring_stages(config)]
