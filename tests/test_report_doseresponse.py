@@ -254,3 +254,10 @@ def test_few_replicates_give_wider_intervals_than_many():
     f12 = fit_dose_response(x12, two_pl(x12, 1.0, 3.0) + rng.normal(0, 0.05, x12.size))
     width = lambda f: f.ic50_ci95[1] / f.ic50_ci95[0]  # noqa: E731
     assert width(f3) > width(f12)
+
+
+def test_extrapolated_flag_marks_finite_ic50_above_the_tested_range():
+    above = fit_dose_response(CONC, two_pl(CONC, 1.0, 300.0))
+    inside = fit_dose_response(CONC, two_pl(CONC, 1.0, 3.0))
+    beyond = fit_dose_response(CONC, two_pl(CONC, 1.0, 3000.0))
+    assert above.extrapolated and not inside.extrapolated and not beyond.extrapolated

@@ -226,3 +226,22 @@ def test_report_of_a_plate_without_scores_renders_and_says_so(tmp_path):
     assert "No dose-response (no usable treated wells)" in html_text
     assert "Zorbicin" in html_text
     assert ic50_table(db) == []
+
+
+def test_heatmap_grid_follows_the_plate_format():
+    from nvir_agent.monitor.report import plate_grid
+    from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
+
+    def tc(wells, pm=None):
+        pts = [WellTimepoint(plate="X", well=w, timepoint=1, role=None, compound=None,
+                             concentration_uM=None, group=None, score=1.0,
+                             viability_rel_control=None, viability_rel_baseline=1.0)
+               for w in wells]
+        return PlateTimecourse("X", pm, points=pts)
+
+    assert plate_grid(tc(["A01", "H12"])) == (8, 12)
+    assert plate_grid(tc(["A01", "P24"])) == (16, 24)
+    assert plate_grid(tc(["B13"])) == (16, 24)
+    (pm384,) = parse_csv("plate,well,role,compound,concentration_uM\nX,A01,vehicle,,\n",
+                         plate_format=384)
+    assert plate_grid(tc(["A01"], pm384)) == (16, 24)

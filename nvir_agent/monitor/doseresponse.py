@@ -94,6 +94,11 @@ class DoseResponseFit:
         d["ic50_ci95"] = list(self.ic50_ci95)
         return d
 
+    @property
+    def extrapolated(self) -> bool:
+        """A finite IC50 above the highest tested concentration (within the 10× rule)."""
+        return self.converged and math.isfinite(self.ic50) and self.ic50 > self.max_concentration
+
     def predict(self, concentrations: Sequence[float] | np.ndarray) -> np.ndarray:
         """The fitted curve at these concentrations (nan when the fit failed)."""
         x = np.asarray(concentrations, dtype=float)

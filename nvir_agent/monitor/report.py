@@ -84,6 +84,7 @@ class Ic50Row:
     cmax_uM: float | None = None
     mos: float | None = None
     message: str = ""
+    extrapolated: bool = False  # finite IC50 above the highest tested concentration
 
 
 @dataclass
@@ -179,6 +180,7 @@ def ic50_rows(fits: Iterable[CompoundDayFit]) -> list[Ic50Row]:
             converged=f.fit.converged, infinite=f.fit.infinite, ic50_se=f.fit.ic50_se,
             hill=f.fit.hill, r2=f.fit.r2, n_concentrations=len(f.concentrations),
             cmax_uM=f.cmax_uM, mos=f.mos, message=f.fit.message,
+            extrapolated=f.fit.extrapolated,
         )
         for f in sorted(fits, key=lambda f: (f.compound, f.day))
     ]
@@ -255,7 +257,9 @@ def _png(fig: Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _plate_format(tc: PlateTimecourse) -> tuple[int, int]:
+def plate_grid(tc: PlateTimecourse) -> tuple[int, int]:
+    """(rows, columns) of the plate: from its map, else the smallest standard
+    format holding every imaged well (8×12, 16×24, 32×48)."""
     if tc.plate_map is not None and tc.plate_map.format in FORMATS:
         return FORMATS[tc.plate_map.format]
     rows = cols = 0
@@ -272,7 +276,7 @@ def _plate_format(tc: PlateTimecourse) -> tuple[int, int]:
 
 
 def _heatmap_figure(tc: PlateTimecourse, reads: Sequence[int]) -> str:
-    n_rows, n_cols = _plate_format(tc)
+    n_rows, n_cols = plate_grid(tc)
     mapped = tc.plate_map is not None
     ncols = min(3, len(reads))
     nrows = math.ceil(len(reads) / ncols)
