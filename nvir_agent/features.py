@@ -32,7 +32,8 @@ import cv2
 import numpy as np
 
 # QC thresholds (documented in docs/segmentation.md)
-FOCUS_MIN = 30.0  # focus below this: out_of_focus
+FOCUS_MIN = 3.0  # focus below this: out_of_focus (blur of about half a cell or more)
+FOCUS_DIAMETER = 256.0  # focus is measured with the spheroid resampled to this many pixels
 UNDEREXPOSED_LEVEL = 0.15  # background median below this fraction of full scale
 SATURATED_FRACTION = 0.01  # more than this fraction of pixels at full scale
 TOO_SMALL_FRAC = 0.04  # equivalent diameter below this fraction of the frame width
@@ -233,15 +234,29 @@ def _ring_features(polygon: np.ndarray, work: WorkImage, centre: tuple[float, fl
 
 
 def _focus(outline: Outline, diameter: float) -> float:
-    """Variance of the Laplacian over the spheroid and its border, the spheroid ~128 px across."""
+    """Sharpness of the spheroid: variance of the Laplacian over the body and its border
+    minus that over the background around it (the noise floor).
+
+    Computed on the image divided by its local background level (so exposure
+    does not matter), resampled so the spheroid is about 256 pixels across (so
+    magnification does not matter) and lightly smoothed (σ = 1 px) so pixel
+    noise weighs less than cell-scale detail.
+    """
     img, m = outline.roi, outline.roi_mask
     d = diameter / outline.roi_factor
-    if d > 128.0:
-        scale = 128.0 / d
+    if d > FOCUS_DIAMETER:
+        scale = FOCUS_DIAMETER / d
         size = (max(8, round(img.shape[1] * scale)), max(8, round(img.shape[0] * scale)))
         img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
         m = cv2.resize(m, size, interpolation=cv2.INTER_NEAREST)
-    lap = cv2.Laplacian(img * np.float32(255.0), cv2.CV_32F, ksize=1)
-    band = cv2.dilate(m, np.ones((5, 5), np.uint8)) > 0
-    values = lap[band] if band.any() else lap.ravel()
-    return round(float(values.var()), 2)
+        d = FOCUS_DIAMETER
+    grow = max(3, int(0.05 * d)) | 1
+    band = cv2.dilate(m, np.ones((grow, grow), np.uint8)) > 0
+    outer = cv2.dilate(m, np.ones((int(0.5 * d) | 1, int(0.5 * d) | 1), np.uint8)) > 0
+    ring = outer & ~cv2.dilate(m, np.ones((int(0.2 * d) | 1, int(0.2 * d) | 1), np.uint8)).astype(bool)
+    level = float(np.median(img[ring])) if ring.any() else float(np.median(img))
+    norm = img * np.float32(255.0 / max(level, 1e-6))
+    lap = cv2.Laplacian(cv2.GaussianBlur(norm, (0, 0), 1.0), cv2.CV_32F, ksize=1)
+    signal = float(lap[band].var()) if band.any() else float(lap.var())
+    floor = float(lap[ring].var()) if np.count_nonzero(ring) > 50 else 0.0
+    return round(max(0.0, signal - floor), 2)
