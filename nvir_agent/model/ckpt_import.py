@@ -398,7 +398,7 @@ def import_checkpoint(
         for k in ("epoch", "global_step", "pytorch-lightning_version")
         if isinstance(content.get(k), (int, float, str))
     }
-    ignored = sorted(str(k) for k in content if k != "state_dict")
+    ignored = sorted(str(k) for k in content if k != "state_dict" and k not in info)
     metadata = {
         "provenance": {
             "source": f"PyTorch Lightning checkpoint {checkpoint.path.name}",
