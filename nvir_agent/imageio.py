@@ -296,7 +296,9 @@ def _read_with_opencv(path: Path, head: bytes, *, max_side: int) -> ImageData:
     _check_complete(name, fmt, raw, width, height)
     # 8-bit files are decoded straight to gray exactly as the NViR reference code
     # read them (imread IMREAD_GRAYSCALE); 16-bit PNGs keep their 16 bits.
-    flag = cv2.IMREAD_UNCHANGED if bits > 8 else cv2.IMREAD_GRAYSCALE
+    # Files with an alpha channel are decoded as they are and the alpha dropped:
+    # OpenCV's grayscale decoding would blend colour with alpha.
+    flag = cv2.IMREAD_UNCHANGED if bits > 8 or channels in (2, 4) else cv2.IMREAD_GRAYSCALE
     try:
         img = cv2.imdecode(np.frombuffer(raw, np.uint8), flag)
     except cv2.error as exc:
