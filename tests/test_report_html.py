@@ -229,7 +229,7 @@ def test_report_of_a_plate_without_scores_renders_and_says_so(tmp_path):
 
 
 def test_heatmap_grid_follows_the_plate_format():
-    from nvir_agent.monitor.report import plate_grid
+    from nvir_agent.monitor.figures import plate_grid
     from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
 
     def tc(wells, pm=None):

@@ -6,23 +6,18 @@ per day, the margin-of-safety table and a QC summary.
 :func:`collect_report` gathers everything from the store (through the
 time-course API of :mod:`nvir_agent.monitor.timecourse`), :func:`render_html`
 turns it into HTML, :func:`write_report` does both. :func:`ic50_table` gives
-the IC50 table without drawing anything.
-
-Figures use matplotlib's object API (``Figure`` + Agg canvas, no pyplot
-state), so rendering is safe off the main thread and leaks no figures.
+the IC50 table without drawing anything. The figures come from
+:mod:`nvir_agent.monitor.figures`.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import logging
 import math
 import os
 import sqlite3
-import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,13 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, NullLocator
-
-from nvir_agent import naming
 from nvir_agent.errors import DataError, StoreError, UsageError
 from nvir_agent.monitor.dili import (
     CompoundDayFit,
@@ -47,7 +35,13 @@ from nvir_agent.monitor.dili import (
     fit_compounds,
     records_from_points,
 )
-from nvir_agent.monitor.platemap import FORMATS
+from nvir_agent.monitor.figures import (
+    dose_response_png,
+    format_number,
+    heatmap_png,
+    timecourse_png,
+    vehicle_band,
+)
 from nvir_agent.monitor.timecourse import (
     MapLookup,
     PlateTimecourse,
@@ -59,12 +53,7 @@ from nvir_agent.monitor.timecourse import (
 
 log = logging.getLogger(__name__)
 
-DPI = 80
 _MAX_FAILURES = 20
-_VMAX = 1.2
-# fixed margins (tight_layout is slow); legends sit right of the axes
-_MARGINS = {"left": 0.11, "right": 0.64, "bottom": 0.16, "top": 0.9}
-_FIGSIZE = (6.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -247,178 +236,7 @@ def _json_list(text: str | None) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-# --------------------------------------------------------------------------- figures
-
-
-def _png(fig: Figure) -> str:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def plate_grid(tc: PlateTimecourse) -> tuple[int, int]:
-    """(rows, columns) of the plate: from its map, else the smallest standard
-    format holding every imaged well (8×12, 16×24, 32×48)."""
-    if tc.plate_map is not None and tc.plate_map.format in FORMATS:
-        return FORMATS[tc.plate_map.format]
-    rows = cols = 0
-    for p in tc.points:
-        try:
-            r, c = naming.parse_well(p.well)
-        except ValueError:
-            continue
-        rows, cols = max(rows, r), max(cols, c)
-    for fmt in sorted(FORMATS):
-        if rows <= FORMATS[fmt][0] and cols <= FORMATS[fmt][1]:
-            return FORMATS[fmt]
-    return rows, cols
-
-
-def _heatmap_figure(tc: PlateTimecourse, reads: Sequence[int]) -> str:
-    n_rows, n_cols = plate_grid(tc)
-    mapped = tc.plate_map is not None
-    ncols = min(3, len(reads))
-    nrows = math.ceil(len(reads) / ncols)
-    big = n_cols > 12
-    cmap = colormaps["RdYlGn"].with_extremes(bad="#d0d0d0")
-    scale = 1.6 if big else 1.0
-    fig = Figure(figsize=(3.6 * ncols * scale + 1.0, 2.7 * nrows * scale))
-    fig.subplots_adjust(left=0.04, right=0.86, bottom=0.06, top=0.92, wspace=0.15, hspace=0.3)
-    for k, tp in enumerate(reads):
-        ax = fig.add_subplot(nrows, ncols, k + 1)
-        grid = np.full((n_rows, n_cols), np.nan)
-        for p in tc.points:
-            if p.timepoint != tp:
-                continue
-            value = p.viability_rel_control if mapped else p.viability_rel_baseline
-            try:
-                r, c = naming.parse_well(p.well)
-            except ValueError:
-                continue
-            if value is not None and 1 <= r <= n_rows and 1 <= c <= n_cols:
-                grid[r - 1, c - 1] = value
-        im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=_VMAX,
-                       aspect="equal", interpolation="nearest")
-        ax.set_title(f"read {tp}", fontsize=9)
-        step = 1 if n_cols <= 12 else 2
-        ax.set_xticks(range(0, n_cols, step), [str(c + 1) for c in range(0, n_cols, step)],
-                      fontsize=6)
-        ax.set_yticks(range(n_rows), [naming.row_letters(r + 1) for r in range(n_rows)],
-                      fontsize=6)
-        if tc.plate_map is not None and n_cols <= 12:
-            for well, a in tc.plate_map.wells.items():
-                if a.role == "vehicle":
-                    r, c = naming.parse_well(well)
-                    ax.text(c - 1, r - 1, "V", ha="center", va="center", fontsize=6)
-    label = "viability / vehicle median" if mapped else "viability / own first read"
-    cax = fig.add_axes((0.89, 0.15, 0.015, 0.7))
-    fig.colorbar(im, cax=cax, label=label)
-    return _png(fig)
-
-
-def _vehicle_band(points: Iterable[WellTimepoint]) -> dict[int, tuple[float, float]]:
-    """time point → (median, standard deviation) of vehicle wells relative to control."""
-    by_tp: dict[int, list[float]] = defaultdict(list)
-    for p in points:
-        if p.role == "vehicle" and p.passed_qc and p.viability_rel_control is not None:
-            by_tp[p.timepoint].append(p.viability_rel_control)
-    return {tp: (statistics.median(v), statistics.pstdev(v)) for tp, v in sorted(by_tp.items())}
-
-
-def _timecourse_figure(compound: str, points: Sequence[WellTimepoint],
-                       band: Mapping[int, tuple[float, float]]) -> str:
-    fig = Figure(figsize=_FIGSIZE)
-    ax = fig.add_subplot(1, 1, 1)
-    if band:
-        tps = list(band)
-        med = np.array([band[t][0] for t in tps])
-        sd = np.array([band[t][1] for t in tps])
-        ax.fill_between(tps, med - sd, med + sd, color="#9e9e9e", alpha=0.35, lw=0,
-                        label="vehicle ± SD")
-        ax.plot(tps, med, color="#616161", lw=1)
-    by_conc: dict[float, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for p in points:
-        if p.viability_rel_control is not None and p.passed_qc:
-            by_conc[p.concentration_uM or 0.0][p.timepoint].append(p.viability_rel_control)
-    concs = sorted(by_conc)
-    for i, c in enumerate(concs):
-        series = by_conc[c]
-        tps = sorted(series)
-        colour = _colour(i, len(concs))
-        ax.plot(tps, [statistics.median(series[t]) for t in tps], marker="o", ms=3, lw=1.2,
-                color=colour, label=f"{c:g} µM")
-    ax.set_title(compound, fontsize=10)
-    ax.set_xlabel("read / day", fontsize=8)
-    ax.set_ylabel("viability / vehicle", fontsize=8)
-    ax.set_ylim(0, max(1.3, ax.get_ylim()[1]))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.tick_params(labelsize=7)
-    _legend(ax)
-    fig.subplots_adjust(**_MARGINS)
-    return _png(fig)
-
-
-def _legend(ax: Any) -> None:
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-
-
-def _colour(i: int, n: int) -> Any:
-    return colormaps["viridis"](0.1 + 0.8 * (i / max(1, n - 1)))
-
-
-def _dose_response_figure(compound: str, fits: Sequence[CompoundDayFit]) -> str:
-    fig = Figure(figsize=_FIGSIZE)
-    ax = fig.add_subplot(1, 1, 1)
-    fits = sorted(fits, key=lambda f: f.day)
-    lo = min(min(f.concentrations) for f in fits)
-    hi = max(max(f.concentrations) for f in fits)
-    xs = np.logspace(math.log10(lo) - 0.3, math.log10(hi) + 0.3, 120)
-    for i, f in enumerate(fits):
-        colour = _colour(i, len(fits))
-        ax.scatter(f.concentrations, f.medians, s=14, color=colour, zorder=3)
-        label = f"day {f.day}: " + _ic50_text(f.fit.ic50, f.fit.ic50_ci95, f.fit.converged,
-                                               infinity="inf")
-        if f.fit.converged:
-            ax.plot(xs, f.fit.predict(xs), color=colour, lw=1.2, label=label)
-            if math.isfinite(f.fit.ic50):
-                ax.axvline(f.fit.ic50, color=colour, lw=0.8, ls=":")
-        else:
-            ax.plot([], [], color=colour, label=label)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=8))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylim(-0.05, max(1.3, ax.get_ylim()[1]))
-    ax.axhline(0.5, color="#bdbdbd", lw=0.6)
-    ax.set_title(compound, fontsize=10)
-    ax.set_xlabel("concentration (µM)", fontsize=8)
-    ax.set_ylabel("median viability / vehicle", fontsize=8)
-    ax.tick_params(labelsize=7)
-    _legend(ax)
-    fig.subplots_adjust(**_MARGINS)
-    return _png(fig)
-
-
 # --------------------------------------------------------------------------- HTML
-
-
-def _num(v: float | None, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if math.isinf(v):
-        return "∞"
-    return f"{v:.{digits}g}"
-
-
-def _ic50_text(ic50: float, ci: tuple[float, float], converged: bool,
-               infinity: str = "∞") -> str:
-    if not converged:
-        return "fit failed"
-    if math.isinf(ic50):
-        return f"IC50 {infinity} (>10× top conc.)"
-    return f"IC50 {_num(ic50)} µM [{_num(ci[0])}–{_num(ci[1])}]"
 
 
 def _e(v: Any) -> str:
@@ -508,11 +326,11 @@ def _plate_section(data: ReportData) -> list[str]:
             out.append("<p class='note'>No reads to show.</p>")
             continue
         summary_rows = [(s.timepoint, s.wells_imaged, s.wells_failed_qc, len(s.missing_wells),
-                         _num(s.control.median), _num(s.control.cv), s.control.source)
+                         format_number(s.control.median), format_number(s.control.cv), s.control.source)
                         for s in tc.reads if s.timepoint in reads]
         out.append(_table(["read", "wells", "failed QC", "missing", "vehicle median",
                            "vehicle CV", "controls"], summary_rows))
-        out.append(_img(_heatmap_figure(tc, reads), f"plate {plate} heatmaps"))
+        out.append(_img(heatmap_png(tc, reads), f"plate {plate} heatmaps"))
     return out
 
 
@@ -527,8 +345,8 @@ def _timecourse_section(data: ReportData, compounds: Sequence[str],
             plates_of[p.compound].add(p.plate)
     for compound in compounds:
         mine = [p for p in points if p.compound == compound and p.role in ("treated", "positive")]
-        band = _vehicle_band(p for p in points if p.plate in plates_of[compound])
-        out.append(_img(_timecourse_figure(compound, mine, band), f"{compound} time course"))
+        band = vehicle_band(p for p in points if p.plate in plates_of[compound])
+        out.append(_img(timecourse_png(compound, mine, band), f"{compound} time course"))
     out.append("</div>")
     return out
 
@@ -543,11 +361,11 @@ def _dose_response_section(data: ReportData, compounds: Sequence[str]) -> list[s
         by_compound[f.compound].append(f)
     for compound in compounds:
         if by_compound.get(compound):
-            out.append(_img(_dose_response_figure(compound, by_compound[compound]),
+            out.append(_img(dose_response_png(compound, by_compound[compound]),
                             f"{compound} dose-response"))
     out.append("</div><h3>IC50 per compound and day</h3>")
-    rows = [(r.compound, r.day, _num(r.ic50), f"{_num(r.ci95[0])}–{_num(r.ci95[1])}",
-             _num(r.hill), _num(r.r2), r.n_concentrations, "yes" if r.converged else "no",
+    rows = [(r.compound, r.day, format_number(r.ic50), f"{format_number(r.ci95[0])}–{format_number(r.ci95[1])}",
+             format_number(r.hill), format_number(r.r2), r.n_concentrations, "yes" if r.converged else "no",
              r.message) for r in ic50_rows(data.fits)]
     out.append(_table(["compound", "day", "IC50 (µM)", "95% CI", "hill", "R²", "conc.",
                        "converged", "note"], rows))
@@ -568,7 +386,7 @@ def _mos_section(data: ReportData) -> list[str]:
         dili = "–" if label is None or label.dili is None else ("DILI+" if label.dili else "DILI−")
         mos = f.mos
         pred = "–" if mos is None else ("DILI+" if mos < 100 else "DILI−")
-        rows.append((f.compound, _num(f.fit.ic50), _num(f.cmax_uM), _num(mos), pred, dili))
+        rows.append((f.compound, format_number(f.fit.ic50), format_number(f.cmax_uM), format_number(mos), pred, dili))
     out.append(_table(["compound", "IC50 (µM)", "Cmax (µM)", "MOS = IC50/Cmax",
                        "predicted (MOS < 100)", "label"], rows))
     ev = data.dili
@@ -577,9 +395,9 @@ def _mos_section(data: ReportData) -> list[str]:
                    "(compound,dili,cmax_uM) for ROC AUC, sensitivity and specificity.</p>")
         return out
     out.append(
-        f"<p>ROC AUC of MOS (DILI− as positive class, infinite MOS = 10⁶): <b>{_num(ev.auc)}</b>; "
-        f"at a {ev.margin:g}× margin: sensitivity {_num(ev.sensitivity)}, specificity "
-        f"{_num(ev.specificity)} ({ev.n_dili_positive} DILI+, {ev.n_dili_negative} DILI−). "
+        f"<p>ROC AUC of MOS (DILI− as positive class, infinite MOS = 10⁶): <b>{format_number(ev.auc)}</b>; "
+        f"at a {ev.margin:g}× margin: sensitivity {format_number(ev.sensitivity)}, specificity "
+        f"{format_number(ev.specificity)} ({ev.n_dili_positive} DILI+, {ev.n_dili_negative} DILI−). "
         "Proctor et al. 2017: 59.4 % / 80.5 %.</p>")
     if ev.skipped:
         out.append(_table(["compound", "not evaluated because"], sorted(ev.skipped.items())))
