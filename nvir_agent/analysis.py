@@ -16,6 +16,7 @@ import cv2
 from nvir_agent.config import Config
 from nvir_agent.errors import AnalysisError, ImageError
 from nvir_agent.imageio import read_image
+from nvir_agent.model.stage import ScoreStage
 from nvir_agent.pipeline import Analysis, Stage
 from nvir_agent.segmentation import segment
 
@@ -88,12 +89,9 @@ class SegmentStage:
 
 
 def scoring_stages(config: Config) -> list[Stage]:
-    """The NViR scoring step (nvir_agent.model.stage.ScoreStage) goes here.
-
-    It must skip images with ``found is False`` and be skippable when no model
-    is configured. Until it is wired in, images are read and segmented only.
-    """
-    return []
+    """The NViR scoring step: skips images with ``found is False``; without a model
+    it logs that scoring is off (and how to get a model) and scores nothing."""
+    return [ScoreStage(config)]
 
 
 def build_stages(config: Config) -> list[Stage]:
