@@ -111,12 +111,14 @@ def test_wells_failing_qc_for_signs_of_death_stay_in_the_fit_but_artefacts_do_no
         point(("qc", "fragmented")),
         point(("qc", "too_small", "fragmented", "fallback")),
         point(("qc", "not_found", "no_spheroid")),
+        point(("qc", "multiple_objects", "too_large")),  # shed clumps, swelling
     ])
-    assert len(kept) == 3
+    assert len(kept) == 4
     dropped = records_from_points([
         point(("qc", "out_of_focus")),
         point(("qc", "fragmented", "touches_border")),
-        point(("qc", "multiple_objects")),
+        point(("qc", "underexposed")),
+        point(("qc", "saturated", "too_small")),
     ])
     assert dropped == []
 

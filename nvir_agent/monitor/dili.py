@@ -33,29 +33,15 @@ from typing import Any
 
 from nvir_agent.errors import DataError
 from nvir_agent.monitor.doseresponse import DoseResponseFit, fit_dose_response
-from nvir_agent.monitor.timecourse import (
-    FLAG_BASELINE,
-    FLAG_FAILED,
-    FLAG_FALLBACK,
-    FLAG_NO_BASELINE,
-    FLAG_NO_CONTROLS,
-    FLAG_NO_MAP,
-    FLAG_NO_SCORE,
-    FLAG_NOT_FOUND,
-    FLAG_QC,
-)
+from nvir_agent.monitor.timecourse import IMAGING_QC_FLAGS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DAY = 7
 DEFAULT_MARGIN = 100.0
 INFINITE_MOS = 1e6
-DEATH_SIGNS = frozenset({"fragmented", "too_small", "no_spheroid"})
-"""Segmentation QC flags that a dying spheroid raises by itself."""
-_TIMECOURSE_MARKS = frozenset({
-    FLAG_QC, FLAG_NOT_FOUND, FLAG_FAILED, FLAG_NO_SCORE, FLAG_FALLBACK, FLAG_NO_CONTROLS,
-    FLAG_NO_MAP, FLAG_BASELINE, FLAG_NO_BASELINE,
-})
+ARTEFACT_FLAGS = IMAGING_QC_FLAGS | {"touches_border"}
+"""QC flags that make a well's score untrustworthy whatever the drug did."""
 _DILI_WORDS = {
     "1": True, "positive": True, "pos": True, "true": True, "yes": True, "+": True,
     "dili+": True, "0": False, "negative": False, "neg": False, "false": False, "no": False,
@@ -131,19 +117,18 @@ class DiliEvaluation:
 # --------------------------------------------------------------------------- records
 
 
-def usable_for_dose_response(point: Any, death_signs: Iterable[str] = DEATH_SIGNS) -> bool:
+def usable_for_dose_response(point: Any) -> bool:
     """Whether a well's value may enter a dose-response fit.
 
-    A well that passed segmentation QC is usable. One that failed QC only for
-    signs of cell death (fragmented, too small, no compact spheroid) is usable
-    too: dropping it would drop exactly the wells that show toxicity and bias
-    the IC50 upwards. Imaging artefacts (focus, exposure, bubbles, border …)
-    make it unusable.
+    A well that passed segmentation QC is usable. One that failed QC is still
+    usable unless an imaging artefact spoiled the picture the score was made
+    from (:data:`ARTEFACT_FLAGS`): fragmentation, shrinkage, swelling, shed
+    clumps or a missing compact body are what toxicity looks like, and
+    dropping those wells would bias the IC50 upwards.
     """
     if getattr(point, "passed_qc", True):
         return True
-    flags = set(getattr(point, "flags", ())) - _TIMECOURSE_MARKS
-    return not (flags - set(death_signs))
+    return not (set(getattr(point, "flags", ())) & ARTEFACT_FLAGS)
 
 
 def records_from_points(points: Iterable[Any]) -> list[ViabilityRecord]:
