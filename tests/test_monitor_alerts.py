@@ -268,3 +268,56 @@ def test_engine_runs_the_monitor_as_its_default_listener(tmp_path):
     with Store(tmp_path / "db.sqlite3") as store, store.transaction() as conn:
         found = [(a.subject, a.rule) for a in alerts.list_alerts(conn)]
     assert found == [("group:Tox 10 µM", "viability")]
+
+
+def commit(store: Store, ids: list[int], tox: float) -> list[int]:
+    batch = []
+    for r in store.records(ids):
+        a = Analysis(record=r)
+        a.found = True
+        a.viability = tox if r.key.well.startswith("B") else 1.0
+        batch.append(a)
+    return store.commit_results(batch)
+
+
+def queue_read(store: Store, tp: int) -> list[int]:
+    wells = ["B01", "B02", "B03", "A01", "A02", "A03", "A04", "C01", "C02", "C03"]
+    return store.add_jobs([(f"/acq/P1_{w}_t{tp}.tif", 1, float(tp),
+                            ImageKey(plate="P1", well=w, timepoint=tp)) for w in wells])
+
+
+def test_a_read_still_arriving_raises_no_passing_plate_alerts(tmp_path):
+    cfg = make_config(tmp_path)
+    sink = Recorder()
+    with Store(tmp_path / "db.sqlite3") as store:
+        monitor = Monitor(cfg, store, Notifier([sink], min_interval_s=0),
+                          min_eval_interval_s=0)
+        for tp in (1, 2):
+            ids = queue_read(store, tp)
+            for i in range(0, len(ids), 2):  # treated wells first, vehicle wells later
+                monitor.on_results(commit(store, ids[i:i + 2], 1.0))
+        monitor.close()
+        with store.transaction() as conn:
+            assert alerts.list_alerts(conn, include_closed=True) == []
+    assert sink.messages == []
+
+
+def test_evaluation_waits_while_images_are_pending_and_runs_when_the_queue_drains(tmp_path):
+    cfg = make_config(tmp_path)
+    with Store(tmp_path / "db.sqlite3") as store:
+        monitor = Monitor(cfg, store, Notifier([Recorder()], min_interval_s=0),
+                          min_eval_interval_s=3600)
+        opened_after = []
+        for tp, tox in enumerate(TOX[:4], start=1):
+            ids = queue_read(store, tp)
+            for part in (ids[:5], ids[5:]):  # the B wells come first
+                monitor.on_results(commit(store, part, tox))
+                with store.transaction() as conn:
+                    opened_after.append(len(alerts.list_alerts(conn)))
+        # read 4's toxic wells are in after its first half, but the alert waits
+        # until the read's last batch empties the queue
+        assert opened_after == [0, 0, 0, 0, 0, 0, 0, 1]
+        monitor.close()
+        with store.transaction() as conn:
+            stored = conn.execute("SELECT plate_map FROM plates WHERE plate = 'P1'").fetchone()
+    assert stored[0] and "Tox" in stored[0]

@@ -61,8 +61,10 @@ class MonitorResult:
 class Monitor:
     """ResultListener: plate maps → time courses → rules → alerts → notifier."""
 
-    def __init__(self, config: Config, store: Store, notifier: Notifier | None = None) -> None:
+    def __init__(self, config: Config, store: Store, notifier: Notifier | None = None, *,
+                 min_eval_interval_s: float = 2.0) -> None:
         self.config = config
+        self.min_eval_interval_s = min_eval_interval_s
         self.store = store
         maps = config.resolve(config.plates.maps) if config.plates.maps else None
         if maps is not None and not maps.exists():
@@ -73,22 +75,35 @@ class Monitor:
         self._settings = settings_from_config(config)
         self._maps_seen: list[str] | None = None
         self._unmapped_logged: set[str] = set()
+        self._dirty: set[str] = set()
+        self._last_eval = -float("inf")
 
     # ----------------------------------------------------------------- listener
 
     def on_results(self, image_ids: Sequence[int]) -> None:
-        """Re-evaluate the plates of these images (all plates when the maps changed)."""
+        """Re-evaluate the plates of these images (all plates when the maps changed).
+
+        While more images wait for analysis, plates are re-evaluated at most
+        every ``min_eval_interval_s``; the batch that empties the queue always
+        evaluates, so the final state never waits."""
         if not image_ids:
             return
         with self.store.transaction() as conn:
             marks = ",".join("?" * len(image_ids))
-            plates = {r[0] for r in conn.execute(
+            self._dirty |= {r[0] for r in conn.execute(
                 f"SELECT DISTINCT plate FROM images WHERE id IN ({marks}) AND plate IS NOT NULL",
                 list(image_ids))}
+            busy = conn.execute(
+                "SELECT 1 FROM images WHERE state = 'pending' LIMIT 1").fetchone() is not None
         if self._maps_changed():
-            plates |= self.known_plates()
-        if plates:
-            self.evaluate(sorted(plates))
+            self._dirty |= self.known_plates()
+        if not self._dirty:
+            return
+        if busy and time.monotonic() - self._last_eval < self.min_eval_interval_s:
+            return
+        plates, self._dirty = sorted(self._dirty), set()
+        self._last_eval = time.monotonic()
+        self.evaluate(plates)
 
     def _maps_changed(self) -> bool:
         current = sorted(m.plate + "\0" + m.source for m in self.library.maps())

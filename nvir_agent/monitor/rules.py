@@ -215,13 +215,20 @@ def _plate_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> list[Condition]
     if not reads:
         return out
     last = reads[-1]
+    # The latest read may still be arriving: judge it only once it is complete
+    # (for the control rules: once all its vehicle wells are in).
+    settled = reads if not last.missing_wells else reads[:-1]
+    vehicles = ({w for w, a in tc.plate_map.wells.items() if a.role == "vehicle"}
+                if tc.plate_map else set())
+    control_reads = (reads if not set(last.missing_wells) & vehicles else reads[:-1])
     if tc.plate_map is None:
         out.append(Condition(
             plate, "plate", "no_map", "info", reads[0].timepoint, last.timepoint, None,
             f"{plate}: no plate map matches this plate; viability is relative to each well's "
             "first time point until one is added under [plates] maps.", {}))
     else:
-        cv_series = [(r.timepoint, r.control.cv) for r in reads if r.control.source == "plate"]
+        cv_series = [(r.timepoint, r.control.cv) for r in control_reads
+                     if r.control.source == "plate"]
         ep = scan(cv_series, breach=lambda v: v > cfg.control_cv,
                   clear=lambda v: v <= cfg.control_cv, confirm=1)
         if ep is not None:
@@ -230,7 +237,7 @@ def _plate_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> list[Condition]
                 f"{plate}: vehicle controls vary too much at time point {ep.timepoint} "
                 f"(CV {ep.value:.0%} > {cfg.control_cv:.0%}); check pipetting, edge effects "
                 "or focus.", {"since": ep.since, "values": dict(cv_series)}))
-        own = [r for r in reads if r.control.source == "plate" and r.control.median]
+        own = [r for r in control_reads if r.control.source == "plate" and r.control.median]
         for prev, cur in zip(own, own[1:], strict=False):
             ratio = cur.control.median / prev.control.median  # type: ignore[operator]
             if ratio < 1.0 - cfg.control_drop:
@@ -242,7 +249,8 @@ def _plate_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> list[Condition]
                     "medium and imaging settings.",
                     {"since": cur.timepoint, "previous": prev.timepoint,
                      "medians": [prev.control.median, cur.control.median]}))
-        nc = scan([(r.timepoint, 1.0 if r.control.median is None else 0.0) for r in reads],
+        nc = scan([(r.timepoint, 1.0 if r.control.median is None else 0.0)
+                   for r in control_reads],
                   breach=lambda v: v > 0.5, clear=lambda v: v < 0.5, confirm=1)
         if nc is not None:
             out.append(Condition(
@@ -251,7 +259,7 @@ def _plate_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> list[Condition]
                 f"{nc.timepoint}, here and on other plates; viability relative to control "
                 "cannot be computed.", {"since": nc.since}))
     qc_series: list[tuple[int, float | None]] = []
-    for r in reads:
+    for r in settled:
         expected = r.wells_imaged + len(r.missing_wells)
         enough = r.wells_imaged >= min(10, max(1, expected))
         qc_series.append((r.timepoint, r.wells_failed_qc / r.wells_imaged
