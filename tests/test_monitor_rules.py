@@ -202,11 +202,12 @@ def test_plate_without_map_gets_an_info_alert_and_baseline_relative_rules():
 
 
 def test_plate_with_too_few_controls_gets_a_no_controls_alert():
-    tc = build_timecourses(
-        [ImageScore(1, "P1", "A01", timepoint=1, viability=1.0),
-         ImageScore(2, "P1", "D01", timepoint=1, viability=1.0)], {"P1": MAP})["P1"]
-    c, _ = conds(tc)
+    failed = {1: {"A02", "A03", "A04"}}  # one usable vehicle well of four
+    c, _ = conds(plate({"D01": [1.0]}, not_found=failed, qc=("out_of_focus",)))
     assert c[("plate", "no_controls")].severity == "warning"
+    # while the read's vehicle wells are still arriving, nothing is judged yet
+    c, _ = conds(plate({"D01": [1.0]}, missing={1: {"A02", "A03", "A04"}}))
+    assert ("plate", "no_controls") not in c
 
 
 def test_scan_skips_missing_values_and_orders_by_timepoint():
