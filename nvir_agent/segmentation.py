@@ -206,7 +206,10 @@ def _candidates(smooth: np.ndarray, noise: float) -> list[_Candidate]:
     level = 1.0 - max(MIN_CONTRAST, 4.0 * noise)
     dark = (smooth < level).astype(np.uint8)
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    contours, _ = cv2.findContours(dark, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    # RETR_CCOMP: outer boundaries at the top level, including a spheroid that lies
+    # in the bright hole of a dark ring (the well wall all round the frame)
+    found, hierarchy = cv2.findContours(dark, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    contours = [c for c, hrc in zip(found, hierarchy[0], strict=True) if hrc[3] < 0] if found else []
     min_area = np.pi / 4 * (MIN_DIAMETER_FRAC * w) ** 2
     centre = np.array([w / 2.0, h / 2.0])
     half_diag = float(np.hypot(w, h)) / 2.0
