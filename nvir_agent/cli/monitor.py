@@ -13,9 +13,6 @@ import time
 from pathlib import Path
 
 from nvir_agent.config import load_config
-from nvir_agent.errors import StoreError
-
-ACTIONS = {"ack": "acknowledge", "dismiss": "dismiss", "resolve": "resolve"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -117,17 +114,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_alert_action(args: argparse.Namespace) -> int:
-    from nvir_agent.monitor import alerts
-    from nvir_agent.store import Store
+    from nvir_agent.monitor.alerts import act_on_alert, current_user
+    from nvir_agent.monitor.monitor import describe_subject
 
-    db = _database(args)
-    if not db.is_file():
-        raise StoreError(f"There is no database at {db} yet, so there are no alerts.",
-                         "Start the agent (`nvir-agent run`) first, or check --config.")
-    action = getattr(alerts, ACTIONS[args.action])
-    with Store(db) as store, store.transaction() as conn:
-        alert = action(conn, args.id, comment=args.comment)
-    who = alerts.current_user()
-    print(f"Alert #{alert.id} ({alert.plate} {alert.subject}, {alert.rule}) is now "
-          f"{alert.state} by {who}.")
+    alert = act_on_alert(_database(args), args.id, args.action, comment=args.comment)
+    print(f"Alert #{alert.id} ({alert.plate} {describe_subject(alert.subject)}, {alert.rule}) "
+          f"is now {alert.state} by {current_user()}.")
     return 0

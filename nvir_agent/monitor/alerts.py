@@ -17,14 +17,17 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nvir_agent.errors import StoreError, UsageError
 from nvir_agent.monitor.rules import SEVERITY_RANK, Condition, Key
+from nvir_agent.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +187,26 @@ def resolve(conn: sqlite3.Connection, alert_id: int, *, comment: str | None = No
             user: str | None = None, now: float | None = None) -> Alert:
     """Close an alert by hand (dealt with)."""
     return _operator_change(conn, alert_id, "resolved", "resolved", comment, user, now)
+
+
+OPERATOR_ACTIONS = {"ack": acknowledge, "acknowledge": acknowledge, "dismiss": dismiss,
+                    "resolve": resolve}
+
+
+def act_on_alert(database: str | os.PathLike[str], alert_id: int, action: str, *,
+                 comment: str | None = None, user: str | None = None) -> Alert:
+    """ack / dismiss / resolve one alert through a short-lived connection to the
+    agent's database (for the CLI and the UI; a running agent is held up for
+    a moment at most)."""
+    path = Path(database)
+    if not path.is_file():
+        raise StoreError(f"There is no database at {path} yet, so there are no alerts.",
+                         "Start the agent (`nvir-agent run`) first, or check --config.")
+    if action not in OPERATOR_ACTIONS:
+        raise UsageError(f"Unknown alert action '{action}'.",
+                         f"Use one of: {', '.join(sorted(OPERATOR_ACTIONS))}.")
+    with Store(path) as store, store.transaction() as conn:
+        return OPERATOR_ACTIONS[action](conn, alert_id, comment=comment, user=user)
 
 
 # --------------------------------------------------------------------------- reconcile
