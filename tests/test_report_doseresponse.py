@@ -261,3 +261,25 @@ def test_extrapolated_flag_marks_finite_ic50_above_the_tested_range():
     inside = fit_dose_response(CONC, two_pl(CONC, 1.0, 3.0))
     beyond = fit_dose_response(CONC, two_pl(CONC, 1.0, 3000.0))
     assert above.extrapolated and not inside.extrapolated and not beyond.extrapolated
+
+
+def test_optimizer_failure_is_reported_not_raised(monkeypatch):
+    from types import SimpleNamespace
+
+    from nvir_agent.monitor import doseresponse
+
+    def gives_up(*args, **kwargs):
+        return SimpleNamespace(success=False, message="The maximum number of function "
+                               "evaluations is exceeded.", cost=1.0, x=np.array(kwargs.get("x0", args[1])))
+
+    monkeypatch.setattr(doseresponse.optimize, "least_squares", gives_up)
+    fit = fit_dose_response(CONC, two_pl(CONC, 1.0, 3.0))
+    assert not fit.converged
+    assert "did not converge" in fit.message and "maximum number" in fit.message
+
+    def explodes(*args, **kwargs):
+        raise ValueError("Residuals are not finite in the initial point.")
+
+    monkeypatch.setattr(doseresponse.optimize, "least_squares", explodes)
+    fit = fit_dose_response(CONC, two_pl(CONC, 1.0, 3.0), model="2pl")
+    assert not fit.converged and "not finite" in fit.message

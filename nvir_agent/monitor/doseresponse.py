@@ -187,6 +187,8 @@ def fit_dose_response(
     """
     if model not in MODELS:
         raise ValueError(f"unknown dose-response model {model!r}; use one of {MODELS}")
+    if plateaus not in ("free", "normalised"):
+        raise ValueError(f"plateaus must be 'free' or 'normalised', not {plateaus!r}")
     x = np.asarray(concentrations, dtype=float).ravel()
     y = np.asarray(responses, dtype=float).ravel()
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float).ravel()
@@ -250,7 +252,7 @@ def _starts(model: str, x: np.ndarray, y: np.ndarray, positive: np.ndarray) -> l
     log_lo, log_hi = math.log(positive[0]), math.log(positive[-1])
     grid = np.linspace(log_lo, log_hi, _EXTRA_STARTS)
     if model == "2pl":
-        first = [1.0, math.log(float(np.mean(x[x > 0])))]
+        first = [1.0, math.log(float(np.mean(x)))]  # h = 1, IC50 = mean concentration
         return [np.array(first)] + [np.array([1.0, t]) for t in grid]
     low_x = y[x <= np.quantile(x, 0.25)].mean()
     high_x = y[x >= np.quantile(x, 0.75)].mean()
