@@ -144,6 +144,7 @@ def run_benchmark(
         model_hash=loaded.sha256,
         input_size=size,
         threads=scorer.threads,
+        include_all=True,
     )
     chosen = scorer.choice.chosen
     fp32_8 = images_per_s(reference, x, 8, n)

@@ -144,8 +144,10 @@ def build_candidates(
     model_hash: str = "",
     input_size: int = 256,
     threads: int = 1,
+    include_all: bool = False,
 ) -> tuple[Candidate, list[Candidate]]:
-    """The fp32 reference and the faster options worth measuring here."""
+    """The fp32 reference and the faster options worth measuring here
+    (``include_all``: every available option, for the benchmark)."""
     module = module.eval().to(device)
     reference = Candidate("fp32", lambda: _eager(module, device, None, False), "fp32 eager torch")
     if requested == "fp32":
@@ -175,7 +177,8 @@ def build_candidates(
         # ONNX export costs seconds: in auto mode it is tried only where the CPU
         # lacks native bf16 (which is faster there) or an export is already cached.
         onnx_worth_it = (
-            requested == "onnx"
+            include_all
+            or requested == "onnx"
             or not fast
             or (bool(model_hash) and _onnx_path(model_hash).is_file())
         )
