@@ -28,7 +28,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from nvir_agent.config import Config
 from nvir_agent.errors import StoreError
 from nvir_agent.monitor.platemap import (
     PlateMap,
@@ -519,34 +521,45 @@ def load_plate_timecourses(store_or_conn: object, plates: str | Iterable[str] | 
     a plate lacks enough vehicle wells at a time point, the vehicle wells of
     the other plates are loaded too (the fallback)."""
     wanted = [plates] if isinstance(plates, str) else (None if plates is None else list(plates))
-    qc_ignore = tuple(qc_ignore)
-    with connect(store_or_conn) as conn:
-        images = load_images(conn, wanted)
-        cache: dict[str, PlateMap | None] = {}
+    try:
+        with connect(store_or_conn) as conn:
+            return _load_plate_timecourses(conn, wanted, maps, read_gap_s, min_controls,
+                                           tuple(qc_ignore))
+    except sqlite3.Error as exc:
+        raise StoreError(f"Reading time courses from the database failed: {exc}.",
+                         "Check that storage.database is an NViR Agent database; start the "
+                         "agent once to upgrade an older one.") from exc
 
-        def lookup(p: str) -> PlateMap | None:
-            if p not in cache:
-                cache[p] = maps(p) if maps else load_stored_map(conn, p)
-            return cache[p]
 
-        found = {p: lookup(p) for p in {im.plate for im in images}}
+def _load_plate_timecourses(conn: sqlite3.Connection, wanted: list[str] | None,
+                            maps: MapLookup | None, read_gap_s: float, min_controls: int,
+                            qc_ignore: tuple[str, ...]) -> dict[str, PlateTimecourse]:
+    images = load_images(conn, wanted)
+    cache: dict[str, PlateMap | None] = {}
+
+    def lookup(p: str) -> PlateMap | None:
+        if p not in cache:
+            cache[p] = maps(p) if maps else load_stored_map(conn, p)
+        return cache[p]
+
+    found = {p: lookup(p) for p in {im.plate for im in images}}
+    tcs = build_timecourses(images, found, read_gap_s=read_gap_s,
+                            min_controls=min_controls, qc_ignore=qc_ignore)
+    short = any(r.control.source != "plate" for tc in tcs.values() if tc.plate_map
+                for r in tc.reads)
+    if wanted is not None and short:
+        others = [im for im in load_images(conn) if im.plate not in found]
+        for p in {im.plate for im in others}:
+            found[p] = lookup(p)
+        images = images + [im for im in others if found[im.plate] is not None
+                           and found[im.plate].role(im.well) == "vehicle"]  # type: ignore[union-attr]
         tcs = build_timecourses(images, found, read_gap_s=read_gap_s,
                                 min_controls=min_controls, qc_ignore=qc_ignore)
-        short = any(r.control.source != "plate" for tc in tcs.values() if tc.plate_map
-                    for r in tc.reads)
-        if wanted is not None and short:
-            others = [im for im in load_images(conn) if im.plate not in found]
-            for p in {im.plate for im in others}:
-                found[p] = lookup(p)
-            images = images + [im for im in others if found[im.plate] is not None
-                               and found[im.plate].role(im.well) == "vehicle"]  # type: ignore[union-attr]
-            tcs = build_timecourses(images, found, read_gap_s=read_gap_s,
-                                    min_controls=min_controls, qc_ignore=qc_ignore)
     return {p: tc for p, tc in tcs.items() if wanted is None or p in wanted}
 
 
 def load_timecourses(store_or_conn: object, plate: str | None = None, *,
-                     config: object | None = None) -> list[WellTimepoint]:
+                     config: Config | None = None) -> list[WellTimepoint]:
     """All time-course points (optionally one plate), sorted by plate, well, time point.
 
     ``config`` (a Config) supplies ``plates.read_gap_s``, ``alerts.min_controls``
@@ -557,17 +570,9 @@ def load_timecourses(store_or_conn: object, plate: str | None = None, *,
     return sorted(points, key=lambda p: (p.plate, p.well, p.timepoint))
 
 
-def settings_from_config(config: object | None) -> dict:
-    """read_gap_s / min_controls / qc_ignore from a Config (defaults when None)."""
+def settings_from_config(config: Config | None) -> dict[str, Any]:
+    """read_gap_s / min_controls / qc_ignore from a Config ({} when None: defaults)."""
     if config is None:
         return {}
-    plates = getattr(config, "plates", None)
-    alerts = getattr(config, "alerts", None)
-    out: dict = {}
-    if plates is not None and hasattr(plates, "read_gap_s"):
-        out["read_gap_s"] = plates.read_gap_s
-    if alerts is not None:
-        out["min_controls"] = alerts.min_controls
-        if hasattr(alerts, "qc_ignore"):
-            out["qc_ignore"] = tuple(alerts.qc_ignore)
-    return out
+    return {"read_gap_s": config.plates.read_gap_s, "min_controls": config.alerts.min_controls,
+            "qc_ignore": tuple(config.alerts.qc_ignore)}
