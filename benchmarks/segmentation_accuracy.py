@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import tifffile
 
 from nvir_agent.segmentation import segment
 from nvir_agent.synth.render import Conditions, render_spheroid
@@ -65,7 +66,8 @@ def real_ious(root: Path, overlays: Path | None) -> list[tuple[str, float, list[
         mask_path = root / "masks" / f"{stem}_mcBW_{suffix}.tif"
         data = read_image(img_path)
         inverted = 255 - data.pixels
-        truth = _reference_mask(read_image(mask_path).pixels == 0)
+        # raw stored values, as the data README describes them: True = background
+        truth = _reference_mask(~tifffile.imread(mask_path).astype(bool))
         seg = segment(inverted, bit_depth=8)
         rows.append((img_path.name, iou(seg.mask, truth) if seg.found else 0.0, seg.qc))
         if overlays is not None:

@@ -43,7 +43,7 @@ from nvir_agent.features import Outline, WorkImage, measure, quality_flags
 log = logging.getLogger(__name__)
 
 WORK_SIDE = 512  # the working image is at most this many pixels a side
-REFINE_DIAMETER = 320  # about this many pixels across the spheroid when outlining it
+REFINE_DIAMETER = 256  # about this many pixels across the spheroid when outlining it
 MIN_DIAMETER_FRAC = 0.02  # candidates smaller than this fraction of the width are ignored
 MIN_CONTRAST = 0.06  # a spheroid is at least this much darker than its background
 OUTLINE_REACH = 1.6  # the outline is searched out to this many candidate radii
@@ -190,7 +190,7 @@ def _mad(values: np.ndarray) -> float:
 
 def _noise(ratio: np.ndarray, weights: np.ndarray) -> float:
     """Pixel noise of R from neighbouring-pixel differences over the background."""
-    sub, wsub = ratio[::3], weights[::3]
+    sub, wsub = ratio[::4], weights[::4]
     diff = np.diff(sub, axis=1)
     bg = wsub[:, 1:] > 0
     values = diff[bg] if np.count_nonzero(bg) >= 100 else diff.ravel()
@@ -277,7 +277,7 @@ def _outline(gray: np.ndarray, full: float, work: WorkImage, background: np.ndar
     fw = work.factor
     cxf, cyf = _to_full(cand.centre, fw)
     r0 = np.sqrt(cand.area / np.pi) * fw  # full-resolution radius of the candidate
-    k = int(min(fw, max(1, np.floor(2 * r0 / REFINE_DIAMETER))))
+    k = int(min(fw, max(1, np.ceil(2 * r0 / REFINE_DIAMETER))))
     reach = OUTLINE_REACH * r0 + 2 * k + 4
     x0, y0 = int(max(0, np.floor(cxf - reach))), int(max(0, np.floor(cyf - reach)))
     x1, y1 = int(min(w, np.ceil(cxf + reach) + 1)), int(min(h, np.ceil(cyf + reach) + 1))
@@ -287,10 +287,14 @@ def _outline(gray: np.ndarray, full: float, work: WorkImage, background: np.ndar
     roi = _reduce(gray[y0:y1, x0:x1], k).astype(np.float32) * np.float32(1.0 / full)
     rh, rw = roi.shape
     # background at the ROI pixel centres, from the working-image estimate
-    xs = ((x0 + (np.arange(rw, dtype=np.float32) + 0.5) * k - 0.5) + 0.5) / fw - 0.5
-    ys = ((y0 + (np.arange(rh, dtype=np.float32) + 0.5) * k - 0.5) + 0.5) / fw - 0.5
-    map_x, map_y = np.meshgrid(xs, ys)
-    bg = cv2.remap(background, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # (sampled at the centres of 8 × 8 blocks and interpolated: the background is smooth)
+    gw, gh = max(2, -(-rw // 8)), max(2, -(-rh // 8))
+    gx = (np.arange(gw, dtype=np.float32) + 0.5) * (rw / gw) - 0.5
+    gy = (np.arange(gh, dtype=np.float32) + 0.5) * (rh / gh) - 0.5
+    map_x, map_y = np.meshgrid((x0 + (gx + 0.5) * k) / fw - 0.5, (y0 + (gy + 0.5) * k) / fw - 0.5)
+    coarse_bg = cv2.remap(background, map_x.astype(np.float32), map_y.astype(np.float32),
+                          cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    bg = cv2.resize(coarse_bg, (rw, rh), interpolation=cv2.INTER_LINEAR)
     r_roi = r0 / k
     ratio = cv2.GaussianBlur(roi / bg, (0, 0), max(0.7, r_roi / 80.0))
 
@@ -330,7 +334,7 @@ def _outline(gray: np.ndarray, full: float, work: WorkImage, background: np.ndar
     if cracks is not None:
         up = cv2.resize(cracks, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         mask[y0:y1, x0:x1][up >= 0.5] = 0
-    return Outline(mask=mask.astype(bool), box=box, polygon=pts, roi=roi, roi_mask=roi_mask,
+    return Outline(mask=mask.view(np.bool_), box=box, polygon=pts, roi=roi, roi_mask=roi_mask,
                    roi_factor=k)
 
 
