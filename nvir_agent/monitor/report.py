@@ -239,6 +239,12 @@ def _json_list(text: str | None) -> list[str]:
 # --------------------------------------------------------------------------- HTML
 
 
+def _interval(ci: tuple[float, float]) -> str:
+    if all(math.isnan(v) for v in ci):
+        return "–"
+    return f"{format_number(ci[0])} – {format_number(ci[1])}"
+
+
 def _e(v: Any) -> str:
     return html.escape(str(v))
 
@@ -364,7 +370,7 @@ def _dose_response_section(data: ReportData, compounds: Sequence[str]) -> list[s
             out.append(_img(dose_response_png(compound, by_compound[compound]),
                             f"{compound} dose-response"))
     out.append("</div><h3>IC50 per compound and day</h3>")
-    rows = [(r.compound, r.day, format_number(r.ic50), f"{format_number(r.ci95[0])}–{format_number(r.ci95[1])}",
+    rows = [(r.compound, r.day, format_number(r.ic50), _interval(r.ci95),
              format_number(r.hill), format_number(r.r2), r.n_concentrations, "yes" if r.converged else "no",
              r.message) for r in ic50_rows(data.fits)]
     out.append(_table(["compound", "day", "IC50 (µM)", "95% CI", "hill", "R²", "conc.",
