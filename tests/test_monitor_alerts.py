@@ -4,6 +4,7 @@ operator actions, roll-up, and the Monitor listener across restarts."""
 from __future__ import annotations
 
 import getpass
+import os
 import sqlite3
 from pathlib import Path
 
@@ -321,3 +322,20 @@ def test_evaluation_waits_while_images_are_pending_and_runs_when_the_queue_drain
         with store.transaction() as conn:
             stored = conn.execute("SELECT plate_map FROM plates WHERE plate = 'P1'").fetchone()
     assert stored[0] and "Tox" in stored[0]
+
+
+def test_editing_a_plate_map_reevaluates_plates_without_new_images(tmp_path):
+    cfg = make_config(tmp_path)
+    with Store(tmp_path / "db.sqlite3") as store:
+        monitor = Monitor(cfg, store, Notifier([Recorder()], min_interval_s=0))
+        for tp in (1, 2, 3, 4):
+            monitor.on_results(add_read(store, tp, TOX[tp - 1]))
+        assert len(active(store)) == 1
+        edited = MAP_CSV.replace("P1,B01:B03,treated,Tox,10", "P1,B01:B03,ignore,,")
+        (tmp_path / "maps" / "p1.csv").write_text(edited, encoding="utf-8")
+        os.utime(tmp_path / "maps" / "p1.csv", (2e9, 2e9))
+        ids = store.add_jobs([("/acq/P2_A01.tif", 1, 1.0, ImageKey(plate="P2", well="A01"))])
+        monitor.on_results(commit(store, ids, 1.0))  # an image of another plate
+        monitor.close()
+        # the Tox wells are ignored now: P1's alert is gone; P2 only says it has no map
+        assert [(a.plate, a.rule) for a in active(store)] == [("P2", "no_map")]

@@ -73,7 +73,7 @@ class Monitor:
         self.library = PlateMapLibrary(maps, config.plates.format)
         self.notifier = notifier if notifier is not None else build_notifier(config.notify)
         self._settings = settings_from_config(config)
-        self._maps_seen: list[str] | None = None
+        self._maps_seen: tuple | None = None
         self._unmapped_logged: set[str] = set()
         self._dirty: set[str] = set()
         self._last_eval = -float("inf")
@@ -81,7 +81,8 @@ class Monitor:
     # ----------------------------------------------------------------- listener
 
     def on_results(self, image_ids: Sequence[int]) -> None:
-        """Re-evaluate the plates of these images (all plates when the maps changed).
+        """Re-evaluate the plates of these images (all plates on the first batch
+        and whenever a plate-map file was added, removed or edited).
 
         While more images wait for analysis, plates are re-evaluated at most
         every ``min_eval_interval_s``; the batch that empties the queue always
@@ -106,8 +107,8 @@ class Monitor:
         self.evaluate(plates)
 
     def _maps_changed(self) -> bool:
-        current = sorted(m.plate + "\0" + m.source for m in self.library.maps())
-        changed = self._maps_seen is not None and current != self._maps_seen
+        current = self.library.version
+        changed = current != self._maps_seen  # also true on the first batch after a start
         self._maps_seen = current
         return changed
 

@@ -435,6 +435,12 @@ class PlateMapLibrary:
         self.refresh()
         return list(self._maps)
 
+    @property
+    def version(self) -> tuple[tuple[str, float, int], ...] | None:
+        """Changes whenever a map file is added, removed or edited."""
+        self.refresh()
+        return self._stamp
+
     def for_plate(self, plate: str) -> PlateMap | None:
         """The map for this plate ID, or None."""
         return match_plate(plate, self.maps())
