@@ -2,7 +2,7 @@
 stage of the engine's analysis pipeline (reading, segmentation, scoring) with
 the demo's configuration and model.
 
-    .venv/bin/python benchmarks/demo_timing.py [--n 48] [--size 512] [--threads 0]
+    .venv/bin/python benchmarks/demo_timing.py [--n 48] [--size 512] [--threads 0] [--model FILE]
 
 Renders ``--n`` wells of the demo plate (read 3), writes them to a temporary
 folder and runs the stages of ``analysis.build_stages`` on batches of
@@ -32,9 +32,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=48)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--threads", type=int, default=None, help="model.threads (default: config)")
+    ap.add_argument("--model", default="", help="model file (default: the bundled demo model)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        opts = DemoOptions(size=args.size)
+        opts = DemoOptions(size=args.size, model=str(Path(args.model).absolute()) if args.model
+                           else "")
         ws = prepare_workspace(Path(tmp) / "demo", opts)
         sim = simulation(ws, opts)
         config = load_config(ws.config)

@@ -206,6 +206,8 @@ def fit_text(row: Ic50Row | None) -> str:
     """'2.3 µM (1.6–3.2)', '> 320 µM (none)' or why there is no fit."""
     if row is None:
         return "no data"
+    if row.n_concentrations < 3:
+        return f"n/a ({row.n_concentrations} concentration{'s' if row.n_concentrations > 1 else ''})"
     if not row.converged:
         return "no fit" + (f" ({row.message})" if row.message else "")
     if row.infinite or not math.isfinite(row.ic50):
@@ -258,7 +260,8 @@ def format_check(check: TruthCheck) -> str:
     for text in check.false_alarms:
         lines.append(f"  false alarm: {text}")
     for name, true, fitted, ok in check.ic50:
-        got = "no fit" if fitted is None else f"{_num(fitted)} µM"
+        got = ("no fit" if fitted is None else f"{_num(fitted)} µM" if math.isfinite(fitted)
+               else "infinite")
         verdict = f"within {IC50_FACTOR:g}x" if ok else f"NOT within {IC50_FACTOR:g}x"
         lines.append(f"IC50 {name}: true {_num(true)} µM, fitted {got} — {verdict}")
     return "\n".join(lines)

@@ -37,7 +37,7 @@ def _alert(i: int, compound: str | None, conc: float | None, *, since: int = 2,
 
 def _fit(compound: str, day: int, ic50: float, ci=(1.0, 4.0), converged: bool = True,
          infinite: bool = False) -> Ic50Row:
-    return Ic50Row(compound, day, ic50, ci, converged, infinite)
+    return Ic50Row(compound, day, ic50, ci, converged, infinite, n_concentrations=4)
 
 
 @pytest.fixture()
@@ -134,3 +134,5 @@ def test_summary_rows_show_truth_first_alert_and_fit(truth):
     assert "read 2, critical" in text
     assert "harmless" in text
     assert fit_text(fits[1]) == "none (infinite)"
+    assert fit_text(Ic50Row("Killitox", 3, math.nan, (math.nan, math.nan), False, False,
+                            n_concentrations=1)) == "n/a (1 concentration)"

@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compounds", metavar="A,B,…",
                    help="test compounds on the plate (default: all six demo compounds)")
     p.add_argument("--size", type=int, metavar="PX", help="image side in pixels (default 512)")
+    p.add_argument("--model", metavar="FILE",
+                   help="score with this model file instead of the bundled demo model")
     p.set_defaults(func=cmd_demo)
 
 
@@ -68,6 +70,13 @@ def _options(args: argparse.Namespace) -> Any:
             raise UsageError(f"--size {args.size} is outside 128–2048 pixels.",
                              "Use e.g. --size 512.")
         changes["size"] = args.size
+    if args.model:
+        model = Path(args.model).expanduser().absolute()
+        if not model.is_file():
+            raise UsageError(f"Model file {model} does not exist.",
+                             "Give --model an NViR model file, or leave it out to use the "
+                             "bundled demo model.")
+        changes["model"] = str(model)
     if args.compounds:
         changes["compounds"] = tuple(c.strip() for c in args.compounds.split(",") if c.strip())
     return DemoOptions.fast(**changes) if args.fast else DemoOptions(**changes)
