@@ -93,9 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 class ProgressPrinter:
     """Training progress on stderr: one updating line on a terminal, plain lines otherwise."""
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
         self.last_prepare = 0.0
 
     def __call__(self, p: Any) -> None:

@@ -18,6 +18,7 @@ import copy
 import datetime as _dt
 import logging
 import os
+import pickle
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -167,7 +168,7 @@ def _load_resnet_state(path: Path) -> dict[str, torch.Tensor]:
         if not isinstance(state, dict):
             raise ValueError("the file does not hold a state dict")
         build_nvir(state)  # checks keys and shapes
-    except (OSError, RuntimeError, ValueError, EOFError) as exc:
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise ModelLoadError(f"{path} is not usable as ResNet18 ImageNet weights: {exc}",
                              f"use torchvision's {IMAGENET_FILE} ({IMAGENET_URL})") from exc
     return state
@@ -232,7 +233,7 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
     if bf16:
         module = module.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(module.parameters(), lr=options.lr,
-                                  weight_decay=options.weight_decay)
+                                  weight_decay=options.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=options.lr_factor, patience=options.lr_patience)
     state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "bad_epochs": 0,
