@@ -155,7 +155,8 @@ def _subject_conditions(plate: str, subject: str, label: str, points: Sequence[W
         out.append(Condition(
             plate, subject, "viability", ep.severity, ep.since, ep.timepoint, ep.value,
             f"{label}: viability {_fmt(ep.value)} {ref} at time point {ep.timepoint} "
-            f"(below {level:g} for {cfg.confirm}+ reads since time point {ep.since})",
+            f"({ep.severity} level {level:g}, confirmed over {cfg.confirm} reads; alerting "
+            f"since time point {ep.since})",
             {**details, "since": ep.since, "values": values, "reference": ref},
         ))
     if mapped:
