@@ -124,3 +124,13 @@ def test_bench_json_reports_throughput_preprocessing_and_memory(tiny_model, caps
 def test_bench_rejects_zero_images(capsys):
     rc, _, err = cli(capsys, "bench", "--images", "0")
     assert rc == 2 and "--images must be at least 1" in err
+
+
+def test_model_info_without_a_file_says_which_model_the_agent_uses(tiny_model, tmp_path, capsys):
+    rc, out, _ = cli(capsys, "model", "info")
+    assert rc == 0
+    assert "scoring off" in out and "nvir-agent model import" in out
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[model]\npath = "{tiny_model}"\n')
+    rc, out, _ = cli(capsys, "--config", str(cfg), "model", "info")
+    assert rc == 0 and f"model {tiny_model}" in out and "metrics:       r2 0.42" in out

@@ -35,7 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.set_defaults(func=cmd_import)
 
     info = msub.add_parser("info", help="architecture, preprocessing, provenance and metrics")
-    info.add_argument("model", type=Path, metavar="MODEL", help="model file (.safetensors)")
+    info.add_argument(
+        "model",
+        type=Path,
+        metavar="MODEL",
+        nargs="?",
+        help="model file (default: the one the agent would use, from agent.toml)",
+    )
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(func=cmd_info)
     m.set_defaults(func=lambda args: _usage(m))
@@ -132,7 +138,22 @@ def _info_dict(path: Path) -> dict[str, Any]:
 def cmd_info(args: argparse.Namespace) -> int:
     from nvir_agent.model.preprocess import PreprocessSpec
 
-    info = _info_dict(args.model)
+    path = args.model
+    if path is None:
+        from nvir_agent.model.locate import describe_model_source, resolve_model
+
+        cfg = load_config(args.config, check_folders=False)
+        source = resolve_model(cfg)
+        if source.path is None:
+            if args.json:
+                print(json.dumps({"path": None, "scoring": "off", "reason": source.reason}))
+            else:
+                print(describe_model_source(cfg))
+            return 0
+        if not args.json:
+            print(describe_model_source(cfg))
+        path = source.path
+    info = _info_dict(path)
     if args.json:
         print(json.dumps(info, default=str))
         return 0
