@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from nvir_agent.errors import AnalysisError
+from nvir_agent.imageio import read_image
 from nvir_agent.model.preprocess import PreprocessSpec, preprocess
 
 
@@ -163,3 +165,35 @@ def test_spec_round_trips_through_a_dict_and_rejects_unknown_or_bad_values():
         PreprocessSpec(crop="round")
     with pytest.raises(ValueError, match="interpolation 9"):
         PreprocessSpec(interpolation=9)
+
+
+def _paper_reference(path) -> np.ndarray:
+    """The reference code's way: cv2.imread grayscale, centre square, resize code 5, scale."""
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    h, w = img.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    img = img[top : top + side, left : left + side]
+    img = cv2.resize(img, (256, 256), interpolation=5)
+    return ((img / 255.0 - 0.5) / 0.5).astype(np.float32)[None]
+
+
+@pytest.mark.parametrize(
+    "name, shape, dtype, tol",
+    [
+        ("gray16.tif", (300, 500), np.uint16, 1e-6),  # 16-bit: the same as OpenCV, exactly
+        ("gray8.png", (520, 310), np.uint8, 1e-6),
+        ("rgb8.png", (300, 400, 3), np.uint8, 1 / 127.5 + 1e-6),  # luma rounding may differ by 1
+    ],
+)
+def test_reading_and_preprocessing_a_file_matches_the_reference_code(
+    tmp_path, name, shape, dtype, tol
+):
+    rng = np.random.default_rng(5)
+    top = 65536 if dtype == np.uint16 else 256
+    pixels = rng.integers(0, top, shape).astype(dtype)
+    path = tmp_path / name
+    cv2.imwrite(str(path), pixels)
+    img = read_image(path)
+    ours = preprocess(img.pixels, PreprocessSpec(), bit_depth=img.bit_depth)
+    assert np.max(np.abs(ours - _paper_reference(path))) <= tol
