@@ -57,7 +57,7 @@ def test_batch_size_does_not_change_scores(tiny_model):
 
 
 def test_auto_fast_path_stays_within_0_01_of_fp32(tiny_model):
-    s = Scorer.from_path(tiny_model, fast_path="auto", threads=2)
+    s = Scorer.from_path(tiny_model, fast_path="auto", threads=1)
     imgs = images(6, seed=2)
     assert np.max(np.abs(s.score(imgs) - eager_fp32(tiny_model, imgs))) <= 0.01
     assert s.choice.images_per_s["fp32"] > 0
