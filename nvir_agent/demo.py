@@ -6,10 +6,11 @@ watches the folder with the bundled demo model. :class:`DemoRun` then starts
 the real :class:`~nvir_agent.engine.Engine` (the one `nvir-agent run` uses)
 in this process, plays the imager — renders every well of one plate read with
 :class:`~nvir_agent.synth.plate.PlateSimulation` and writes it slowly, in
-chunks, with ImageXpress names, one read every few seconds — follows the
-alerts the monitor raises in the store, waits until every image is analysed,
-writes the HTML report and returns a :class:`DemoResult` with the ground truth
-next to what the agent found.
+chunks, with ImageXpress names, one read every few seconds (and not before
+the agent has analysed the previous one, so each read's alerts show before
+the next read starts) — follows the alerts the monitor raises in the store,
+waits until every image is analysed, writes the HTML report and returns a
+:class:`DemoResult` with the ground truth next to what the agent found.
 
 The engine runs in-process because it already runs on its own threads
 (watcher, ingest, worker): the demo's main thread is free to act as the
@@ -70,6 +71,7 @@ class DemoOptions:
     seed: int = 11
     compounds: tuple[str, ...] | None = None  # test compounds on the plate; None: all six
     read_gap_s: float = 3.0  # pause between plate reads
+    catch_up: bool = True  # start the next read only once the agent has analysed this one
     chunk_bytes: int = 64 * 1024  # the imager writes each file in chunks of this size …
     chunk_delay_s: float = 0.004  # … with this pause between chunks
     settle_s: float = 0.5  # the agent's watch.settle_s
@@ -104,8 +106,8 @@ class DemoWorkspace:
 
 @dataclass(frozen=True)
 class DemoEvent:
-    """Progress for the console: ``kind`` is read_started, read_written, alert,
-    waiting or report."""
+    """Progress for the console: ``kind`` is read_started, read_written,
+    read_analysed, alert, waiting or report."""
 
     kind: str
     day: int | None = None
@@ -298,6 +300,7 @@ class DemoRun:
         try:
             engine.start()
             timings["engine_start_s"] = time.perf_counter() - t0
+            written = 0
             for day in self.sim.reads:
                 self._day = day
                 self._emit(DemoEvent("read_started", day=day, days=o.days, images=len(wells)))
@@ -307,11 +310,15 @@ class DemoRun:
                                     on_file=lambda _p: self._poll_alerts())
                 seconds = time.perf_counter() - t
                 timings["imager_s"] += seconds
+                written += len(wells)
                 self._emit(DemoEvent("read_written", day=day, days=o.days, images=len(wells),
                                      seconds=seconds))
-                self._check_engine(engine)
-                if day != self.sim.reads[-1]:
-                    self._pause(engine, o.read_gap_s)
+                last = day == self.sim.reads[-1]
+                t = time.perf_counter()
+                self._wait(engine, written if o.catch_up else 0, 0.0 if last else o.read_gap_s)
+                if o.catch_up:
+                    self._emit(DemoEvent("read_analysed", day=day, days=o.days,
+                                         images=len(wells), seconds=time.perf_counter() - t))
             t = time.perf_counter()
             done, failed = self._wait_processed(engine, total)
             timings["final_wait_s"] = time.perf_counter() - t
@@ -331,12 +338,36 @@ class DemoRun:
             wall_s=time.perf_counter() - t0, timings=timings,
         )
 
-    def _pause(self, engine: Engine, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+    def _finished(self, engine: Engine) -> tuple[int, int]:
+        counts = engine.store.counts()
+        return counts.done, counts.failed
+
+    def _wait(self, engine: Engine, images: int, at_least_s: float) -> None:
+        """Wait ``at_least_s`` and until the agent has analysed ``images`` images
+        (and told the monitor), showing alerts as they come."""
+        end = time.monotonic() + at_least_s
+        deadline = time.monotonic() + self.options.timeout_s
+        caught_up = images == 0
+        while True:
             self._poll_alerts()
             self._check_engine(engine)
-            time.sleep(min(POLL_S, max(0.0, end - time.monotonic())))
+            if not caught_up:
+                caught_up = sum(self._finished(engine)) >= images
+                if caught_up:
+                    engine.wait_idle(timeout=5.0, quiet_s=0.2)  # the monitor has run
+                    self._poll_alerts(force=True)
+            if caught_up and time.monotonic() >= end:
+                return
+            if time.monotonic() > deadline:
+                raise self._too_slow(sum(self._finished(engine)), images)
+            time.sleep(POLL_S)
+
+    def _too_slow(self, finished: int, images: int) -> DemoError:
+        return DemoError(
+            f"The agent analysed only {finished} of {images} demo images within "
+            f"{self.options.timeout_s:.0f} s.",
+            "Run `nvir-agent --debug demo` to see what it is doing; a slow machine may need a "
+            "smaller demo (--days 3 --size 384).")
 
     def _wait_processed(self, engine: Engine, total: int) -> tuple[int, int]:
         """Wait until every written image is analysed and the engine is idle."""
@@ -345,19 +376,15 @@ class DemoRun:
         while True:
             self._poll_alerts()
             self._check_engine(engine)
-            counts = engine.store.counts()
-            finished = counts.done + counts.failed
-            if time.monotonic() >= next_progress:
+            done, failed = self._finished(engine)
+            finished = done + failed
+            if finished < total and time.monotonic() >= next_progress:
                 self._emit(DemoEvent("waiting", done=finished, total=total))
                 next_progress = time.monotonic() + 5.0
             if finished >= total and engine.wait_idle(timeout=2.0, quiet_s=0.3):
-                return counts.done, counts.failed
+                return done, failed
             if time.monotonic() > deadline:
-                raise DemoError(
-                    f"The agent analysed only {finished} of {total} demo images within "
-                    f"{self.options.timeout_s:.0f} s.",
-                    "Run `nvir-agent demo --debug` to see what it is doing; a slow machine "
-                    "may need a smaller demo (--fast).")
+                raise self._too_slow(finished, total)
             time.sleep(POLL_S)
 
     def _report(self) -> tuple[Path, list[Ic50Row]]:

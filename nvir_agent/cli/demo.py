@@ -90,6 +90,9 @@ def _print_event(event: Any) -> None:
         a = event.alert
         word = CHANGE_WORDS.get(event.change, event.change)
         print(f"  ALERT #{a.id} {a.severity.upper()} ({word}): {a.message}", flush=True)
+    elif event.kind == "read_analysed":
+        print(f"  read {event.day} analysed by the agent {event.seconds:.1f} s after the last "
+              "file was written", flush=True)
     elif event.kind == "waiting":
         print(f"Waiting for the agent: {event.done}/{event.total} images analysed", flush=True)
 
