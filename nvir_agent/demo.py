@@ -37,7 +37,8 @@ from typing import Any
 
 from nvir_agent.config import Config, load_config
 from nvir_agent.engine import Engine
-from nvir_agent.errors import AgentError, StoreError, UsageError
+from nvir_agent.errors import AgentError, ModelLoadError, StoreError, UsageError
+from nvir_agent.model import locate
 from nvir_agent.monitor.alerts import Alert, list_alerts
 from nvir_agent.monitor.report import Ic50Row, collect_report, ic50_rows, render_html
 from nvir_agent.monitor.timecourse import connect
@@ -264,6 +265,12 @@ class DemoRun:
         self.options = options
         self.on_event = on_event or (lambda _e: None)
         self.config: Config = load_config(ws.config)
+        if locate.resolve_model(self.config).path is None:
+            raise ModelLoadError(
+                f"The demo needs a model, and the bundled demo model {locate.demo_model_path()} is "
+                "missing.",
+                "Reinstall from a complete copy of NViR Agent, or give the demo a model file "
+                "with --model FILE.")
         self.sim = simulation(ws, options)
         self.feed = AlertFeed(ws.database)
         self.first_seen: dict[int, int] = {}

@@ -83,6 +83,19 @@ def test_unknown_compound_is_a_usage_error_naming_the_choices(capsys, tmp_path):
     assert "Aspirin" in err and "Fictazine" in err
 
 
+def test_demo_without_any_model_stops_before_streaming_and_names_the_missing_file(
+        capsys, tmp_path, monkeypatch):
+    from nvir_agent.model import locate
+
+    monkeypatch.setattr(locate, "demo_model_path", lambda: tmp_path / "absent.safetensors")
+    keep = tmp_path / "d"
+    rc = main(["demo", "--fast", "--headless", "--keep", str(keep)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "absent.safetensors" in err and "--model" in err
+    assert not any((keep / "acquisition").iterdir())
+
+
 def test_expectation_follows_the_dose_response_curve_and_onset():
     tox = Compound("T", ic50_uM=2.0, hill=1.5, onset_day=1)
     late = Compound("L", ic50_uM=5.0, hill=1.8, onset_day=5)
