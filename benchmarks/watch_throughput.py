@@ -29,7 +29,7 @@ class TrivialStage:
             a.image_meta["bytes"] = a.record.size
 
 
-def measure(files: int, observer: str, settle_s: float, batch_size: int) -> dict:
+def measure(files: int, observer: str, settle_s: float, batch_size: int, mode: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         acq = root / "acq"
@@ -41,13 +41,20 @@ def measure(files: int, observer: str, settle_s: float, batch_size: int) -> dict
             "model": {"batch_size": batch_size},
         }, source=root / "agent.toml")
         engine = Engine(cfg, stages=[TrivialStage()], listeners=[])
-        engine.start()
-        try:
-            payload = b"II*\x00" + b"\x00" * 4092
-            t0 = time.perf_counter()
+        payload = b"II*\x00" + b"\x00" * 4092
+
+        def write_all() -> None:
             for i in range(files):
                 (acq / f"BENCH{i:05d}_{chr(65 + i % 16)}{i % 24 + 1:02d}_s1_w1.tif"
                  ).write_bytes(payload)
+
+        if mode == "startup":  # files wait in the folder; the start-up scan finds them
+            write_all()
+        t0 = time.perf_counter()
+        engine.start()
+        try:
+            if mode == "burst":  # files arrive while the engine watches
+                write_all()
             t_written = time.perf_counter()
             deadline = time.monotonic() + 300
             while engine.status().done < files:
@@ -59,7 +66,7 @@ def measure(files: int, observer: str, settle_s: float, batch_size: int) -> dict
             engine.stop()
     total = t_done - t0
     return {
-        "files": files, "observer": observer, "settle_s": settle_s, "batch_size": batch_size,
+        "files": files, "mode": mode, "observer": observer, "settle_s": settle_s, "batch_size": batch_size,
         "write_s": round(t_written - t0, 3), "total_s": round(total, 3),
         "lag_after_last_write_s": round(t_done - t_written, 3),
         "files_per_s": round(files / total, 1),
@@ -74,9 +81,11 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=0.5)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--mode", choices=("burst", "startup"), default="burst",
+                    help="burst: write while watching; startup: files exist before start")
     args = ap.parse_args()
     for _ in range(args.repeat):
-        print(json.dumps(measure(args.files, args.observer, args.settle, args.batch_size)))
+        print(json.dumps(measure(args.files, args.observer, args.settle, args.batch_size, args.mode)))
 
 
 if __name__ == "__main__":
