@@ -118,7 +118,7 @@ def test_bench_json_reports_throughput_preprocessing_and_memory(tiny_model, caps
     assert any(k.startswith("2048² 16-bit") for k in r["preprocess_ms"])
     assert r["peak_rss_mb"] > 50
     rc, out, _ = cli(capsys, "bench", "--images", "1", "--model", str(tiny_model))
-    assert "fp32 eager, batch 8" in out and "peak RSS" in out
+    assert "fp32 eager, batch 8" in out and "peak RSS, scorer only" in out
 
 
 def test_bench_rejects_zero_images(capsys):

@@ -45,6 +45,7 @@ class BenchResult:
     max_delta: float
     preprocess_ms: dict[str, float]
     peak_rss_mb: float | None
+    peak_rss_scoring_mb: float | None = None
     load_avg: list[float] | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -67,7 +68,10 @@ class BenchResult:
             if k not in ("fp32", self.fast_path)
         ]
         rows += [(f"preprocess {k}", f"{v:.2f} ms/image") for k, v in self.preprocess_ms.items()]
-        rows.append(("peak RSS", f"{self.peak_rss_mb:.0f} MB" if self.peak_rss_mb else "n/a"))
+        if self.peak_rss_scoring_mb:
+            rows.append(("peak RSS, scorer only", f"{self.peak_rss_scoring_mb:.0f} MB"))
+        whole = f"{self.peak_rss_mb:.0f} MB" if self.peak_rss_mb else "n/a"
+        rows.append(("peak RSS, whole benchmark", whole))
         if self.load_avg:
             rows.append(("load average (1 min)", f"{self.load_avg[0]:.2f}"))
         width = max(len(k) for k, _ in rows)
@@ -131,12 +135,17 @@ def run_benchmark(
     if model_path is not None:
         loaded = load_model(Path(model_path))
     else:
-        loaded = LoadedModel(module=build_nvir().eval(), spec=PreprocessSpec(), metadata={})
+        loaded = LoadedModel(
+            module=build_nvir().eval(), spec=PreprocessSpec(), metadata={}, path=Path("random")
+        )
         notes.append("no model file given: random weights at 256×256 (speed is the same)")
     scorer = Scorer(loaded, device=device, threads=threads, fast_path=fast_path, use_cache=False)
     size = loaded.spec.size
     n = max(1, images)
     x = probe_batch(size, n=max(n, max(FAST_BATCHES)), seed=1)
+    chosen = scorer.choice.chosen
+    fast = {str(b): images_per_s(chosen, x, b, n) for b in FAST_BATCHES}
+    scoring_rss = peak_rss_mb()
     reference, options = build_candidates(
         loaded.module,
         scorer.device,
@@ -146,9 +155,7 @@ def run_benchmark(
         threads=scorer.threads,
         include_all=True,
     )
-    chosen = scorer.choice.chosen
     fp32_8 = images_per_s(reference, x, 8, n)
-    fast = {str(b): images_per_s(chosen, x, b, n) for b in FAST_BATCHES}
     per_option = {"fp32": fp32_8}
     for cand in options:
         if cand.name == chosen.name:
@@ -178,6 +185,7 @@ def run_benchmark(
             **preprocess_ms(PreprocessSpec(size=size, intensity="bitdepth")),
         },
         peak_rss_mb=peak_rss_mb(),
+        peak_rss_scoring_mb=scoring_rss,
         load_avg=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         notes=notes,
     )
