@@ -202,3 +202,34 @@ def test_configured_model_path_is_resolved_against_the_config_file(tiny_model, t
     cfg.model.fast_path = "fp32"
     cfg.model.low_priority = False
     assert Scorer.from_config(cfg).model.path == tiny_model
+
+
+def test_a_remembered_choice_that_no_longer_matches_fp32_is_dropped(
+    tiny_model, monkeypatch, caplog
+):
+    loaded = load_model(tiny_model)
+    real = fastpath.build_candidates
+    offset = {"value": 0.0}
+    memo = {}
+
+    def build(*args, **kwargs):
+        reference, _ = real(*args, **kwargs)
+
+        def instant(x):
+            key = (tuple(x.shape), float(x.sum()))
+            if key not in memo:
+                memo[key] = reference.run(x)
+            return memo[key] + offset["value"]
+
+        return reference, [Candidate("instant", lambda: instant, "precomputed")]
+
+    monkeypatch.setattr(fastpath, "build_candidates", build)
+    kwargs = {"input_size": 64, "model_hash": loaded.sha256}
+    assert choose_fast_path(loaded.module, torch.device("cpu"), **kwargs).chosen.name == "instant"
+    offset["value"] = 0.5  # e.g. a driver or library update broke the fast path
+    with caplog.at_level(logging.WARNING, logger="nvir_agent.model.fastpath"):
+        again = choose_fast_path(loaded.module, torch.device("cpu"), **kwargs)
+    assert again.chosen.name == "fp32" and "falling back to fp32" in caplog.text
+    offset["value"] = 0.0
+    third = choose_fast_path(loaded.module, torch.device("cpu"), **kwargs)
+    assert not third.from_cache  # measured afresh
