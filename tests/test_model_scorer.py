@@ -97,6 +97,13 @@ def test_a_fast_path_that_drifts_from_fp32_is_rejected_and_fp32_is_used(
     assert "fake" in choice.rejected
     assert "differs from fp32 by 0.05" in caplog.text
     assert "falling back to fp32" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="nvir_agent.model.fastpath"):
+        again = choose_fast_path(
+            loaded.module, torch.device("cpu"), input_size=64, model_hash=loaded.sha256
+        )
+    assert again.chosen.name == "fp32" and again.from_cache
+    assert "did not match fp32" in caplog.text  # said again at every start
 
 
 def test_a_small_drift_within_the_limit_is_accepted(tiny_model, monkeypatch):

@@ -311,6 +311,13 @@ def choose_fast_path(
     cached = _cache_get(key) if (use_cache and model_hash) else None
     if cached and cached.get("chosen") == "fp32":
         fast = []
+        if cached.get("rejected"):
+            log.warning(
+                "Using fp32 eager: on this machine the fast paths did not match fp32 within "
+                "%s viability (%s).",
+                MAX_DELTA,
+                "; ".join(f"{k}: {v}" for k, v in cached["rejected"].items()),
+            )
     elif cached and cached.get("chosen") in {c.name for c in fast}:
         fast = [c for c in fast if c.name == cached["chosen"]]
     else:
@@ -357,7 +364,11 @@ def choose_fast_path(
     if use_cache and model_hash and not cached:
         _cache_put(
             key,
-            {"chosen": choice.chosen.name, "images_per_s": choice.images_per_s},
+            {
+                "chosen": choice.chosen.name,
+                "images_per_s": choice.images_per_s,
+                "rejected": choice.rejected,
+            },
         )
     elif cached and cached.get("chosen") != choice.chosen.name and model_hash:
         _cache_drop(key)
