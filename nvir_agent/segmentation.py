@@ -52,6 +52,9 @@ MAX_SLOPE = 0.8  # largest radius change per unit of arc length along the outlin
 PATH_SMOOTH = 3  # outline radii are averaged over this many neighbouring angles
 INWARD_BIAS = 0.5  # edge strength is weighted by exp(-INWARD_BIAS · r / r_candidate)
 CRACK_LENGTH = 0.8  # a bright gap this many radii long splits the body (fragmented)
+CELLS_PER_RADIUS = 25.0  # a liver cell is about 1/25 of a spheroid radius
+PIECE_MIN_AREA = 0.05  # a body piece outside the outline has at least this fraction of its area
+PIECE_BEYOND = 0.1  # an edge with this many radii of body beyond it counts 1/e as much
 
 
 @dataclass
@@ -300,6 +303,51 @@ def _outline(gray: np.ndarray, full: float, work: WorkImage, background: np.ndar
 
     # polar unrolling around the candidate centre, in ROI pixels
     cx, cy = (cxf - x0 + 0.5) / k - 0.5, (cyf - y0 + 0.5) / k - 0.5
+    rad, theta = _trace(ratio, cx, cy, r_roi, k)
+    roi_mask = _fill_polar(cx, cy, rad, theta, (rh, rw))
+    pieces = _outside_pieces(ratio, roi_mask, r_roi)
+    if pieces is not None:
+        # a broken body: pieces of it lie outside the outline (it followed a
+        # crack). Outline again around all of them, from their common centre,
+        # with edges that leave body pieces outside made worthless.
+        m = cv2.moments(pieces, binaryImage=True)
+        cx, cy = m["m10"] / m["m00"], m["m01"] / m["m00"]
+        r_roi = float(np.sqrt(m["m00"] / np.pi))
+        rad, theta = _trace(ratio, cx, cy, r_roi, k, pieces=pieces)
+        roi_mask = _fill_polar(cx, cy, rad, theta, (rh, rw))
+    pts_roi = np.stack([cx + np.cos(theta) * rad, cy + np.sin(theta) * rad], 1)
+    pts = np.stack([x0 + (pts_roi[:, 0] + 0.5) * k - 0.5,
+                    y0 + (pts_roi[:, 1] + 0.5) * k - 0.5], 1).astype(np.float32)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [np.rint(pts * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+    bx, by, bw, bh = cv2.boundingRect(np.rint(pts).astype(np.int32))
+    box = (max(0, bx - 1), max(0, by - 1), min(w, bx + bw + 1), min(h, by + bh + 1))
+    if box[2] <= box[0] or box[3] <= box[1] or not mask[box[1]:box[3], box[0]:box[2]].any():
+        return None
+    cracks = _cracks(ratio, roi_mask, r_roi)
+    if cracks is not None:
+        up = cv2.resize(cracks, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        mask[y0:y1, x0:x1][up >= 0.5] = 0
+    return Outline(mask=mask.view(np.bool_), box=box, polygon=pts, roi=roi, roi_mask=roi_mask,
+                   roi_factor=k)
+
+
+def _fill_polar(cx: float, cy: float, rad: np.ndarray, theta: np.ndarray,
+                shape: tuple[int, int]) -> np.ndarray:
+    pts = np.stack([cx + np.cos(theta) * rad, cy + np.sin(theta) * rad], 1)
+    out = np.zeros(shape, np.uint8)
+    cv2.fillPoly(out, [np.rint(pts * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+    return out
+
+
+def _trace(ratio: np.ndarray, cx: float, cy: float, r_roi: float, k: int,
+           pieces: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Outline radius per angle around (cx, cy): the closed path of strongest radial edge.
+
+    With ``pieces`` (uint8 map of body pieces), an edge is worth less the more
+    body lies beyond it along the ray, so the path takes the outer border of
+    the pieces rather than the edge of a crack between them.
+    """
     n_r = max(16, int(OUTLINE_REACH * r_roi))
     radii = np.linspace(0.0, OUTLINE_REACH * r_roi, n_r, dtype=np.float32)
     theta = np.linspace(0.0, 2 * np.pi, N_ANGLES, endpoint=False, dtype=np.float32)
@@ -313,29 +361,71 @@ def _outline(gray: np.ndarray, full: float, work: WorkImage, background: np.ndar
     # rather than the outer edge of the fringe of loose cells just outside it
     edge *= np.exp(-INWARD_BIAS * radii / max(r_roi, 1.0))[None, :]
     dr = float(radii[1] - radii[0])
+    if pieces is not None:
+        body = cv2.remap(pieces.astype(np.float32), px, py, cv2.INTER_NEAREST,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        beyond = np.cumsum(body[:, ::-1], axis=1)[:, ::-1] * dr  # body length at radii ≥ r
+        skip = max(2, int(round(2.0 * r_roi / CELLS_PER_RADIUS / dr)))  # the border's own blur
+        beyond = np.concatenate([beyond[:, skip:], np.zeros((N_ANGLES, skip), np.float32)], 1)
+        edge *= np.exp(-beyond / (PIECE_BEYOND * r_roi))
     edge[:, :max(2, int(0.25 * r_roi / dr))] = 0.0
     edge[:, -2:] = 0.0
     step = max(1, int(round(MAX_SLOPE * (2 * np.pi / N_ANGLES) * r_roi / dr)))
     path = _closed_path(edge, step)
     # polygon filling adds about half a full-resolution pixel all round: take it off
     rad = np.maximum(_smooth_circular(radii[path], PATH_SMOOTH) - 0.5 / k, 0.0)
-    pts_roi = np.stack([cx + np.cos(theta) * rad, cy + np.sin(theta) * rad], 1)
-    pts = np.stack([x0 + (pts_roi[:, 0] + 0.5) * k - 0.5,
-                    y0 + (pts_roi[:, 1] + 0.5) * k - 0.5], 1).astype(np.float32)
-    mask = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(mask, [np.rint(pts * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
-    bx, by, bw, bh = cv2.boundingRect(np.rint(pts).astype(np.int32))
-    box = (max(0, bx - 1), max(0, by - 1), min(w, bx + bw + 1), min(h, by + bh + 1))
-    if box[2] <= box[0] or box[3] <= box[1] or not mask[box[1]:box[3], box[0]:box[2]].any():
+    return rad, theta
+
+
+def _outside_pieces(ratio: np.ndarray, inside: np.ndarray, radius: float) -> np.ndarray | None:
+    """Body pieces left outside the outline ``inside``, united with it (uint8), or None.
+
+    Dark regions of the image with the cell-scale specks of the halo closed
+    away, at least as dark as (about) the body, of at least PIECE_MIN_AREA of
+    the outlined area, within a radius of the outline and mostly outside it.
+    """
+    area = int(np.count_nonzero(inside))
+    if area < 50:
         return None
-    roi_mask = np.zeros((rh, rw), np.uint8)
-    cv2.fillPoly(roi_mask, [np.rint(pts_roi * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
-    cracks = _cracks(ratio, roi_mask, r_roi)
-    if cracks is not None:
-        up = cv2.resize(cracks, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        mask[y0:y1, x0:x1][up >= 0.5] = 0
-    return Outline(mask=mask.view(np.bool_), box=box, polygon=pts, roi=roi, roi_mask=roi_mask,
-                   roi_factor=k)
+    cell = max(1, int(round(1.2 * radius / CELLS_PER_RADIUS)))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cell + 1, 2 * cell + 1))
+    closed = cv2.morphologyEx(ratio, cv2.MORPH_CLOSE, disc)
+    # the body level: inside the outline, or around its centre when the outline
+    # went round a light crossing of cracks
+    m = cv2.moments(inside, binaryImage=True)
+    yy, xx = np.ogrid[:ratio.shape[0], :ratio.shape[1]]
+    around = ((xx - m["m10"] / m["m00"]) ** 2 + (yy - m["m01"] / m["m00"]) ** 2) <= radius**2
+    body_level = min(float(np.median(closed[inside > 0])), float(np.median(closed[around])))
+    if body_level > 0.85:
+        return None
+    level = body_level + 0.5 * (1.0 - body_level)
+    dark = (closed < level).astype(np.uint8)
+    # detach the fringe of loose cells and halo clumps from the pieces
+    wide = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * cell + 1, 4 * cell + 1))
+    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, wide)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    if count <= 1:
+        return None
+    grown = cv2.dilate(inside, disc, iterations=2)
+    near = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3) <= radius
+    out_counts = np.bincount(labels[(grown == 0) & near].ravel(), minlength=count)
+    rh, rw = ratio.shape
+    keep = []
+    for i in range(1, count):
+        x, y, bw, bh, n = stats[i]
+        if out_counts[i] < PIECE_MIN_AREA * area or n < PIECE_MIN_AREA * area:
+            continue
+        if x <= 0 or y <= 0 or x + bw >= rw or y + bh >= rh:
+            continue  # reaches the edge of the search area: the well wall, not a piece
+        comp = labels[y:y + bh, x:x + bw] == i
+        if float(np.median(closed[y:y + bh, x:x + bw][comp])) > 0.5 * (body_level + level):
+            continue
+        keep.append(i)
+    if not keep:
+        return None
+    united = inside.copy()
+    united[np.isin(labels, keep) & near] = 1
+    return united
 
 
 def _smooth_circular(values: np.ndarray, k: int) -> np.ndarray:
