@@ -22,7 +22,6 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,34 +31,15 @@ from nvir_agent.errors import AgentError, ImageError, StoreError, UsageError
 from nvir_agent.monitor.monitor import Monitor
 from nvir_agent.naming import try_parse_path
 from nvir_agent.pipeline import Analysis, ImageRecord, ResultListener, Stage, run_stages
-from nvir_agent.store import Counts, Store, StoreReader, database_path
-from nvir_agent.watch import FolderStatus, FolderWatcher, SettleTracker, iter_candidates
+from nvir_agent.status import HEARTBEAT_S, EngineStatus, read_status
+from nvir_agent.store import Counts, Store, database_path
+from nvir_agent.watch import FolderWatcher, SettleTracker, iter_candidates
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 2.0
+__all__ = ["Engine", "EngineStatus", "default_listeners", "read_status"]
+
 MAX_ATTEMPTS = 3  # an image whose analysis was interrupted this often is failed
-
-
-@dataclass(frozen=True)
-class EngineStatus:
-    """A snapshot for the CLI and the UI."""
-
-    running: bool
-    database: str
-    seen: int = 0
-    pending: int = 0
-    done: int = 0
-    failed: int = 0
-    settling: int = 0
-    folders: list[FolderStatus] = field(default_factory=list)
-    started_at: float | None = None
-    heartbeat_at: float | None = None
-    pid: int | None = None
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def default_listeners(config: Config, store: Store) -> list[ResultListener]:
@@ -412,31 +392,3 @@ class Engine:
         if self._store is not None:
             self._store.close()
             self._store = None
-
-
-def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> EngineStatus:
-    """The status as another process sees it: store counts plus the running
-    agent's last heartbeat (observer modes and health)."""
-    db = database_path(config)
-    configured = [
-        FolderStatus(str(config.resolve(f)), "-", False, "not running")
-        for f in config.watch.folders
-    ]
-    if not db.is_file():
-        return EngineStatus(running=False, database=str(db), folders=configured)
-    with StoreReader(db) as reader:
-        counts = reader.counts()
-        beat = reader.heartbeat()
-    snap = (beat or {}).get("snapshot", {})
-    running = bool(
-        beat and snap.get("running") and time.time() - (beat["heartbeat_at"] or 0) < stale_after_s
-    )
-    folders = [FolderStatus(**f) for f in snap.get("folders", [])] if running else configured
-    return EngineStatus(
-        running=running, database=str(db), seen=counts.seen, pending=counts.pending,
-        done=counts.done, failed=counts.failed,
-        settling=int(snap.get("settling", 0)) if running else 0, folders=folders,
-        started_at=beat["started_at"] if beat else None,
-        heartbeat_at=beat["heartbeat_at"] if beat else None,
-        pid=beat["pid"] if beat else None, error=snap.get("error"),
-    )

@@ -66,7 +66,7 @@ def test_process_json_prints_one_line_per_image_with_key_status_and_error(acquis
     for bad in ("corrupt", "truncated"):
         row = rows[a[bad].name]
         assert row["status"] == "failed"
-        assert str(a[bad]) in row["error"]
+        assert a[bad].name in row["error"]
     assert "4 images" in err and "Traceback" not in err
 
 

@@ -146,8 +146,8 @@ def _done_snapshot(db: Path) -> dict[str, tuple]:
 def test_agent_killed_mid_run_loses_nothing_and_processes_nothing_twice(tmp_path):
     acq = tmp_path / "acq"
     acq.mkdir()
-    big = np.zeros((1500, 1500), np.uint8)  # decoding takes a few ms each
-    n = 120
+    big = np.zeros((1000, 1000), np.uint8)  # decoding and analysis take a few ms each
+    n = 60
     for i in range(n):
         cv2.imwrite(str(acq / f"K{i:03d}_A01_s1_w1.png"), big)
     cfg = tmp_path / "agent.toml"

@@ -146,7 +146,7 @@ def _when(t: float | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from nvir_agent.engine import read_status
+    from nvir_agent.status import read_status
 
     config = load_config(args.config, check_folders=False)
     st = read_status(config)

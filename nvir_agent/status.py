@@ -1,0 +1,69 @@
+"""What the agent is doing, as plain values for the CLI and the UI.
+
+``EngineStatus`` is the snapshot ``Engine.status()`` returns in the agent's
+process; ``read_status`` gives the same picture to another process (the CLI,
+the review window) from the store: image counts plus the running agent's last
+heartbeat (observer modes and folder health). Light on purpose: no analysis,
+model or Qt imports.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nvir_agent.config import Config
+from nvir_agent.store import StoreReader, database_path
+from nvir_agent.watch import FolderStatus
+
+HEARTBEAT_S = 2.0  # how often a running engine records its snapshot
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """A snapshot for the CLI and the UI."""
+
+    running: bool
+    database: str
+    seen: int = 0
+    pending: int = 0
+    done: int = 0
+    failed: int = 0
+    settling: int = 0
+    folders: list[FolderStatus] = field(default_factory=list)
+    started_at: float | None = None
+    heartbeat_at: float | None = None
+    pid: int | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> EngineStatus:
+    """The status as another process sees it: store counts plus the running
+    agent's last heartbeat (observer modes and health)."""
+    db = database_path(config)
+    configured = [
+        FolderStatus(str(config.resolve(f)), "-", False, "not running")
+        for f in config.watch.folders
+    ]
+    if not db.is_file():
+        return EngineStatus(running=False, database=str(db), folders=configured)
+    with StoreReader(db) as reader:
+        counts = reader.counts()
+        beat = reader.heartbeat()
+    snap = (beat or {}).get("snapshot", {})
+    running = bool(
+        beat and snap.get("running") and time.time() - (beat["heartbeat_at"] or 0) < stale_after_s
+    )
+    folders = [FolderStatus(**f) for f in snap.get("folders", [])] if running else configured
+    return EngineStatus(
+        running=running, database=str(db), seen=counts.seen, pending=counts.pending,
+        done=counts.done, failed=counts.failed,
+        settling=int(snap.get("settling", 0)) if running else 0, folders=folders,
+        started_at=beat["started_at"] if beat else None,
+        heartbeat_at=beat["heartbeat_at"] if beat else None,
+        pid=beat["pid"] if beat else None, error=snap.get("error"),
+    )
