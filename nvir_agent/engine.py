@@ -115,6 +115,7 @@ class Engine:
 
     def start(self) -> None:
         """Open the store, resume pending jobs and start watching."""
+        self._refuse_second_agent()
         store, _stages, _listeners = self.store, self.stages, self.listeners
         self._started_at = time.time()
         for path in store.fail_exhausted(MAX_ATTEMPTS):
@@ -143,6 +144,27 @@ class Engine:
         if not folders:
             log.warning("No folders to watch: set watch.folders in agent.toml.")
         log.info("Engine started; database %s", self.database)
+
+    def _refuse_second_agent(self) -> None:
+        """Two agents on one database would analyse every image twice."""
+        beat = self.store.heartbeat()
+        if not beat or not beat["snapshot"].get("running"):
+            return
+        pid = beat["pid"]
+        if pid == os.getpid() or time.time() - (beat["heartbeat_at"] or 0) > 3 * HEARTBEAT_S:
+            return
+        if os.name == "posix":
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return  # it died without stopping (killed, power loss)
+            except PermissionError:
+                pass  # alive, another user's process
+        raise UsageError(
+            f"Another NViR Agent (process {pid}) is already running on the database "
+            f"{self.database}.",
+            "Stop it first, or give this one its own storage.database in agent.toml.",
+        )
 
     def request_stop(self) -> None:
         """Ask the engine to stop (safe from a signal handler)."""

@@ -14,7 +14,7 @@ import pytest
 from core_helpers import RecordingStage, make_config, running, wait_until, write_file
 
 from nvir_agent.engine import Engine, read_status
-from nvir_agent.errors import ModelLoadError
+from nvir_agent.errors import ModelLoadError, UsageError
 from nvir_agent.naming import ImageKey
 from nvir_agent.store import Store, StoreReader, database_path
 
@@ -125,6 +125,23 @@ def test_status_snapshot_is_visible_to_another_reader(tmp_path):
         (str(acq), "native", "watching")]
     after = read_status(cfg)
     assert not after.running and after.done == 1
+
+
+def test_a_second_agent_on_the_same_database_is_refused(tmp_path):
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    cfg = make_config(tmp_path, [acq])
+    with Store(database_path(cfg)) as s:  # a live agent (our parent process) beats
+        s.write_heartbeat({"running": True}, started_at=0.0)
+        s._conn.execute("UPDATE agent_status SET pid = ?", (os.getppid(),))
+    second = Engine(cfg, stages=[RecordingStage()], listeners=[])
+    with pytest.raises(UsageError, match="already running"):
+        second.start()
+    second.stop()
+    with Store(database_path(cfg)) as s:  # a killed agent's last beat does not block
+        s._conn.execute("UPDATE agent_status SET pid = ?", (2**22 + 12345,))
+    with running(cfg, RecordingStage()) as third:
+        assert third.status().running
 
 
 def test_importing_the_engine_does_not_import_qt():
