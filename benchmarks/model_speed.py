@@ -23,10 +23,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--threads", type=int, nargs="+", default=[0])
     parser.add_argument("--model", type=Path, help="model file (default: random weights)")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     for threads in args.threads:
         before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        result = run_benchmark(args.model, images=args.images, threads=threads)
+        result = run_benchmark(args.model, images=args.images, threads=threads, rounds=args.rounds)
         after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"--- threads setting {threads} (load average {before:.2f} → {after:.2f})")
         print(result.table())

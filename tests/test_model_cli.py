@@ -109,7 +109,9 @@ def test_score_without_any_model_says_how_to_get_one(tmp_path, capsys):
 
 
 def test_bench_json_reports_throughput_preprocessing_and_memory(tiny_model, capsys):
-    rc, out, err = cli(capsys, "bench", "--json", "--images", "2", "--model", str(tiny_model))
+    rc, out, err = cli(
+        capsys, "bench", "--json", "--images", "2", "--rounds", "1", "--model", str(tiny_model)
+    )
     assert rc == 0, err
     r = json.loads(out)
     assert r["fp32_batch8"] > 0
@@ -117,7 +119,7 @@ def test_bench_json_reports_throughput_preprocessing_and_memory(tiny_model, caps
     assert r["max_delta"] <= 0.01
     assert any(k.startswith("2048² 16-bit") for k in r["preprocess_ms"])
     assert r["peak_rss_mb"] > 50
-    rc, out, _ = cli(capsys, "bench", "--images", "1", "--model", str(tiny_model))
+    rc, out, _ = cli(capsys, "bench", "--images", "1", "--rounds", "1", "--model", str(tiny_model))
     assert "fp32 eager, batch 8" in out and "peak RSS, scorer only" in out
 
 

@@ -72,6 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="model file (default: the configured one; random weights if none)",
     )
     b.add_argument("--threads", type=int, help="default: [model] threads")
+    b.add_argument(
+        "--rounds", type=int, default=3, help="best of this many rounds per measurement (default 3)"
+    )
     b.set_defaults(func=cmd_bench)
 
 
@@ -244,6 +247,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         threads=args.threads if args.threads is not None else cfg.model.threads,
         device=cfg.model.device,
         fast_path=cfg.model.fast_path,
+        rounds=args.rounds,
     )
     if args.json:
         print(json.dumps(result.as_dict()))
