@@ -113,3 +113,11 @@ def test_every_example_key_has_an_explanation_above_it():
     for i, line in enumerate(lines):
         if re.match(r"^\w+\s*=", line):
             assert lines[i - 1].startswith("#"), f"undocumented key: {line}"
+
+
+def test_config_option_is_also_accepted_after_the_command_name(tmp_path, capsys):
+    cfg = write(tmp_path, f'[storage]\ndatabase = "{tmp_path / "after.sqlite3"}"\n')
+    rc, out, _ = run_cli(capsys, "status", "--config", str(cfg))
+    assert rc == 0 and str(tmp_path / "after.sqlite3") in out
+    rc, _, err = run_cli(capsys, "status", "--config", str(tmp_path / "missing.toml"))
+    assert rc == 2 and "missing.toml does not exist" in err

@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for area in AREAS:
         area.register(sub)
+    for command in dict.fromkeys(sub.choices.values()):
+        # Also accepted after the command name (`nvir-agent run --config F`); SUPPRESS
+        # keeps a value given before the command name.
+        command.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                             help="agent.toml to use")
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show full tracebacks and debug log lines")
     return parser
 
 
