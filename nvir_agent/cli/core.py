@@ -70,9 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)  # before the heavy imports: config errors come fast
     from nvir_agent.engine import Engine
 
-    config = load_config(args.config)
     engine = Engine(config)
     try:
         engine.start()
@@ -114,9 +114,9 @@ def _where(row: dict[str, Any]) -> str:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    config = load_config(args.config, check_folders=False)
     from nvir_agent.engine import Engine
 
-    config = load_config(args.config, check_folders=False)
     engine = Engine(config)
     try:
         rows = engine.process_paths(args.paths, force=args.force)
