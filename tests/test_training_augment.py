@@ -82,3 +82,14 @@ def test_augment_rejects_what_is_not_an_8_bit_plane():
         augment(np.zeros((8, 8), np.uint16), np.random.default_rng(0))
     with pytest.raises(ValueError, match="2-D uint8"):
         augment(np.zeros((8, 8, 3), np.uint8), np.random.default_rng(0))
+
+
+def test_optional_defocus_blur_is_off_by_default_and_softens_crops_when_on():
+    img = crop(side=64)
+    plain = [augment(img, np.random.default_rng(s)) for s in range(20)]
+    blurred = [augment(img, np.random.default_rng(s), AugmentSettings(blur=0.05))
+               for s in range(20)]
+    # the same draws up to CLAHE; then about half of the crops get blurred
+    softened = sum(b.std() < 0.8 * p.std() for p, b in zip(plain, blurred, strict=True))
+    assert 4 <= softened <= 16
+    assert all(b.shape == img.shape and b.dtype == np.uint8 for b in blurred)

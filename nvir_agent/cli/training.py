@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=30,
                    help="epochs without improvement before training stops early (30)")
     p.add_argument("--no-augment", action="store_true", help="train without augmentations")
+    p.add_argument("--augment-blur", type=float, default=0.0, metavar="F",
+                   help="also blur (defocus) with sigma up to F × the crop side, p = 0.5 "
+                   "(default 0: the paper's augmentations only)")
     p.add_argument("--labels-from", choices=("auto", "viability", "atp"), default="auto",
                    help="use the 'viability' column or normalise raw ATP (default auto)")
     p.add_argument("--workers", type=int, default=1, help="threads for reading and augmenting")
@@ -151,7 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         margin=args.margin, intensity=args.intensity, split=args.split,
         val_fraction=args.val_fraction, init=args.init, lr=args.lr,
         weight_decay=args.weight_decay, lr_patience=args.lr_patience, patience=args.patience,
-        augment=not args.no_augment, label_source=args.labels_from, workers=args.workers,
+        augment=not args.no_augment, blur=args.augment_blur, label_source=args.labels_from, workers=args.workers,
         device=args.device, precision=args.precision, save_dtype=args.save_dtype,
         cache_dir=args.cache_dir, resume=args.resume, stop_after=args.stop_after)
     result = train(options, progress=ProgressPrinter())

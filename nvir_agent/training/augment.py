@@ -3,7 +3,9 @@
 Each transform is applied with probability 0.5, in this order: horizontal
 flip, vertical flip, rotation by a multiple of 90°, transpose,
 brightness/contrast (±0.2), gamma (80–120 %), tone curve (scale 0.1) and
-CLAHE (clip limit 0.3–1, 8×8 tiles). The intensity transforms follow
+CLAHE (clip limit 0.3–1, 8×8 tiles). An optional defocus blur (Gaussian,
+sigma up to ``blur`` × the crop side; off in the paper's recipe) makes models
+robust to focus drift. The intensity transforms follow
 albumentations' definitions (RandomBrightnessContrast, RandomGamma,
 RandomToneCurve, CLAHE) and are computed as 256-entry look-up tables.
 Everything is drawn from the given numpy Generator, so a seed fixes the result.
@@ -28,6 +30,7 @@ class AugmentSettings:
     tone_scale: float = 0.1
     clahe_clip: tuple[float, float] = (0.3, 1.0)
     clahe_tiles: int = 8
+    blur: float = 0.0  # max Gaussian sigma as a fraction of the crop side; 0 = off
 
 
 PAPER = AugmentSettings()
@@ -69,6 +72,10 @@ def augment(image: np.ndarray, rng: np.random.Generator,
         clip = rng.uniform(*settings.clahe_clip)
         tiles = settings.clahe_tiles
         out = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(tiles, tiles)).apply(out)
+    if settings.blur > 0 and rng.random() < p:
+        sigma = rng.uniform(0.0, settings.blur) * out.shape[0]
+        if sigma > 0.3:
+            out = cv2.GaussianBlur(out, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
     return out
 
 

@@ -36,7 +36,7 @@ from nvir_agent.errors import AgentError, DataError
 from nvir_agent.imageio import read_image
 from nvir_agent.model.preprocess import PreprocessSpec, preprocess
 from nvir_agent.segmentation import segment
-from nvir_agent.training.augment import augment
+from nvir_agent.training.augment import PAPER, AugmentSettings, augment
 from nvir_agent.training.labels import LabelSet
 
 log = logging.getLogger(__name__)
@@ -259,6 +259,7 @@ def epoch_batches(
     augmented: bool = True,
     shuffle: bool = True,
     pool: ThreadPoolExecutor | None = None,
+    settings: AugmentSettings = PAPER,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Batches of (N, 1, S, S) float32 inputs and (N,) targets for one epoch.
 
@@ -272,7 +273,7 @@ def epoch_batches(
     def one(i: int) -> np.ndarray:
         if not augmented:
             return crops[i]
-        return augment(crops[i], np.random.default_rng([seed, epoch, int(i)]))
+        return augment(crops[i], np.random.default_rng([seed, epoch, int(i)]), settings)
 
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]

@@ -37,6 +37,7 @@ from nvir_agent.model.network import build_nvir
 from nvir_agent.model.preprocess import PreprocessSpec
 from nvir_agent.paths import user_cache_dir
 from nvir_agent.training import hardware
+from nvir_agent.training.augment import AugmentSettings
 from nvir_agent.training.data import epoch_batches, prepare_crops, split_arrays, split_labels
 from nvir_agent.training.evaluate import metrics_report, predict
 from nvir_agent.training.labels import read_labels
@@ -79,6 +80,7 @@ class TrainOptions:
     lr_patience: int = 15
     patience: int = 30
     augment: bool = True
+    blur: float = 0.0  # extra defocus augmentation (max sigma / crop side); 0 = the paper's set
     label_source: str = "auto"
     workers: int = 1
     device: str = "auto"
@@ -195,6 +197,8 @@ def _check_options(o: TrainOptions) -> None:
         problems.append(f"--lr {o.lr} must be > 0")
     if o.weight_decay < 0:
         problems.append(f"--weight-decay {o.weight_decay} must be ≥ 0")
+    if not 0 <= o.blur <= 0.2:
+        problems.append(f"--augment-blur {o.blur} must be between 0 and 0.2")
     if o.patience < 1 or o.lr_patience < 0:
         problems.append("--patience must be ≥ 1 and --lr-patience ≥ 0")
     if problems:
@@ -267,7 +271,8 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
             steps = max(1, -(-len(x_train) // options.batch_size))
             for step, (xb, yb) in enumerate(epoch_batches(
                     x_train, y_train, spec, batch_size=options.batch_size, seed=options.seed,
-                    epoch=epoch, augmented=options.augment, pool=pool), start=1):
+                    epoch=epoch, augmented=options.augment, pool=pool,
+                    settings=AugmentSettings(blur=options.blur)), start=1):
                 x = torch.from_numpy(xb).to(device)
                 if bf16:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -372,7 +377,8 @@ def _metadata(options: TrainOptions, labels: Any, split: Any, crops: Any, n_trai
         "recipe": {**options.recipe(), "preprocessing": spec.to_dict(),
                    "loss": "mse", "optimizer": "AdamW",
                    "scheduler": "ReduceLROnPlateau(val_loss)",
-                   "augmentations": "paper" if options.augment else "none"},
+                   "augmentations": ("none" if not options.augment else "paper" if not
+                                     options.blur else f"paper + defocus blur ≤ {options.blur:g}")},
         "history": result.history,
     }
 
