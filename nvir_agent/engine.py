@@ -339,7 +339,8 @@ class Engine:
             for a in batch:
                 if not a.failed:
                     a.fail(exc)
-        except AgentError:
+        except AgentError:  # fatal (the model cannot load …): not this batch's fault
+            self.store.begin_attempt([r.id for r in records], undo=True)
             raise
         except Exception as exc:
             log.exception("Analysis stage failed on a batch of %d images", len(batch))

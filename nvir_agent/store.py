@@ -396,11 +396,12 @@ class Store(_Queries):
         )
         return [_record(r) for r in rows]
 
-    def begin_attempt(self, ids: Sequence[int]) -> None:
-        """Count one more attempt on each job before the work starts."""
+    def begin_attempt(self, ids: Sequence[int], *, undo: bool = False) -> None:
+        """Count one more attempt on each job before the work starts (``undo``:
+        take it back, when the work stopped for a reason that is not the image's)."""
         self._write(lambda conn: conn.executemany(
-            "UPDATE images SET attempts = attempts + 1, updated_at = ? WHERE id = ?",
-            [(time.time(), i) for i in ids],
+            "UPDATE images SET attempts = MAX(attempts + ?, 0), updated_at = ? WHERE id = ?",
+            [(-1 if undo else 1, time.time(), i) for i in ids],
         ))
 
     def fail_exhausted(self, max_attempts: int) -> list[str]:

@@ -69,6 +69,8 @@ def test_fatal_stage_error_stops_the_engine_and_keeps_the_jobs(tmp_path):
     assert "truncated" in engine.error.message
     with StoreReader(engine.database) as r:
         assert r.counts().pending == 1
+        [row] = r.export_rows()
+    assert row["attempts"] == 0  # a broken model does not count against the image
 
 
 class BuggyStage:
