@@ -108,6 +108,7 @@ def test_score_without_any_model_says_how_to_get_one(tmp_path, capsys):
     assert "No model to score with" in err and "nvir-agent model import" in err
 
 
+@pytest.mark.slow  # measures every inference option, ONNX export included
 def test_bench_json_reports_throughput_preprocessing_and_memory(tiny_model, capsys):
     rc, out, err = cli(
         capsys, "bench", "--json", "--images", "2", "--rounds", "1", "--model", str(tiny_model)
