@@ -15,7 +15,6 @@ so an interrupted and resumed run gives the same model as an uninterrupted one.
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import logging
 import os
 import pickle
@@ -363,7 +362,6 @@ def _metadata(options: TrainOptions, labels: Any, split: Any, crops: Any, n_trai
         "provenance": {
             "source": f"trained with nvir-agent train on {Path(options.labels).name}",
             "trained_from": init_text,
-            "trained_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "by": f"nvir-agent {__version__}",
             "hardware": hw,
             "wall_time_s": round(result.wall_s, 1),
