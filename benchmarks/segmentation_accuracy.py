@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=12, help="images per condition")
     ap.add_argument("--only", nargs="*", help="conditions to run")
+    ap.add_argument("--seed", type=int, default=1000, help="first seed (another set of images)")
     ap.add_argument("--real", type=Path, help="invasion-fluorescence folder")
     ap.add_argument("--overlays", type=Path, help="write real-image overlays here")
     args = ap.parse_args(argv)
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     all_ious = []
     print(f"{'condition':16s} {'n':>3s} {'mean IoU':>9s} {'min IoU':>8s}")
     for name in names:
-        ious = rendered_ious(name, args.n)
+        ious = rendered_ious(name, args.n, args.seed)
         all_ious += ious
         print(f"{name:16s} {len(ious):3d} {np.mean(ious):9.3f} {np.min(ious):8.3f}")
     print(f"{'overall':16s} {len(all_ious):3d} {np.mean(all_ious):9.3f} {np.min(all_ious):8.3f}"

@@ -53,8 +53,13 @@ PATH_SMOOTH = 3  # outline radii are averaged over this many neighbouring angles
 INWARD_BIAS = 0.5  # edge strength is weighted by exp(-INWARD_BIAS · r / r_candidate)
 CRACK_LENGTH = 0.8  # a bright gap this many radii long splits the body (fragmented)
 CELLS_PER_RADIUS = 25.0  # a liver cell is about 1/25 of a spheroid radius
+  # dark specks up to about this many cells in radius are closed away
 PIECE_MIN_AREA = 0.05  # a body piece outside the outline has at least this fraction of its area
 PIECE_BEYOND = 0.1  # an edge with this many radii of body beyond it counts 1/e as much
+PIECE_SKIP = 3.0  # cells of a border's own blur not counted as body beyond an edge
+GAP_SMOOTH = 0.5  # cells: smoothing before pixels of a broken body are classified
+GAP_CLOSE = 1.0  # cells: bright texture spots smaller than this stay body
+GAP_OPEN = 1.5  # cells: loose cells and bridges thinner than twice this go with the gaps
 
 
 @dataclass
@@ -325,6 +330,9 @@ def _outline(gray: np.ndarray, full: float, work: WorkImage, background: np.ndar
     if box[2] <= box[0] or box[3] <= box[1] or not mask[box[1]:box[3], box[0]:box[2]].any():
         return None
     cracks = _cracks(ratio, roi_mask, r_roi)
+    if cracks is not None or pieces is not None:
+        # a broken body: everything inside the outline that is not body goes
+        cracks = _gaps(ratio, roi_mask, r_roi)
     if cracks is not None:
         up = cv2.resize(cracks, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         mask[y0:y1, x0:x1][up >= 0.5] = 0
@@ -365,7 +373,7 @@ def _trace(ratio: np.ndarray, cx: float, cy: float, r_roi: float, k: int,
         body = cv2.remap(pieces.astype(np.float32), px, py, cv2.INTER_NEAREST,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         beyond = np.cumsum(body[:, ::-1], axis=1)[:, ::-1] * dr  # body length at radii ≥ r
-        skip = max(2, int(round(2.0 * r_roi / CELLS_PER_RADIUS / dr)))  # the border's own blur
+        skip = max(2, int(round(PIECE_SKIP * r_roi / CELLS_PER_RADIUS / dr)))  # the border's own blur
         beyond = np.concatenate([beyond[:, skip:], np.zeros((N_ANGLES, skip), np.float32)], 1)
         edge *= np.exp(-beyond / (PIECE_BEYOND * r_roi))
     edge[:, :max(2, int(0.25 * r_roi / dr))] = 0.0
@@ -423,8 +431,9 @@ def _outside_pieces(ratio: np.ndarray, inside: np.ndarray, radius: float) -> np.
         keep.append(i)
     if not keep:
         return None
-    united = inside.copy()
-    united[np.isin(labels, keep) & near] = 1
+    in_counts = np.bincount(labels[inside > 0].ravel(), minlength=count)
+    keep += [i for i in range(1, count) if in_counts[i] >= PIECE_MIN_AREA * area and i not in keep]
+    united = (np.isin(labels, keep) & near).astype(np.uint8)
     return united
 
 
@@ -487,3 +496,27 @@ def _cracks(ratio: np.ndarray, inside: np.ndarray, radius: float) -> np.ndarray 
     if not keep:
         return None
     return np.isin(labels, keep).astype(np.float32)
+
+
+def _disc(radius: float) -> np.ndarray:
+    k = max(1, int(round(radius)))
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
+
+
+def _gaps(ratio: np.ndarray, inside: np.ndarray, radius: float) -> np.ndarray:
+    """Everything inside the outline of a broken body that is not body, as float 0/1."""
+    cell = radius / CELLS_PER_RADIUS
+    sm = cv2.GaussianBlur(ratio, (0, 0), max(0.5, GAP_SMOOTH * cell))
+    values = sm[inside > 0]
+    split = 0.5 * (1.0 + float(np.median(values)))
+    body_level = float(np.median(values[values < split]))
+    keep = ((sm < 0.5 * (1.0 + body_level)) & (inside > 0)).astype(np.uint8)
+    keep = cv2.morphologyEx(keep, cv2.MORPH_CLOSE, _disc(GAP_CLOSE * cell))
+    keep = cv2.morphologyEx(keep, cv2.MORPH_OPEN, _disc(GAP_OPEN * cell)) & inside
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(keep, connectivity=8)
+    if count > 1:
+        big = 0.02 * float(np.count_nonzero(inside))
+        small = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] < big]
+        if small:
+            keep[np.isin(labels, small)] = 0
+    return ((inside > 0) & (keep == 0)).astype(np.float32)
