@@ -322,7 +322,7 @@ def choose_fast_path(
         fast = [c for c in fast if c.name == cached["chosen"]]
     else:
         cached = None
-    x = probe_batch(input_size, n=2)
+    x = probe_batch(input_size, n=4)
     choice = FastPathChoice(chosen=reference, reference=reference)
     speed, ref_out = measure(reference, x, repeats=0 if cached else 1)
     if not cached:
