@@ -15,6 +15,7 @@ from nvir_agent.model import locate
 from nvir_agent.model.modelfile import save_model
 from nvir_agent.model.network import build_nvir
 from nvir_agent.model.preprocess import PreprocessSpec
+from nvir_agent.synth.render import Conditions, render_spheroid
 
 
 def cli(capsys, *argv):
@@ -137,3 +138,19 @@ def test_model_info_without_a_file_says_which_model_the_agent_uses(tiny_model, t
     cfg.write_text(f'[model]\npath = "{tiny_model}"\n')
     rc, out, _ = cli(capsys, "--config", str(cfg), "model", "info")
     assert rc == 0 and f"model {tiny_model}" in out and "metrics:       r2 0.42" in out
+
+
+def test_score_with_a_spheroid_crop_model_segments_first(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = save_model(
+        tmp_path / "sph.safetensors", build_nvir(), PreprocessSpec(size=64, crop="spheroid")
+    )
+    good = tmp_path / "spheroid.png"
+    cv2.imwrite(str(good), render_spheroid(0.9, 1, Conditions(width=320, height=240, bits=8)).image)
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((240, 320), 160, dtype=np.uint8))
+    rc, out, _ = cli(capsys, "score", str(good), str(blank), "--model", str(model), "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rc == 0
+    assert isinstance(rows[0]["viability"], float)
+    assert rows[1]["viability"] is None and "no spheroid found" in rows[1]["error"]

@@ -183,9 +183,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from nvir_agent.errors import ImageError
+    from nvir_agent.errors import AnalysisError, ImageError
     from nvir_agent.imageio import read_image
     from nvir_agent.model.scorer import Scorer
+    from nvir_agent.segmentation import segment
 
     cfg = load_config(args.config, check_folders=False)
     if args.device:
@@ -194,39 +195,57 @@ def cmd_score(args: argparse.Namespace) -> int:
         cfg.model.path = str(args.model.resolve())
         cfg.model.enabled = True
     scorer = Scorer.from_config(cfg, low_priority=False)
-    rows: list[dict[str, Any]] = []
-    inputs = []
+    needs_mask = scorer.spec.crop == "spheroid"
+    chunk = max(scorer.batch_size, 32)
+    failed = total = 0
+    pending: list[tuple[dict[str, Any], np.ndarray | None]] = []
+
+    def flush() -> None:
+        ok = [(row, x) for row, x in pending if x is not None]
+        if ok:
+            values = scorer.score_tensors(np.stack([x for _, x in ok]))
+            for (row, _), v in zip(ok, values, strict=True):
+                row["viability"] = round(float(v), 4)
+        for row, _ in pending:
+            if args.json:
+                print(json.dumps(row))
+            elif row["error"]:
+                print(f"{row['path']}, error: {row['error']}")
+            else:
+                print(f"{row['path']}, {row['viability']:.4f}")
+        pending.clear()
+
     for path in args.images:
+        total += 1
         row: dict[str, Any] = {
             "path": str(path),
             "viability": None,
             "model": scorer.name,
             "error": None,
         }
+        x = None
         try:
             img = read_image(path, max_side=cfg.imaging.max_pixels_side, page=cfg.imaging.page)
-            inputs.append((row, scorer.preprocess(img.pixels, bit_depth=img.bit_depth)))
+            mask = None
+            if needs_mask:
+                seg = segment(img.pixels, bit_depth=img.bit_depth)
+                if not seg.found:
+                    raise AnalysisError(f"{path}: no spheroid found to crop around.")
+                mask = seg.mask
+            x = scorer.preprocess(img.pixels, bit_depth=img.bit_depth, mask=mask)
         except ImageError as exc:
             row["error"] = exc.message
-        rows.append(row)
-    if inputs:
-        values = scorer.score_tensors(np.stack([x for _, x in inputs]))
-        for (row, _), v in zip(inputs, values, strict=True):
-            row["viability"] = round(float(v), 4)
-    for row in rows:
-        if args.json:
-            print(json.dumps(row))
-        elif row["error"]:
-            print(f"{row['path']}, error: {row['error']}")
-        else:
-            print(f"{row['path']}, {row['viability']:.4f}")
-    failed = sum(r["error"] is not None for r in rows)
+            failed += 1
+        pending.append((row, x))
+        if len(pending) >= chunk:
+            flush()
+    flush()
     print(
-        f"{len(rows)} images scored with {scorer.name} ({scorer.choice.chosen.description})"
-        + (f", {failed} unreadable" if failed else ""),
+        f"{total} images scored with {scorer.name} ({scorer.choice.chosen.description})"
+        + (f", {failed} not scored" if failed else ""),
         file=sys.stderr,
     )
-    return 1 if failed == len(rows) else 0
+    return 1 if failed == total else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
