@@ -76,7 +76,7 @@ def measure(gray: np.ndarray, outline: Outline | None, *, full: float,
     largest piece of the mask.
     """
     feats: dict[str, Any] = {
-        "background_level": round(float(np.median(work.small[::2, ::2])), 4),
+        "background_level": round(float(np.median(work.small[::4, ::4])), 4),
         "saturated_fraction": round(float(np.count_nonzero(work.small >= 0.995))
                                     / work.small.size, 5),
     }
@@ -206,14 +206,23 @@ def _paper_curvature(polygon: np.ndarray, shape: tuple[int, int]) -> float | Non
 def _ring_features(polygon: np.ndarray, work: WorkImage, centre: tuple[float, float],
                    diameter: float) -> dict[str, Any]:
     """brightness_ratio and halo_fraction, at the working resolution."""
-    small, f = work.small, work.factor
-    sh, sw = small.shape
-    inside = np.zeros((sh, sw), np.uint8)
-    pts = (polygon + 0.5) / f - 0.5
-    cv2.fillPoly(inside, [np.rint(pts * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+    f = work.factor
     r = 0.5 * diameter / f
     cx, cy = (centre[0] + 0.5) / f - 0.5, (centre[1] + 0.5) / f - 0.5
-    yy, xx = np.ogrid[:sh, :sw]
+    pts = (polygon + 0.5) / f - 0.5
+    # crop to what is measured: the ring one radius round the outline and the
+    # background 1.3–1.8 radii from the centre
+    sh, sw = work.small.shape
+    lo = np.minimum(pts.min(0) - r, [cx - 1.8 * r, cy - 1.8 * r]) - 3
+    hi = np.maximum(pts.max(0) + r, [cx + 1.8 * r, cy + 1.8 * r]) + 4
+    x0, y0 = max(0, int(lo[0])), max(0, int(lo[1]))
+    x1, y1 = min(sw, int(hi[0])), min(sh, int(hi[1]))
+    small, ratio = work.small[y0:y1, x0:x1], work.ratio[y0:y1, x0:x1]
+    cx, cy = cx - x0, cy - y0
+    pts = pts - np.array([x0, y0], np.float32)
+    inside = np.zeros(small.shape, np.uint8)
+    cv2.fillPoly(inside, [np.rint(pts * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+    yy, xx = np.ogrid[:small.shape[0], :small.shape[1]]
     dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
     core = (inside > 0) & (dist <= 0.5 * r)
     if not core.any():
@@ -227,7 +236,7 @@ def _ring_features(polygon: np.ndarray, work: WorkImage, centre: tuple[float, fl
     d_out = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3)
     ring = (d_out >= 1.5) & (d_out <= max(2.5, r))
     if ring.any():
-        dark = work.ratio < 1.0 - max(0.10, 4.0 * work.noise)
+        dark = ratio < 1.0 - max(0.10, 4.0 * work.noise)
         out["halo_fraction"] = round(float(np.count_nonzero(dark & ring))
                                      / np.count_nonzero(ring), 4)
     return out

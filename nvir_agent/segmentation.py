@@ -35,7 +35,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from scipy.ndimage import maximum_filter1d
 
 from nvir_agent.errors import AnalysisError
 from nvir_agent.features import Outline, WorkImage, measure, quality_flags
@@ -51,9 +50,11 @@ N_ANGLES = 180  # outline vertices (every 2°)
 MAX_SLOPE = 0.8  # largest radius change per unit of arc length along the outline
 PATH_SMOOTH = 3  # outline radii are averaged over this many neighbouring angles
 INWARD_BIAS = 0.5  # edge strength is weighted by exp(-INWARD_BIAS · r / r_candidate)
-CRACK_LENGTH = 0.8  # a bright gap this many radii long splits the body (fragmented)
+CRACK_LENGTH = 1.0  # a bright gap this many radii long splits the body (fragmented)
+CRACK_DEPTH = 0.35  # ... and reaches this many radii deep into it
 CELLS_PER_RADIUS = 25.0  # a liver cell is about 1/25 of a spheroid radius
   # dark specks up to about this many cells in radius are closed away
+COARSE_RADIUS = 40  # pieces and cracks are looked for with about this many pixels per radius
 PIECE_MIN_AREA = 0.05  # a body piece outside the outline has at least this fraction of its area
 PIECE_BEYOND = 0.1  # an edge with this many radii of body beyond it counts 1/e as much
 PIECE_SKIP = 3.0  # cells of a border's own blur not counted as body beyond an edge
@@ -198,7 +199,7 @@ def _mad(values: np.ndarray) -> float:
 
 def _noise(ratio: np.ndarray, weights: np.ndarray) -> float:
     """Pixel noise of R from neighbouring-pixel differences over the background."""
-    sub, wsub = ratio[::4], weights[::4]
+    sub, wsub = ratio[::8], weights[::8]
     diff = np.diff(sub, axis=1)
     bg = wsub[:, 1:] > 0
     values = diff[bg] if np.count_nonzero(bg) >= 100 else diff.ravel()
@@ -310,8 +311,13 @@ def _outline(gray: np.ndarray, full: float, work: WorkImage, background: np.ndar
     cx, cy = (cxf - x0 + 0.5) / k - 0.5, (cyf - y0 + 0.5) / k - 0.5
     rad, theta = _trace(ratio, cx, cy, r_roi, k)
     roi_mask = _fill_polar(cx, cy, rad, theta, (rh, rw))
-    pieces = _outside_pieces(ratio, roi_mask, r_roi)
+    # looking for pieces and cracks needs no more than ~64 pixels per radius
+    half = 2 if r_roi >= 2 * COARSE_RADIUS and min(rh, rw) >= 32 else 1
+    coarse = cv2.resize(ratio, (rw // half, rh // half), interpolation=cv2.INTER_AREA)
+    coarse_mask = cv2.resize(roi_mask, (rw // half, rh // half), interpolation=cv2.INTER_NEAREST)
+    pieces = _outside_pieces(coarse, coarse_mask, r_roi / half)
     if pieces is not None:
+        pieces = cv2.resize(pieces, (rw, rh), interpolation=cv2.INTER_NEAREST)
         # a broken body: pieces of it lie outside the outline (it followed a
         # crack). Outline again around all of them, from their common centre,
         # with edges that leave body pieces outside made worthless.
@@ -329,7 +335,10 @@ def _outline(gray: np.ndarray, full: float, work: WorkImage, background: np.ndar
     box = (max(0, bx - 1), max(0, by - 1), min(w, bx + bw + 1), min(h, by + bh + 1))
     if box[2] <= box[0] or box[3] <= box[1] or not mask[box[1]:box[3], box[0]:box[2]].any():
         return None
-    cracks = _cracks(ratio, roi_mask, r_roi)
+    if pieces is not None:
+        coarse_mask = cv2.resize(roi_mask, (rw // half, rh // half),
+                                 interpolation=cv2.INTER_NEAREST)
+    cracks = _cracks(coarse, coarse_mask, r_roi / half)
     if cracks is not None or pieces is not None:
         # a broken body: everything inside the outline that is not body goes
         cracks = _gaps(ratio, roi_mask, r_roi)
@@ -408,13 +417,15 @@ def _outside_pieces(ratio: np.ndarray, inside: np.ndarray, radius: float) -> np.
         return None
     level = body_level + 0.5 * (1.0 - body_level)
     dark = (closed < level).astype(np.uint8)
+    grown = cv2.dilate(inside, disc, iterations=2)
+    if np.count_nonzero(dark > grown) < PIECE_MIN_AREA * area:
+        return None  # hardly anything dark outside the outline: the usual case
     # detach the fringe of loose cells and halo clumps from the pieces
     wide = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * cell + 1, 4 * cell + 1))
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, wide)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
     if count <= 1:
         return None
-    grown = cv2.dilate(inside, disc, iterations=2)
     near = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3) <= radius
     out_counts = np.bincount(labels[(grown == 0) & near].ravel(), minlength=count)
     rh, rw = ratio.shape
@@ -454,17 +465,19 @@ def _closed_path(edge: np.ndarray, step: int) -> np.ndarray:
     """
     n_a, n_r = edge.shape
     extra = n_a // 4
-    order = np.concatenate([np.arange(n_a - extra, n_a), np.arange(n_a), np.arange(extra)])
-    scores = np.empty((len(order), n_r), np.float32)
-    scores[0] = edge[order[0]]
-    size = 2 * step + 1
-    for t in range(1, len(order)):
-        scores[t] = maximum_filter1d(scores[t - 1], size, mode="constant", cval=-1e9)
-        scores[t] += edge[order[t]]
-    path = np.empty(len(order), np.int64)
+    rows = np.concatenate([edge[n_a - extra:], edge, edge[:extra]])
+    scores = np.empty_like(rows)
+    scores[0] = rows[0]
+    kernel = np.ones((1, 2 * step + 1), np.uint8)
+    for t in range(1, len(rows)):
+        # best score reachable from the previous angle: a running max over ±step
+        cv2.dilate(scores[t - 1:t], kernel, dst=scores[t:t + 1],
+                   borderType=cv2.BORDER_CONSTANT, borderValue=-1e9)
+        scores[t] += rows[t]
+    path = np.empty(len(rows), np.int64)
     p = int(np.argmax(scores[-1]))
     path[-1] = p
-    for t in range(len(order) - 1, 0, -1):
+    for t in range(len(rows) - 1, 0, -1):
         lo = max(0, p - step)
         p = lo + int(np.argmax(scores[t - 1, lo:p + step + 1]))
         path[t - 1] = p
@@ -490,9 +503,16 @@ def _cracks(ratio: np.ndarray, inside: np.ndarray, radius: float) -> np.ndarray 
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cell + 1, 2 * cell + 1))
     bright = cv2.morphologyEx(bright, cv2.MORPH_OPEN, kernel)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=8)
-    keep = [i for i in range(1, count)
+    long = [i for i in range(1, count)
             if np.hypot(stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT])
             >= CRACK_LENGTH * radius]
+    if not long:
+        return None
+    # a crack runs through the body; a light band along the border does not
+    depth = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
+    deepest = np.zeros(count, np.float32)
+    np.maximum.at(deepest, labels.ravel(), depth.ravel())
+    keep = [i for i in long if deepest[i] >= CRACK_DEPTH * radius]
     if not keep:
         return None
     return np.isin(labels, keep).astype(np.float32)
