@@ -62,6 +62,7 @@ ACCURACY_SET = {
     "bits16": ((0.3, 1.1), Conditions(bits=16)),
     "small_4x": ((0.3, 1.1), Conditions(diameter_frac=0.06)),
     "bubbles_debris": ((0.3, 1.1), Conditions(bubbles=3, debris=80)),
+    "fragmented": ((0.05, 0.3), Conditions(fragmented=True)),
 }
 
 
@@ -80,17 +81,30 @@ def test_rendered_spheroids_are_outlined_with_high_iou_in_every_condition():
         per_condition[name] = float(np.mean(ious))
     overall = float(np.mean(list(per_condition.values())))
     assert overall >= 0.92, per_condition
-    assert min(per_condition.values()) >= 0.85, per_condition
+    intact = {k: v for k, v in per_condition.items() if k != "fragmented"}
+    assert min(intact.values()) >= 0.85, per_condition
+    # broken bodies fall short of the 0.85 target (docs/segmentation.md): ~0.80 here
+    assert per_condition["fragmented"] >= 0.75, per_condition
 
 
-def test_broken_spheroid_is_found_and_flagged_fragmented():
+def test_broken_spheroid_keeps_all_its_pieces_and_is_flagged_fragmented():
     for seed in range(4):
         r = render_spheroid(0.1, seed=seed, conditions=Conditions(fragmented=True, focus=0.1,
                                                                    well_wall=0.0, bubbles=0))
         seg = segment(r.image, bit_depth=8)
         assert seg.found, seed
-        assert _iou(seg.mask, r.mask) > 0.3, seed  # the weakest case (docs/segmentation.md)
+        kept = np.count_nonzero(seg.mask & r.mask) / np.count_nonzero(r.mask)
+        assert kept > 0.85, (seed, kept)  # every piece, not the one beside a crack
+        assert _iou(seg.mask, r.mask) > 0.7, seed
         assert "fragmented" in seg.qc, (seed, seg.features["solidity"])
+
+
+def test_intact_spheroids_are_not_flagged_fragmented():
+    for seed in range(4):
+        r = render_spheroid(0.5, seed=seed, conditions=Conditions(fragmented=False))
+        seg = segment(r.image, bit_depth=8)
+        assert seg.found and "fragmented" not in seg.qc, (seed, seg.qc)
+        assert seg.features["n_pieces"] == 1, seed
 
 
 def test_12_bit_and_8_bit_versions_of_an_image_give_the_same_outline():
