@@ -93,3 +93,14 @@ def test_optional_defocus_blur_is_off_by_default_and_softens_crops_when_on():
     softened = sum(b.std() < 0.8 * p.std() for p, b in zip(plain, blurred, strict=True))
     assert 4 <= softened <= 16
     assert all(b.shape == img.shape and b.dtype == np.uint8 for b in blurred)
+
+
+def test_geometric_augmentation_only_rearranges_pixels():
+    img = crop(side=32)
+    symmetries = {np.rot90(m, k).tobytes() for m in (img, img.T) for k in range(4)}
+    seen = set()
+    for seed in range(40):
+        out = augment(img, np.random.default_rng(seed), AugmentSettings(intensity=False))
+        assert out.tobytes() in symmetries
+        seen.add(out.tobytes())
+    assert len(seen) == 8

@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="epochs without improvement before the learning rate halves (15)")
     p.add_argument("--patience", type=int, default=30,
                    help="epochs without improvement before training stops early (30)")
-    p.add_argument("--no-augment", action="store_true", help="train without augmentations")
+    p.add_argument("--augment", choices=("paper", "geometric", "none"), default="paper",
+                   help="the paper's augmentations (default), flips/rotations only, or none")
     p.add_argument("--augment-blur", type=float, default=0.0, metavar="F",
                    help="also blur (defocus) with sigma up to F × the crop side, p = 0.5 "
                    "(default 0: the paper's augmentations only)")
@@ -154,7 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         margin=args.margin, intensity=args.intensity, split=args.split,
         val_fraction=args.val_fraction, init=args.init, lr=args.lr,
         weight_decay=args.weight_decay, lr_patience=args.lr_patience, patience=args.patience,
-        augment=not args.no_augment, blur=args.augment_blur, label_source=args.labels_from, workers=args.workers,
+        augment=args.augment, blur=args.augment_blur, label_source=args.labels_from, workers=args.workers,
         device=args.device, precision=args.precision, save_dtype=args.save_dtype,
         cache_dir=args.cache_dir, resume=args.resume, stop_after=args.stop_after)
     result = train(options, progress=ProgressPrinter())

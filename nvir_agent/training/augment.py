@@ -31,6 +31,7 @@ class AugmentSettings:
     clahe_clip: tuple[float, float] = (0.3, 1.0)
     clahe_tiles: int = 8
     blur: float = 0.0  # max Gaussian sigma as a fraction of the crop side; 0 = off
+    intensity: bool = True  # False: flips, rotations, transpose (and blur) only
 
 
 PAPER = AugmentSettings()
@@ -53,22 +54,22 @@ def augment(image: np.ndarray, rng: np.random.Generator,
     if rng.random() < p:
         out = out.T
     lut = _RAMP.copy()
-    if rng.random() < p:
+    if settings.intensity and rng.random() < p:
         lut = brightness_contrast_lut(
             lut,
             rng.uniform(-settings.brightness, settings.brightness),
             rng.uniform(-settings.contrast, settings.contrast),
         )
-    if rng.random() < p:
+    if settings.intensity and rng.random() < p:
         lut = gamma_lut(lut, rng.uniform(*settings.gamma) / 100.0)
-    if rng.random() < p:
+    if settings.intensity and rng.random() < p:
         low = float(np.clip(rng.normal(0.25, settings.tone_scale), 0.0, 1.0))
         high = float(np.clip(rng.normal(0.75, settings.tone_scale), 0.0, 1.0))
         lut = tone_curve_lut(lut, low, high)
     out = np.ascontiguousarray(out)
     if not np.array_equal(lut, _RAMP):
         out = cv2.LUT(out, np.clip(np.rint(lut), 0, 255).astype(np.uint8))
-    if rng.random() < p:
+    if settings.intensity and rng.random() < p:
         clip = rng.uniform(*settings.clahe_clip)
         tiles = settings.clahe_tiles
         out = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(tiles, tiles)).apply(out)

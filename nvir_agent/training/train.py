@@ -78,7 +78,7 @@ class TrainOptions:
     lr_factor: float = 0.5
     lr_patience: int = 15
     patience: int = 30
-    augment: bool = True
+    augment: str = "paper"  # paper, geometric (flips/rotations only) or none
     blur: float = 0.0  # extra defocus augmentation (max sigma / crop side); 0 = the paper's set
     label_source: str = "auto"
     workers: int = 1
@@ -196,6 +196,8 @@ def _check_options(o: TrainOptions) -> None:
         problems.append(f"--lr {o.lr} must be > 0")
     if o.weight_decay < 0:
         problems.append(f"--weight-decay {o.weight_decay} must be ≥ 0")
+    if o.augment not in ("paper", "geometric", "none"):
+        problems.append(f"--augment {o.augment} is not paper, geometric or none")
     if not 0 <= o.blur <= 0.2:
         problems.append(f"--augment-blur {o.blur} must be between 0 and 0.2")
     if o.patience < 1 or o.lr_patience < 0:
@@ -270,8 +272,10 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
             steps = max(1, -(-len(x_train) // options.batch_size))
             for step, (xb, yb) in enumerate(epoch_batches(
                     x_train, y_train, spec, batch_size=options.batch_size, seed=options.seed,
-                    epoch=epoch, augmented=options.augment, pool=pool,
-                    settings=AugmentSettings(blur=options.blur)), start=1):
+                    epoch=epoch, augmented=options.augment != "none", pool=pool,
+                    settings=AugmentSettings(blur=options.blur,
+                                             intensity=options.augment == "paper")),
+                    start=1):
                 x = torch.from_numpy(xb).to(device)
                 if bf16:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -375,8 +379,8 @@ def _metadata(options: TrainOptions, labels: Any, split: Any, crops: Any, n_trai
         "recipe": {**options.recipe(), "preprocessing": spec.to_dict(),
                    "loss": "mse", "optimizer": "AdamW",
                    "scheduler": "ReduceLROnPlateau(val_loss)",
-                   "augmentations": ("none" if not options.augment else "paper" if not
-                                     options.blur else f"paper + defocus blur ≤ {options.blur:g}")},
+                   "augmentations": options.augment + (
+                       f" + defocus blur ≤ {options.blur:g}" if options.blur else "")},
         "history": result.history,
     }
 
