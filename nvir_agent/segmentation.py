@@ -23,8 +23,11 @@ How it works (details in docs/segmentation.md):
    r(θ) of strongest radial edge, found by dynamic programming with a limit on
    how fast r may change: it follows the body border through blur and halo and
    is drawn into the full-resolution mask with sub-pixel vertices.
-4. Cracks. Long background-bright gaps across the body (a spheroid breaking
-   up) are cut out of the mask, so a broken body shows as several pieces.
+4. Broken bodies. Body pieces left outside the outline (it followed a crack)
+   make it be traced again round all of them, with edges that leave body
+   beyond them worth little. Long background-bright gaps across the body are
+   cracks; in a broken body everything inside the outline that is not body is
+   cut out pixel by pixel, so the body shows as its pieces.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ CRACK_LENGTH = 1.0  # a bright gap this many radii long splits the body (fragmen
 CRACK_DEPTH = 0.35  # ... and reaches this many radii deep into it
 CELLS_PER_RADIUS = 25.0  # a liver cell is about 1/25 of a spheroid radius
   # dark specks up to about this many cells in radius are closed away
-COARSE_RADIUS = 40  # pieces and cracks are looked for with about this many pixels per radius
+COARSE_RADIUS = 40  # pieces and cracks are looked for at 1–2× this many pixels per radius
 PIECE_MIN_AREA = 0.05  # a body piece outside the outline has at least this fraction of its area
 PIECE_BEYOND = 0.1  # an edge with this many radii of body beyond it counts 1/e as much
 PIECE_SKIP = 3.0  # cells of a border's own blur not counted as body beyond an edge
@@ -311,7 +314,7 @@ def _outline(gray: np.ndarray, full: float, work: WorkImage, background: np.ndar
     cx, cy = (cxf - x0 + 0.5) / k - 0.5, (cyf - y0 + 0.5) / k - 0.5
     rad, theta = _trace(ratio, cx, cy, r_roi, k)
     roi_mask = _fill_polar(cx, cy, rad, theta, (rh, rw))
-    # looking for pieces and cracks needs no more than ~64 pixels per radius
+    # looking for pieces and cracks needs no more than COARSE_RADIUS–2×COARSE_RADIUS px per radius
     half = 2 if r_roi >= 2 * COARSE_RADIUS and min(rh, rw) >= 32 else 1
     coarse = cv2.resize(ratio, (rw // half, rh // half), interpolation=cv2.INTER_AREA)
     coarse_mask = cv2.resize(roi_mask, (rw // half, rh // half), interpolation=cv2.INTER_NEAREST)
