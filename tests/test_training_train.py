@@ -9,14 +9,23 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
 from nvir_agent.cli.main import main
 from nvir_agent.errors import DataError, ModelLoadError, UsageError
 from nvir_agent.model.modelfile import load_model
+from nvir_agent.model.network import build_nvir
 from nvir_agent.synth.render import Conditions, render_spheroid
-from nvir_agent.training.train import TrainOptions, imagenet_weights_path, resume_path, train
+from nvir_agent.training.train import (
+    TrainOptions,
+    fold_calibration,
+    imagenet_weights_path,
+    output_calibration,
+    resume_path,
+    train,
+)
 
 N_IMAGES = 12
 
@@ -66,6 +75,7 @@ def test_tiny_training_run_writes_a_loadable_model_whose_metadata_describes_it(d
     assert meta["recipe"]["lr"] == 1e-4 and meta["recipe"]["weight_decay"] == 5e-4
     assert meta["recipe"]["lr_patience"] == 15 and meta["recipe"]["batch_size"] == 4
     assert meta["provenance"]["trained_from"] == "random initialisation"
+    assert meta["recipe"]["calibrate"] is True and "output_scale" in meta["history"][0]
     assert meta["provenance"]["hardware"]["device"] == "cpu"
     assert meta["metrics"]["validation"]["n"] == 4
     assert set(meta["metrics"]["validation"]) >= {"r2", "mae", "per_site", "per_day"}
@@ -104,6 +114,7 @@ def test_imagenet_initialisation_without_offline_weights_names_the_file_to_get(d
     assert "resnet18-f37072fd.pth" in exc.value.hint and "--init none" in exc.value.hint
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_a_model_file_and_keeps_its_preprocessing(dataset, tmp_path):
     first = train(options(dataset, tmp_path / "a.safetensors", intensity="percentile"))
     tuned = train(options(dataset, tmp_path / "b.safetensors", init=str(first.path),
@@ -157,3 +168,18 @@ def test_train_and_evaluate_commands_end_to_end(dataset, tmp_path, capsys):
     rc = main(["train", "--labels", str(tmp_path / "none.csv"), "--out", str(model)])
     assert rc == 2 and "labels file" in capsys.readouterr().err
 
+
+
+def test_output_calibration_is_the_least_squares_line_and_folds_into_the_output_layer():
+    assert output_calibration(np.array([0.1, 0.2, 0.3]), np.array([0.3, 0.5, 0.7])) == (
+        pytest.approx(2.0), pytest.approx(0.1))
+    assert output_calibration(np.array([0.5, 0.5]), np.array([0.0, 1.0])) == (1.0, 0.0)
+    torch.manual_seed(0)
+    net = build_nvir().eval()
+    x = torch.randn(3, 1, 32, 32)
+    with torch.inference_mode():
+        before = net(x)
+    net.load_state_dict(fold_calibration(net.state_dict(), 1.7, -0.2))
+    with torch.inference_mode():
+        after = net(x)
+    assert torch.allclose(after, 1.7 * before - 0.2, atol=1e-5)

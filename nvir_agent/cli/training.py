@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="epochs without improvement before the learning rate halves (15)")
     p.add_argument("--patience", type=int, default=30,
                    help="epochs without improvement before training stops early (30)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="keep the raw output layer (default: after each epoch, rescale it by "
+                   "least squares on training images, which removes the bias that the "
+                   "head's dropout leaves in eval mode)")
     p.add_argument("--augment", choices=("paper", "geometric", "none"), default="paper",
                    help="the paper's augmentations (default), flips/rotations only, or none")
     p.add_argument("--augment-blur", type=float, default=0.0, metavar="F",
@@ -155,7 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         margin=args.margin, intensity=args.intensity, split=args.split,
         val_fraction=args.val_fraction, init=args.init, lr=args.lr,
         weight_decay=args.weight_decay, lr_patience=args.lr_patience, patience=args.patience,
-        augment=args.augment, blur=args.augment_blur, label_source=args.labels_from, workers=args.workers,
+        augment=args.augment, calibrate=not args.no_calibrate, blur=args.augment_blur, label_source=args.labels_from, workers=args.workers,
         device=args.device, precision=args.precision, save_dtype=args.save_dtype,
         cache_dir=args.cache_dir, resume=args.resume, stop_after=args.stop_after)
     result = train(options, progress=ProgressPrinter())

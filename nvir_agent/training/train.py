@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 IMAGENET_FILE = "resnet18-f37072fd.pth"
 IMAGENET_URL = "https://download.pytorch.org/models/" + IMAGENET_FILE
 RESUME_SUFFIX = ".resume"
+CALIBRATION_IMAGES = 1024  # training images used to calibrate the output after each epoch
 # options that may change between an interrupted run and its resumption
 _RESUMABLE_CHANGES = {"epochs", "resume", "workers", "stop_after", "device", "cache_dir", "out"}
 
@@ -78,6 +79,7 @@ class TrainOptions:
     lr_factor: float = 0.5
     lr_patience: int = 15
     patience: int = 30
+    calibrate: bool = True  # rescale the output layer after each epoch (see output_calibration)
     augment: str = "paper"  # paper, geometric (flips/rotations only) or none
     blur: float = 0.0  # extra defocus augmentation (max sigma / crop side); 0 = the paper's set
     label_source: str = "auto"
@@ -231,6 +233,8 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
             f"after leaving out unusable images, {len(x_train)} training and {len(x_val)} "
             "validation images remain", "label more images, or choose another --split")
     val_items = [labels.items[i] for i in val_idx]
+    cal = np.random.default_rng([options.seed, 0]).permutation(len(x_train))[:CALIBRATION_IMAGES]
+    x_cal, y_cal = x_train[np.sort(cal)], y_train[np.sort(cal)]
 
     device = hardware.pick_device(options.device)
     bf16 = hardware.use_bf16(device, options.precision)
@@ -290,15 +294,21 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
                 seen += len(yb)
                 notify(Progress("batch", step, steps, epoch, options.epochs))
             train_s = time.monotonic() - t0
-            pred = predict(module, x_val, spec, batch_size=max(options.batch_size, 64),
-                           device=device, bf16=bf16)
+            scale, shift = 1.0, 0.0
+            if options.calibrate:
+                scale, shift = output_calibration(
+                    predict(module, x_cal, spec, batch_size=max(options.batch_size, 64),
+                            device=device, bf16=bf16), y_cal)
+            pred = scale * predict(module, x_val, spec, batch_size=max(options.batch_size, 64),
+                                   device=device, bf16=bf16) + shift
             val_loss = float(np.mean((pred - y_val) ** 2))
             report = metrics_report(val_items, y_val, pred)
             scheduler.step(val_loss)
             improved = val_loss < state["best_loss"]
             if improved:
                 state.update(best_loss=val_loss, best_epoch=epoch, bad_epochs=0,
-                             best_state=_cpu_state(module), best_report=report)
+                             best_state=fold_calibration(_cpu_state(module), scale, shift),
+                             best_report=report)
             else:
                 state["bad_epochs"] += 1
             lr = optimizer.param_groups[0]["lr"]
@@ -308,7 +318,8 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
             state["history"].append({
                 "epoch": epoch, "train_loss": round(sum(losses) / max(seen, 1), 6),
                 "val_loss": round(val_loss, 6), "val_r2": report["r2"], "val_mae": report["mae"],
-                "lr": lr, "seconds": round(time.monotonic() - t0, 2)})
+                "lr": lr, "output_scale": round(scale, 5), "output_shift": round(shift, 5),
+                "seconds": round(time.monotonic() - t0, 2)})
             epochs_this_run += 1
             elapsed = time.monotonic() - run_start
             per_epoch = elapsed / epochs_this_run
@@ -351,6 +362,36 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
     log.info("wrote %s (best epoch %d, validation R² %s, MAE %s)", result.path,
              result.best_epoch, result.validation.get("r2"), result.validation.get("mae"))
     return result
+
+
+def output_calibration(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Least-squares (scale, shift) so that scale·pred + shift fits ``target``.
+
+    The paper's head applies dropout (0.3) after every layer, the last one
+    included; in eval mode, without dropout, its outputs come out compressed and
+    shifted against what training optimised. Fitting an affine map of the
+    eval-mode outputs on training images (never validation images) and folding
+    it into the final linear layer removes that bias without changing the
+    architecture. Returns (1, 0) when the outputs do not vary.
+    """
+    p = np.asarray(pred, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    if p.size < 2 or float(p.std()) < 1e-6:
+        return 1.0, 0.0
+    scale, shift = np.polyfit(p, t, 1)
+    return float(scale), float(shift)
+
+
+def fold_calibration(state: dict[str, torch.Tensor], scale: float, shift: float
+                     ) -> dict[str, torch.Tensor]:
+    """The state dict with scale·y + shift folded into the output layer."""
+    if scale == 1.0 and shift == 0.0:
+        return state
+    state = dict(state)
+    weight, bias = state["regression_head.1.weight"], state["regression_head.1.bias"]
+    state["regression_head.1.weight"] = weight * scale
+    state["regression_head.1.bias"] = bias * scale + shift
+    return state
 
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
