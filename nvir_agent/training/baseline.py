@@ -6,8 +6,9 @@ the circumference of the circle of equal area, the mean boundary curvature,
 the brightness ratio (core over local background) and the area (as a fraction
 of the frame, so frames of different sizes compare). The regressor is a
 ridge regression on the standardised features, their squares and pairwise
-products (a quadratic surface fitted by numpy least squares): simple,
-deterministic and with no dependency beyond numpy.
+products (a quadratic surface fitted by numpy least squares), its predictions
+clipped to the range of the training labels so that a quadratic never
+extrapolates wildly: simple, deterministic and with no dependency beyond numpy.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ class Baseline:
     mean: np.ndarray
     scale: np.ndarray
     coef: np.ndarray
+    low: float = -np.inf
+    high: float = np.inf
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, *, ridge: float = RIDGE) -> Baseline:
@@ -111,11 +114,11 @@ class Baseline:
         penalty[0, 0] = 0.0  # the intercept is not penalised
         coef, *_ = np.linalg.lstsq(np.vstack([design, penalty]),
                                    np.concatenate([y, np.zeros(design.shape[1])]), rcond=None)
-        return cls(mean, scale, coef)
+        return cls(mean, scale, coef, float(y.min()), float(y.max()))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64).reshape(-1, len(self.mean))
-        return _design((x - self.mean) / self.scale) @ self.coef
+        return np.clip(_design((x - self.mean) / self.scale) @ self.coef, self.low, self.high)
 
     def describe(self) -> dict[str, Any]:
         return {"features": list(FEATURES), "regressor": "quadratic ridge regression",
