@@ -104,3 +104,13 @@ def test_geometric_augmentation_only_rearranges_pixels():
         assert out.tobytes() in symmetries
         seen.add(out.tobytes())
     assert len(seen) == 8
+
+
+def test_optional_noise_roughens_a_flat_crop_and_is_off_by_default():
+    flat = np.full((64, 64), 128, np.uint8)
+    geometric = AugmentSettings(intensity=False)
+    assert all(augment(flat, np.random.default_rng(s), geometric).std() == 0 for s in range(10))
+    noisy = [augment(flat, np.random.default_rng(s), AugmentSettings(intensity=False, noise=0.05))
+             for s in range(20)]
+    assert 4 <= sum(n.std() > 1.0 for n in noisy) <= 16
+    assert max(n.std() for n in noisy) < 0.05 * 255 * 1.1

@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="epochs without improvement before the learning rate halves (15)")
     p.add_argument("--patience", type=int, default=30,
                    help="epochs without improvement before training stops early (30)")
+    p.add_argument("--augment-noise", type=float, default=0.0, metavar="F",
+                   help="also add Gaussian noise with std up to F × 255, p = 0.5 (default 0)")
     p.add_argument("--no-calibrate", action="store_true",
                    help="keep the raw output layer (default: after each epoch, rescale it by "
                    "least squares on training images, which removes the bias that the "
@@ -159,7 +161,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         margin=args.margin, intensity=args.intensity, split=args.split,
         val_fraction=args.val_fraction, init=args.init, lr=args.lr,
         weight_decay=args.weight_decay, lr_patience=args.lr_patience, patience=args.patience,
-        augment=args.augment, calibrate=not args.no_calibrate, blur=args.augment_blur, label_source=args.labels_from, workers=args.workers,
+        augment=args.augment, calibrate=not args.no_calibrate, blur=args.augment_blur,
+        noise=args.augment_noise, label_source=args.labels_from, workers=args.workers,
         device=args.device, precision=args.precision, save_dtype=args.save_dtype,
         cache_dir=args.cache_dir, resume=args.resume, stop_after=args.stop_after)
     result = train(options, progress=ProgressPrinter())

@@ -5,7 +5,8 @@ flip, vertical flip, rotation by a multiple of 90°, transpose,
 brightness/contrast (±0.2), gamma (80–120 %), tone curve (scale 0.1) and
 CLAHE (clip limit 0.3–1, 8×8 tiles). An optional defocus blur (Gaussian,
 sigma up to ``blur`` × the crop side; off in the paper's recipe) makes models
-robust to focus drift. The intensity transforms follow
+robust to focus drift, and optional Gaussian noise (std up to ``noise`` × 255)
+to noisier cameras. The intensity transforms follow
 albumentations' definitions (RandomBrightnessContrast, RandomGamma,
 RandomToneCurve, CLAHE) and are computed as 256-entry look-up tables.
 Everything is drawn from the given numpy Generator, so a seed fixes the result.
@@ -31,6 +32,7 @@ class AugmentSettings:
     clahe_clip: tuple[float, float] = (0.3, 1.0)
     clahe_tiles: int = 8
     blur: float = 0.0  # max Gaussian sigma as a fraction of the crop side; 0 = off
+    noise: float = 0.0  # max Gaussian noise std as a fraction of 255; 0 = off
     intensity: bool = True  # False: flips, rotations, transpose (and blur) only
 
 
@@ -77,6 +79,10 @@ def augment(image: np.ndarray, rng: np.random.Generator,
         sigma = rng.uniform(0.0, settings.blur) * out.shape[0]
         if sigma > 0.3:
             out = cv2.GaussianBlur(out, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    if settings.noise > 0 and rng.random() < p:
+        std = rng.uniform(0.0, settings.noise) * 255.0
+        noisy = out + rng.normal(0.0, std, out.shape)
+        out = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
     return out
 
 

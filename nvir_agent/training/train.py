@@ -82,6 +82,7 @@ class TrainOptions:
     calibrate: bool = True  # rescale the output layer after each epoch (see output_calibration)
     augment: str = "paper"  # paper, geometric (flips/rotations only) or none
     blur: float = 0.0  # extra defocus augmentation (max sigma / crop side); 0 = the paper's set
+    noise: float = 0.0  # extra Gaussian noise augmentation (max std / 255); 0 = the paper's set
     label_source: str = "auto"
     workers: int = 1
     device: str = "auto"
@@ -202,6 +203,8 @@ def _check_options(o: TrainOptions) -> None:
         problems.append(f"--augment {o.augment} is not paper, geometric or none")
     if not 0 <= o.blur <= 0.2:
         problems.append(f"--augment-blur {o.blur} must be between 0 and 0.2")
+    if not 0 <= o.noise <= 0.2:
+        problems.append(f"--augment-noise {o.noise} must be between 0 and 0.2")
     if o.patience < 1 or o.lr_patience < 0:
         problems.append("--patience must be ≥ 1 and --lr-patience ≥ 0")
     if problems:
@@ -277,7 +280,7 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
             for step, (xb, yb) in enumerate(epoch_batches(
                     x_train, y_train, spec, batch_size=options.batch_size, seed=options.seed,
                     epoch=epoch, augmented=options.augment != "none", pool=pool,
-                    settings=AugmentSettings(blur=options.blur,
+                    settings=AugmentSettings(blur=options.blur, noise=options.noise,
                                              intensity=options.augment == "paper")),
                     start=1):
                 x = torch.from_numpy(xb).to(device)
@@ -420,8 +423,9 @@ def _metadata(options: TrainOptions, labels: Any, split: Any, crops: Any, n_trai
         "recipe": {**options.recipe(), "preprocessing": spec.to_dict(),
                    "loss": "mse", "optimizer": "AdamW",
                    "scheduler": "ReduceLROnPlateau(val_loss)",
-                   "augmentations": options.augment + (
-                       f" + defocus blur ≤ {options.blur:g}" if options.blur else "")},
+                   "augmentations": options.augment
+                   + (f" + defocus blur ≤ {options.blur:g}" if options.blur else "")
+                   + (f" + noise ≤ {options.noise:g}" if options.noise else "")},
         "history": result.history,
     }
 
