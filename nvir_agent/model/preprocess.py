@@ -167,17 +167,17 @@ def center_square_bounds(width: int, height: int) -> tuple[int, int, int, int]:
 def spheroid_square_bounds(mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) of the square around ``mask``'s bounding box, widened by
     ``margin`` × its side on each side; may reach outside the frame."""
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
+    rows = np.flatnonzero(mask.any(axis=1))  # far faster than np.nonzero on big frames
+    if rows.size == 0:
         raise AnalysisError(
             "No spheroid mask to crop around.",
             "This model crops around the segmented spheroid; the image had none.",
         )
-    bw = int(xs.max()) - int(xs.min()) + 1
-    bh = int(ys.max()) - int(ys.min()) + 1
-    side = int(round(max(bw, bh) * (1 + 2 * margin)))
-    cx = (int(xs.min()) + int(xs.max()) + 1) / 2
-    cy = (int(ys.min()) + int(ys.max()) + 1) / 2
+    cols = np.flatnonzero(mask.any(axis=0))
+    y_min, y_max, x_min, x_max = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    side = int(round(max(x_max - x_min + 1, y_max - y_min + 1) * (1 + 2 * margin)))
+    cx = (x_min + x_max + 1) / 2
+    cy = (y_min + y_max + 1) / 2
     x0 = int(np.floor(cx - side / 2))
     y0 = int(np.floor(cy - side / 2))
     return x0, y0, x0 + side, y0 + side
@@ -232,8 +232,11 @@ def _to_uint8(gray: np.ndarray, spec: PreprocessSpec, bit_depth: int | None) -> 
     lo, hi = _rank_percentiles(gray, spec.low_percentile, spec.high_percentile)
     if hi <= lo:
         hi = lo + 1.0
-    scaled = (gray.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    # one table entry per possible pixel value: the same numbers as mapping each pixel
+    values = np.arange(int(gray.max()) + 1, dtype=np.float32)
+    scaled = (values - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    lut = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return lut[gray]
 
 
 def _rank_percentiles(gray: np.ndarray, low: float, high: float) -> tuple[float, float]:
