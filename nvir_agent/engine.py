@@ -28,6 +28,7 @@ from typing import Any
 from nvir_agent import analysis
 from nvir_agent.config import Config
 from nvir_agent.errors import AgentError, ImageError, StoreError, UsageError
+from nvir_agent.model.locate import describe_model_source
 from nvir_agent.monitor.monitor import Monitor
 from nvir_agent.naming import try_parse_path
 from nvir_agent.pipeline import Analysis, ImageRecord, ResultListener, Stage, run_stages
@@ -222,6 +223,7 @@ class Engine:
             folders=self._watcher.status() if self._watcher else [],
             started_at=self._started_at, heartbeat_at=time.time(), pid=os.getpid(),
             error=self._error.message if self._error else None,
+            model=describe_model_source(self.config),
         )
 
     def idle(self) -> bool:

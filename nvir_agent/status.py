@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nvir_agent.config import Config
+from nvir_agent.model.locate import describe_model_source
 from nvir_agent.store import StoreReader, database_path
 from nvir_agent.watch import FolderStatus
 
@@ -36,6 +37,7 @@ class EngineStatus:
     heartbeat_at: float | None = None
     pid: int | None = None
     error: str | None = None
+    model: str = ""  # which model scores, or why scoring is off
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,7 +52,8 @@ def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> En
         for f in config.watch.folders
     ]
     if not db.is_file():
-        return EngineStatus(running=False, database=str(db), folders=configured)
+        return EngineStatus(running=False, database=str(db), folders=configured,
+                            model=describe_model_source(config))
     with StoreReader(db) as reader:
         counts = reader.counts()
         beat = reader.heartbeat()
@@ -66,4 +69,5 @@ def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> En
         started_at=beat["started_at"] if beat else None,
         heartbeat_at=beat["heartbeat_at"] if beat else None,
         pid=beat["pid"] if beat else None, error=snap.get("error"),
+        model=describe_model_source(config),
     )

@@ -181,3 +181,20 @@ def test_paths_lists_config_database_and_folders(tmp_path, capsys):
     assert rc == 0
     assert f"config:   {cfg}" in out and str(tmp_path / "x.sqlite3") in out
     assert "log:" in out and "cache:" in out
+
+
+def test_status_says_which_model_scores_or_how_to_get_one(tmp_path, capsys):
+    missing = tmp_path / "no-such-model.safetensors"
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f'[storage]\ndatabase = "{tmp_path / "s.sqlite3"}"\n[model]\npath = "{missing}"\n',
+        encoding="utf-8",
+    )
+    rc, out, _ = cli(capsys, "--config", str(cfg), "status")
+    assert rc == 0 and f"model:     model {missing}" in out
+    cfg.write_text(
+        f'[storage]\ndatabase = "{tmp_path / "s.sqlite3"}"\n[model]\nenabled = false\n',
+        encoding="utf-8",
+    )
+    rc, out, _ = cli(capsys, "--config", str(cfg), "status", "--json")
+    assert "switched off" in json.loads(out)["model"]

@@ -157,6 +157,7 @@ def cmd_status(args: argparse.Namespace) -> int:
              else "not running")
     print(f"agent:     {state}")
     print(f"database:  {st.database}")
+    print(f"model:     {st.model}")
     print(f"images:    {st.seen} seen, {st.done} done, {st.failed} failed, "
           f"{st.pending} pending, {st.settling} settling")
     if st.error:
