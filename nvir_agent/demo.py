@@ -321,11 +321,7 @@ class DemoRun:
                 self._emit(DemoEvent("read_written", day=day, days=o.days, images=len(wells),
                                      seconds=seconds))
                 last = day == self.sim.reads[-1]
-                t = time.perf_counter()
                 self._wait(engine, written if o.catch_up else 0, 0.0 if last else o.read_gap_s)
-                if o.catch_up:
-                    self._emit(DemoEvent("read_analysed", day=day, days=o.days,
-                                         images=len(wells), seconds=time.perf_counter() - t))
             t = time.perf_counter()
             done, failed = self._wait_processed(engine, total)
             timings["final_wait_s"] = time.perf_counter() - t
@@ -352,8 +348,9 @@ class DemoRun:
     def _wait(self, engine: Engine, images: int, at_least_s: float) -> None:
         """Wait ``at_least_s`` and until the agent has analysed ``images`` images
         (and told the monitor), showing alerts as they come."""
-        end = time.monotonic() + at_least_s
-        deadline = time.monotonic() + self.options.timeout_s
+        start = time.monotonic()
+        end = start + at_least_s
+        deadline = start + self.options.timeout_s
         caught_up = images == 0
         while True:
             self._poll_alerts()
@@ -363,6 +360,8 @@ class DemoRun:
                 if caught_up:
                     engine.wait_idle(timeout=5.0, quiet_s=0.2)  # the monitor has run
                     self._poll_alerts(force=True)
+                    self._emit(DemoEvent("read_analysed", day=self._day, days=self.options.days,
+                                         seconds=time.monotonic() - start))
             if caught_up and time.monotonic() >= end:
                 return
             if time.monotonic() > deadline:

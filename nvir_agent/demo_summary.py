@@ -202,8 +202,9 @@ def _num(v: float) -> str:
     return f"{v:.3g}"
 
 
-def fit_text(row: Ic50Row | None) -> str:
-    """'2.3 µM (1.6–3.2)', '> 320 µM (none)' or why there is no fit."""
+def fit_text(row: Ic50Row | None, highest_uM: float | None = None) -> str:
+    """'2.3 µM (1.6–3.2)', 'none (infinite)' or why there is no fit; an IC50
+    above the highest tested concentration says so."""
     if row is None:
         return "no data"
     if row.n_concentrations < 3:
@@ -214,7 +215,9 @@ def fit_text(row: Ic50Row | None) -> str:
         return "none (infinite)"
     lo, hi = row.ci95
     ci = (f"{_num(lo)}–{_num(hi)}" if math.isfinite(lo) and math.isfinite(hi) else "CI n/a")
-    return f"{_num(row.ic50)} µM ({ci})"
+    beyond = (f"; above the highest tested {_num(highest_uM)} µM"
+              if highest_uM is not None and row.ic50 > highest_uM else "")
+    return f"{_num(row.ic50)} µM ({ci}{beyond})"
 
 
 def truth_text(s: CompoundSummary) -> str:
@@ -239,7 +242,8 @@ def format_summary(rows: Sequence[CompoundSummary]) -> str:
     for s in rows:
         name = s.compound + (" (positive control)" if s.positive_control else "")
         day = str(s.fit.day) if s.fit is not None else "-"
-        lines.append((name, truth_text(s), alert_text(s), fit_text(s.fit), day))
+        highest = max(s.concentrations) if s.concentrations else None
+        lines.append((name, truth_text(s), alert_text(s), fit_text(s.fit, highest), day))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
            for line in lines]

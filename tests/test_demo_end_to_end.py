@@ -17,7 +17,9 @@ from nvir_agent.monitor.report import ic50_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "assets" / "models" / "nvir-demo.safetensors"
-COMPOUNDS = ("Fictazine", "Mockomycin", "Shamacil")  # two toxic (IC50 2 and 10 µM), one harmless
+# toxic from day 1 (IC50 2 and 10 µM), toxic from day 5 (IC50 5 µM), harmless
+COMPOUNDS = ("Fictazine", "Mockomycin", "Pretendol", "Shamacil")
+DAYS = 6
 THRESHOLD = 0.7  # alerts.threshold default
 CONFIRM = 2  # alerts.confirm default
 
@@ -54,7 +56,7 @@ def demo(tmp_path_factory):
 
     out = io.StringIO()
     with redirect_stdout(out):
-        rc = main(["demo", "--fast", "--headless", "--keep", str(keep), "--days", "3",
+        rc = main(["demo", "--fast", "--headless", "--keep", str(keep), "--days", str(DAYS),
                    "--size", "384", "--compounds", ",".join(COMPOUNDS)])
     return rc, out.getvalue(), keep
 
@@ -104,6 +106,20 @@ def test_alerts_match_the_renderers_ground_truth(demo):
     assert plate_alerts == [], f"vehicle/plate alerts on a clean plate: {plate_alerts}\n{out}"
 
 
+def test_alerts_come_no_earlier_than_the_compounds_onset(demo):
+    _, out, keep = demo
+    truth = json.loads((keep / "truth.json").read_text())
+    with sqlite3.connect(keep / "nvir-demo.sqlite3") as conn:
+        details = [json.loads(d or "{}") for (d,) in conn.execute("SELECT details FROM alerts")]
+    first: dict[str, int] = {}
+    for d in details:
+        if d.get("compound"):
+            first[d["compound"]] = min(first.get(d["compound"], 99), d["since"])
+    # confirmed over two reads: day-1 compounds on read 2, the day-5 one on read 6
+    assert first["Fictazine"] == CONFIRM, out
+    assert first["Pretendol"] >= truth["compounds"]["Pretendol"]["onset_day"], out
+
+
 def test_fitted_ic50s_lie_within_a_factor_two_of_the_truth(demo):
     _, out, keep = demo
     truth = json.loads((keep / "truth.json").read_text())
@@ -118,5 +134,5 @@ def test_fitted_ic50s_lie_within_a_factor_two_of_the_truth(demo):
         assert 0.5 <= fit.ic50 / c["ic50_uM"] <= 2.0, (
             f"{name}: fitted {fit.ic50:.3g} µM vs true {c['ic50_uM']} µM\n{out}")
         checked += 1
-    assert checked == 2  # Fictazine and Mockomycin
+    assert checked == 3  # Fictazine, Mockomycin, Pretendol
     assert fits["Shamacil"].infinite or fits["Shamacil"].ic50 > 10 * 32

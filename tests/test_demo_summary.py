@@ -147,5 +147,7 @@ def test_summary_rows_show_truth_first_alert_and_fit(truth):
     assert "read 2, critical" in text
     assert "harmless" in text
     assert fit_text(fits[1]) == "none (infinite)"
+    assert fit_text(_fit("Shamacil", 3, 47.0, ci=(math.nan, math.nan)), 32.0) == (
+        "47 µM (CI n/a; above the highest tested 32 µM)")
     assert fit_text(Ic50Row("Killitox", 3, math.nan, (math.nan, math.nan), False, False,
                             n_concentrations=1)) == "n/a (1 concentration)"

@@ -9,6 +9,7 @@ ground truth next to what the agent found, with the path of the HTML report.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -91,7 +92,7 @@ def _print_event(event: Any) -> None:
         word = CHANGE_WORDS.get(event.change, event.change)
         print(f"  ALERT #{a.id} {a.severity.upper()} ({word}): {a.message}", flush=True)
     elif event.kind == "read_analysed":
-        print(f"  read {event.day} analysed by the agent {event.seconds:.1f} s after the last "
+        print(f"  read {event.day} analysed by the agent {event.seconds:.1f} s after its last "
               "file was written", flush=True)
     elif event.kind == "waiting":
         print(f"Waiting for the agent: {event.done}/{event.total} images analysed", flush=True)
@@ -103,6 +104,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nvir_agent.synth.plate import POSITIVE_CONTROL
 
     options = _options(args)
+    if not args.debug:
+        # The demo prints every alert itself (polling the store); the notifier's log
+        # sink would repeat critical ones on the console.
+        logging.getLogger("nvir_agent.notify").setLevel(logging.CRITICAL)
     keep = args.keep is not None
     root = Path(args.keep) if keep else Path(tempfile.mkdtemp(prefix="nvir-demo-"))
     if not keep:
