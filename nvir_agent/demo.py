@@ -321,7 +321,10 @@ class DemoRun:
                 self._emit(DemoEvent("read_written", day=day, days=o.days, images=len(wells),
                                      seconds=seconds))
                 last = day == self.sim.reads[-1]
+                t = time.perf_counter()
                 self._wait(engine, written if o.catch_up else 0, 0.0 if last else o.read_gap_s)
+                timings["between_reads_s"] = (timings.get("between_reads_s", 0.0)
+                                              + time.perf_counter() - t)
             t = time.perf_counter()
             done, failed = self._wait_processed(engine, total)
             timings["final_wait_s"] = time.perf_counter() - t

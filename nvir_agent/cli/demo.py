@@ -137,6 +137,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"Done: {result.done} images analysed, {result.failed} failed, "
           f"{len(result.alerts)} alerts ({len(active)} open); demo wall time "
           f"{time.perf_counter() - t0:.0f} s.")
+    tm = result.timings
+    print(f"Time: agent start {tm.get('engine_start_s', 0):.1f} s, imager "
+          f"{tm.get('imager_s', 0):.1f} s (rendering, chunked writing), between reads "
+          f"{tm.get('between_reads_s', 0):.1f} s (pause of {options.read_gap_s:g} s, or until "
+          f"the agent caught up), final check {tm.get('final_wait_s', 0):.1f} s, report "
+          f"{tm.get('report_s', 0):.1f} s.")
     print()
     print(format_summary(rows))
     print()
