@@ -81,7 +81,7 @@ class DemoOptions:
 
     @classmethod
     def fast(cls, **changes: Any) -> DemoOptions:
-        """Short waits (for tests): no pauses between reads or chunks."""
+        """Short waits (for tests): 0.3 s between reads, no pause between chunks."""
         base = cls(read_gap_s=0.3, chunk_delay_s=0.0, settle_s=0.2)
         return replace(base, **changes)
 

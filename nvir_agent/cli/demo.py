@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep images, database, config and report in DIR (new or empty); "
                    "default: a temporary folder of which only the report is kept")
     p.add_argument("--fast", action="store_true",
-                   help="no pauses between plate reads or file chunks (for tests)")
+                   help="short pauses between plate reads, none between file chunks (for tests)")
     p.add_argument("--days", type=int, metavar="N",
                    help="plate reads, one a day (default 6)")
     p.add_argument("--compounds", metavar="A,B,…",
