@@ -197,7 +197,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result["baseline"] = base.report
     if args.plot:
         plot_predictions(
-            args.plot, ev.y_true, ev.y_pred, title=f"{ev.model} on {args.labels.name}",
+            args.plot, ev.y_true, ev.y_pred, title=f"{ev.model} on {args.labels}",
             baseline=None if base is None else base.y_pred,
             baseline_true=None if base is None else base.y_true)
     if args.json:

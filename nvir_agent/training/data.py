@@ -18,7 +18,9 @@ not decode images again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -32,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from nvir_agent import features, imageio, segmentation
 from nvir_agent.errors import AgentError, DataError
 from nvir_agent.imageio import read_image
+from nvir_agent.model import preprocess as preprocess_module
 from nvir_agent.model.preprocess import PreprocessSpec, preprocess
 from nvir_agent.segmentation import segment
 from nvir_agent.training.augment import PAPER, AugmentSettings, augment
@@ -161,10 +165,23 @@ def normalise(crops: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return x
 
 
+@functools.lru_cache(maxsize=1)
+def _code_version() -> str:
+    """Hash of the code that makes a crop (reading, segmentation, preprocessing), so
+    that cached crops are remade when that code changes."""
+    h = hashlib.sha1()
+    for module in (imageio, segmentation, features, preprocess_module):
+        try:
+            h.update(Path(inspect.getfile(module)).read_bytes())
+        except (OSError, TypeError):
+            h.update(module.__name__.encode())
+    return h.hexdigest()
+
+
 def _cache_key(path: Path, spec: PreprocessSpec) -> str:
     stat = path.stat()
-    blob = json.dumps([CACHE_VERSION, str(path.resolve()), stat.st_size, stat.st_mtime_ns,
-                       spec.to_dict()], sort_keys=True)
+    blob = json.dumps([CACHE_VERSION, _code_version(), str(path.resolve()), stat.st_size,
+                       stat.st_mtime_ns, spec.to_dict()], sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()
 
 

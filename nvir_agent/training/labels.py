@@ -86,8 +86,8 @@ class LabelSet:
         values = self.viabilities()
         days = sorted({it.day for it in self.items if it.day is not None})
         return {
-            "labels_csv": str(self.source) if self.source else None,
-            "image_root": str(self.root) if self.root else None,
+            "labels_csv": str(self.source.resolve()) if self.source else None,
+            "image_root": str(self.root.resolve()) if self.root else None,
             "label_source": self.label_source,
             "n_images": len(values),
             "n_plates": len({(it.site, it.plate) for it in self.items if it.plate}),
