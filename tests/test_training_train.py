@@ -88,6 +88,7 @@ def test_tiny_training_run_writes_a_loadable_model_whose_metadata_describes_it(d
     assert out.shape == (2, 1)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_model_as_an_uninterrupted_one(dataset, tmp_path):
     full = train(options(dataset, tmp_path / "full.safetensors", epochs=2))
     out = tmp_path / "part.safetensors"
