@@ -84,9 +84,11 @@ def _options(args: argparse.Namespace) -> Any:
 
 
 def _print_event(event: Any) -> None:
-    if event.kind == "read_written":
-        print(f"Read {event.day}/{event.days} (day {event.day}): the imager wrote "
-              f"{event.images} images in {event.seconds:.1f} s", flush=True)
+    if event.kind == "read_started":
+        print(f"Read {event.day}/{event.days} (day {event.day}): the imager writes "
+              f"{event.images} images …", flush=True)
+    elif event.kind == "read_written":
+        print(f"  read {event.day} written in {event.seconds:.1f} s", flush=True)
     elif event.kind == "alert":
         a = event.alert
         word = CHANGE_WORDS.get(event.change, event.change)
@@ -118,8 +120,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{options.settle_s:g} s)")
     print(f"  plate map       {ws.plate_maps}")
     print(f"  config          {ws.config}")
-    print("The demo model has never seen a real spheroid: its scores are for this demo only.",
-          flush=True)
     t0 = time.perf_counter()
     finished = False
     try:
