@@ -62,6 +62,7 @@ class Outline:
     roi: np.ndarray  # image / full scale around the spheroid, reduced by roi_factor
     roi_mask: np.ndarray  # uint8 outline filled, in roi pixels
     roi_factor: int
+    broken: bool = False  # pieces or cracks were found (gaps cut out pixel by pixel)
 
 
 QC_FLAGS = ("no_spheroid", "multiple_objects", "touches_border", "out_of_focus",

@@ -33,12 +33,13 @@ How it works (details in docs/segmentation.md):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
 import numpy as np
 
+from nvir_agent import boundary
 from nvir_agent.errors import AnalysisError
 from nvir_agent.features import Outline, WorkImage, measure, quality_flags
 
@@ -86,30 +87,29 @@ class _Candidate:
 
 
 def segment(
-    image: np.ndarray, *, bit_depth: int | None = None, pixel_size_um: float | None = None
+    image: np.ndarray, *, bit_depth: int | None = None, pixel_size_um: float | None = None,
+    refine_boundary: bool = True,
 ) -> Segmentation:
     """Find the spheroid in a 2-D grayscale image (uint8, uint16 or float in 0–1).
 
     ``bit_depth`` is the effective bit depth of integer data (12 for 12-bit data
     in a 16-bit container; detected from the maximum when None).
     ``pixel_size_um`` adds area_um2 and diameter_um to the features.
+    ``refine_boundary=False`` keeps the edge-traced outline (step 5 skipped;
+    the boundary classifier is fitted on such outlines).
     Raises AnalysisError only for an array that is not an image.
     """
     gray = _as_gray(image)
     full = _full_scale(gray, bit_depth)
     h, w = gray.shape
-    factor = 1
-    while max(h, w) / factor > WORK_SIDE:
-        factor *= 2
-    small = _reduce(gray, factor).astype(np.float32) * np.float32(1.0 / full)
-    background, weights = _background(small)
-    ratio = small / background
-    smooth = cv2.GaussianBlur(ratio, (0, 0), 1.0)
-    noise = _noise(ratio, weights)
-    work = WorkImage(small=small, ratio=ratio, factor=factor, noise=noise)
-    candidates = _candidates(smooth, noise)
+    work, background = work_image(gray, full)
+    smooth = cv2.GaussianBlur(work.ratio, (0, 0), 1.0)
+    factor = work.factor
+    candidates = _candidates(smooth, work.noise)
     chosen = _group_pieces(candidates) if candidates else None
     outline = _outline(gray, full, work, background, chosen) if chosen else None
+    if outline is not None and refine_boundary:
+        outline = _refined(gray, full, outline, background, factor)
     if outline is None:
         feats, _ = measure(gray, None, full=full, pixel_size_um=pixel_size_um, work=work)
         qc = quality_flags(feats, found=False, width=w, n_other_objects=0)
@@ -121,6 +121,34 @@ def segment(
     feats, contour = measure(gray, outline, full=full, pixel_size_um=pixel_size_um, work=work)
     qc = quality_flags(feats, found=True, width=w, n_other_objects=len(others))
     return Segmentation(True, outline.mask, contour, feats, qc)
+
+
+def work_image(gray: np.ndarray, full: float) -> tuple[WorkImage, np.ndarray]:
+    """The reduced, flattened working image and its smooth background (step 1)."""
+    h, w = gray.shape
+    factor = 1
+    while max(h, w) / factor > WORK_SIDE:
+        factor *= 2
+    small = _reduce(gray, factor).astype(np.float32) * np.float32(1.0 / full)
+    background, weights = _background(small)
+    ratio = small / background
+    work = WorkImage(small=small, ratio=ratio, factor=factor, noise=_noise(ratio, weights))
+    return work, background
+
+
+def _refined(gray: np.ndarray, full: float, outline: Outline, background: np.ndarray,
+             factor: int) -> Outline:
+    """The outline with its border re-placed by the band classifier (step 5)."""
+    region = boundary.refine(gray, full, outline.mask, outline.box, background, factor,
+                             broken=outline.broken)
+    if region is None:
+        return outline
+    # the region holds the whole box with a margin, so the mask lies inside it
+    x0, y0, x1, y1 = region
+    x, y, bw, bh = cv2.boundingRect(outline.mask[y0:y1, x0:x1].view(np.uint8))
+    h, w = outline.mask.shape
+    box = (max(0, x0 + x - 1), max(0, y0 + y - 1), min(w, x0 + x + bw + 1), min(h, y0 + y + bh + 1))
+    return replace(outline, box=box)
 
 
 # ------------------------------------------------------------------ preparation
@@ -349,7 +377,7 @@ def _outline(gray: np.ndarray, full: float, work: WorkImage, background: np.ndar
         up = cv2.resize(cracks, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         mask[y0:y1, x0:x1][up >= 0.5] = 0
     return Outline(mask=mask.view(np.bool_), box=box, polygon=pts, roi=roi, roi_mask=roi_mask,
-                   roi_factor=k)
+                   roi_factor=k, broken=cracks is not None)
 
 
 def _fill_polar(cx: float, cy: float, rad: np.ndarray, theta: np.ndarray,

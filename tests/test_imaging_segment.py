@@ -80,11 +80,37 @@ def test_rendered_spheroids_are_outlined_with_high_iou_in_every_condition():
             ious.append(_iou(seg.mask, r.mask) if seg.found else 0.0)
         per_condition[name] = float(np.mean(ious))
     overall = float(np.mean(list(per_condition.values())))
-    assert overall >= 0.92, per_condition
+    assert overall >= 0.94, per_condition  # 0.956 measured
     intact = {k: v for k, v in per_condition.items() if k != "fragmented"}
-    assert min(intact.values()) >= 0.85, per_condition
-    # broken bodies fall short of the 0.85 target (docs/segmentation.md): ~0.80 here
-    assert per_condition["fragmented"] >= 0.75, per_condition
+    assert min(intact.values()) >= 0.90, per_condition  # 0.937 (dying_halo) measured
+    # broken bodies fall short of the 0.85 target (docs/segmentation.md): 0.805 here
+    assert per_condition["fragmented"] >= 0.78, per_condition
+
+
+def test_band_classifier_moves_a_dying_spheroids_border_off_its_fringe_of_shed_cells():
+    traced, refined = [], []
+    for seed in range(4):
+        r = render_spheroid(0.3, seed=seed, conditions=Conditions(fragmented=False))
+        traced.append(_iou(segment(r.image, bit_depth=8, refine_boundary=False).mask, r.mask))
+        refined.append(_iou(segment(r.image, bit_depth=8).mask, r.mask))
+    # measured: edge trace 0.871, classified band 0.908 (each ≥ 0.897)
+    assert np.mean(refined) > np.mean(traced) + 0.02, (traced, refined)
+    assert min(refined) > 0.88, refined
+
+
+def test_unreadable_boundary_weights_give_a_clear_error(tmp_path, monkeypatch):
+    from nvir_agent import boundary
+    from nvir_agent.errors import ModelLoadError
+
+    bad = tmp_path / "boundary_mlp.npz"
+    bad.write_bytes(b"not an npz")
+    monkeypatch.setattr(boundary, "WEIGHTS", bad)
+    boundary._weights.cache_clear()
+    try:
+        with pytest.raises(ModelLoadError, match="boundary weights"):
+            segment(render_spheroid(0.5, seed=1).image, bit_depth=8)
+    finally:
+        boundary._weights.cache_clear()
 
 
 def test_broken_spheroid_keeps_all_its_pieces_and_is_flagged_fragmented():
@@ -279,4 +305,6 @@ def test_pixel_size_from_config_reaches_the_features(tmp_path):
     a = _analysis(tmp_path / "a.tif")
     run_stages([ReadStage(cfg), SegmentStage(cfg)], [a])
     assert a.image_meta["pixel_size_um"] == 1.5
-    assert a.features["diameter_um"] == pytest.approx(1.5 * a.features["equivalent_diameter_px"])
+    # both rounded to 0.01
+    assert a.features["diameter_um"] == pytest.approx(1.5 * a.features["equivalent_diameter_px"],
+                                                      abs=0.011)
