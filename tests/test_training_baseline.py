@@ -9,7 +9,8 @@ import pytest
 
 from nvir_agent.errors import DataError
 from nvir_agent.synth.render import Conditions, render_spheroid
-from nvir_agent.training.baseline import FEATURES, Baseline, image_features
+from nvir_agent.training.baseline import FEATURES, Baseline, baseline_for_model, image_features
+from nvir_agent.training.labels import LabelSet
 
 
 def test_baseline_recovers_a_quadratic_relation_of_the_features():
@@ -43,3 +44,12 @@ def test_features_come_from_the_segmented_spheroid_and_track_viability():
     assert fd["brightness_ratio"] > fh["brightness_ratio"]  # dying bodies are lighter
     with pytest.raises(DataError, match="no spheroid"):
         image_features(np.full((128, 128), 160, np.uint8))
+
+
+def test_baseline_needs_the_training_labels_the_model_records_or_given(tmp_path):
+    with pytest.raises(DataError, match="does not record its training labels") as exc:
+        baseline_for_model({}, LabelSet([]))
+    assert "--train-labels" in exc.value.hint
+    gone = {"data": {"labels_csv": str(tmp_path / "gone.csv")}}
+    with pytest.raises(DataError, match="cannot use the training labels the model records"):
+        baseline_for_model(gone, LabelSet([]))
