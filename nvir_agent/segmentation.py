@@ -28,6 +28,10 @@ How it works (details in docs/segmentation.md):
    beyond them worth little. Long background-bright gaps across the body are
    cracks; in a broken body everything inside the outline that is not body is
    cut out pixel by pixel, so the body shows as its pieces.
+5. Border. In a band of a few cells round the outline every pixel is
+   classified body / not body from multi-scale local statistics by a small
+   perceptron fitted on rendered images (:mod:`nvir_agent.boundary`): the
+   strongest edge of a dying body often lies on its fringe of shed cells.
 """
 
 from __future__ import annotations
