@@ -115,7 +115,6 @@ def test_imagenet_initialisation_without_offline_weights_names_the_file_to_get(d
     assert "resnet18-f37072fd.pth" in exc.value.hint and "--init none" in exc.value.hint
 
 
-@pytest.mark.slow
 def test_fine_tuning_starts_from_a_model_file_and_keeps_its_preprocessing(dataset, tmp_path):
     first = train(options(dataset, tmp_path / "a.safetensors", intensity="percentile"))
     tuned = train(options(dataset, tmp_path / "b.safetensors", init=str(first.path),
