@@ -190,3 +190,8 @@ def test_shape_mismatches_are_named(net, tmp_path):
         tmp_path, net, lambda s: s.update({"encoder.0.conv1.weight": torch.zeros(64, 3, 7, 7)})
     )
     _expect(p, "shape mismatches: encoder.0.conv1.weight (64, 3, 7, 7) (expected (64, 1, 7, 7))")
+
+
+def test_saved_model_is_readable_by_other_users(net, tmp_path):
+    path = save_model(tmp_path / "shared.safetensors", net, SPEC, {})
+    assert path.stat().st_mode & 0o777 == 0o644

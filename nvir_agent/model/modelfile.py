@@ -122,6 +122,7 @@ def save_model(
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(blob)
+            os.chmod(tmp, 0o644)  # mkstemp creates it private (0600); a model is shared
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
