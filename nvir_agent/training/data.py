@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from nvir_agent import features, imageio, segmentation
+from nvir_agent import boundary, features, imageio, segmentation
 from nvir_agent.errors import AgentError, DataError
 from nvir_agent.imageio import read_image
 from nvir_agent.model import preprocess as preprocess_module
@@ -167,14 +167,16 @@ def normalise(crops: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _code_version() -> str:
-    """Hash of the code that makes a crop (reading, segmentation, preprocessing), so
-    that cached crops are remade when that code changes."""
+    """Hash of the code and weights that make a crop (reading, segmentation and its
+    border classifier, preprocessing), so that cached crops are remade when they change."""
     h = hashlib.sha1()
-    for module in (imageio, segmentation, features, preprocess_module):
+    files = [inspect.getfile(m) for m in (imageio, segmentation, features, boundary,
+                                          preprocess_module)]
+    for file in [*files, boundary.WEIGHTS]:
         try:
-            h.update(Path(inspect.getfile(module)).read_bytes())
-        except (OSError, TypeError):
-            h.update(module.__name__.encode())
+            h.update(Path(file).read_bytes())
+        except OSError:
+            h.update(str(file).encode())
     return h.hexdigest()
 
 
