@@ -7,6 +7,14 @@ sqlite3, OpenCV, torch) are converted at the boundary with ``raise ... from``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+
+def listing(items: Sequence[str], limit: int = 8, sep: str = ", ") -> str:
+    """The first ``limit`` items of a list for a message, then how many more there are."""
+    shown = sep.join(items[:limit])
+    return shown + (f" … and {len(items) - limit} more" if len(items) > limit else "")
+
 
 class AgentError(Exception):
     """Root of all errors shown to users.

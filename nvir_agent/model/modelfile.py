@@ -29,7 +29,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from nvir_agent import __version__
-from nvir_agent.errors import ModelLoadError
+from nvir_agent.errors import ModelLoadError, listing
 from nvir_agent.model.network import ARCHITECTURE, NViR, build_nvir
 from nvir_agent.model.preprocess import PreprocessSpec
 
@@ -197,20 +197,15 @@ def check_state_dict(
         return
     parts = []
     if missing:
-        parts.append(f"missing keys: {_names(missing)}")
+        parts.append(f"missing keys: {listing(missing)}")
     if unexpected:
-        parts.append(f"unexpected keys: {_names(unexpected)}")
+        parts.append(f"unexpected keys: {listing(unexpected)}")
     if mismatched:
-        parts.append(f"shape mismatches: {_names(mismatched)}")
+        parts.append(f"shape mismatches: {listing(mismatched)}")
     raise ModelLoadError(
         f"{source} does not match the {ARCHITECTURE} network — " + "; ".join(parts) + ".",
         "The file holds a different network. " + _FIX_GET,
     )
-
-
-def _names(items: list[str], limit: int = 8) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f" … and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _read_bytes(path: Path) -> bytes:

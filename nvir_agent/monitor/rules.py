@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nvir_agent.config import AlertsConfig
+from nvir_agent.errors import listing
 from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -275,12 +276,11 @@ def _plate_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> list[Condition]
             "and bubbles.", {"since": ep.since, "values": dict(qc_series)}))
     for r in reads[:-1]:  # the latest read may still be in progress
         if r.missing_wells:
-            shown = ", ".join(r.missing_wells[:12]) + (" …" if len(r.missing_wells) > 12 else "")
             out.append(Condition(
                 plate, f"read:{r.timepoint}", "missing_wells", "warning", r.timepoint,
                 r.timepoint, float(len(r.missing_wells)),
                 f"{plate}: read at time point {r.timepoint} lacks {len(r.missing_wells)} "
-                f"well(s): {shown}.", {"since": r.timepoint, "wells": list(r.missing_wells)}))
+                f"well(s): {listing(r.missing_wells, 12)}.", {"since": r.timepoint, "wells": list(r.missing_wells)}))
     return out
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from nvir_agent import boundary, features, imageio, segmentation
-from nvir_agent.errors import AgentError, DataError
+from nvir_agent.errors import AgentError, DataError, listing
 from nvir_agent.imageio import read_image
 from nvir_agent.model import preprocess as preprocess_module
 from nvir_agent.model.preprocess import PreprocessSpec, preprocess
@@ -253,7 +253,7 @@ def prepare_crops(
             done += 1
             if progress is not None:
                 progress(done, n)
-    shown = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:5])
+    shown = listing([f"{k}: {v}" for k, v in skipped.items()], 5, "; ")
     if skipped:
         log.warning("left out %d of %d images: %s", len(skipped), n, shown)
     indices = [i for i in range(n) if results[i] is not None]

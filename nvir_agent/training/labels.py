@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from nvir_agent.errors import DataError
+from nvir_agent.errors import DataError, listing
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +178,9 @@ def check_images_exist(items: Sequence[LabelledImage], csv_path: Path, root: Pat
     """Raise a DataError listing (the first few) images the CSV names that do not exist."""
     missing = [it.name for it in items if not it.path.is_file()]
     if missing:
-        shown = ", ".join(missing[:MAX_LISTED])
-        more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
         raise DataError(
             f"{len(missing)} of {len(items)} images named in {csv_path} are missing "
-            f"under {root}: {shown}{more}",
+            f"under {root}: {listing(missing, MAX_LISTED)}",
             "check --images (the folder the image paths are relative to) or fix the paths "
             "in the CSV",
         )
@@ -216,11 +214,9 @@ def normalise_to_vehicle(
         else:
             medians[key] = median
     if bad:
-        shown = "; ".join(bad[:MAX_LISTED])
-        more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
         raise DataError(
             f"{source}: cannot normalise ATP: {len(bad)} plate/day groups have no usable "
-            f"vehicle wells: {shown}{more}",
+            f"vehicle wells: {listing(bad, MAX_LISTED, '; ')}",
             "mark the vehicle (medium/DMSO) wells with role 'vehicle', or give a "
             "'viability' column that is already normalised",
         )
