@@ -1,6 +1,6 @@
 """Fit the segmentation boundary classifier (nvir_agent/boundary_mlp.npz) on rendered images.
 
-    .venv/bin/python benchmarks/segmentation_boundary_fit.py [--per 8] [--out PATH]
+    .venv/bin/python benchmarks/segmentation_boundary_fit.py [--per 16] [--hidden 32] [--out PATH]
 
 Renders ``--per`` images per accuracy-benchmark condition (three times as
 many dying and broken ones, whose border is the hard one) from seed 30000 on,
@@ -8,8 +8,8 @@ apart from the benchmark's (1000, 5000) and the tests' seeds; outlines each
 with ``segment(..., refine_boundary=False)``; takes every pixel of the band
 around the outline with its features (nvir_agent.boundary.band_features) and
 whether it lies in the exact body mask (area fraction at the band's
-resolution); and fits a 14-24-24-1 perceptron (binary cross-entropy, Adam,
-12 epochs, torch seed 0). About 20 s on one core.
+resolution); and fits a 21-32-32-1 perceptron (binary cross-entropy, Adam,
+12 epochs, torch seed 0). About 45 s on one core.
 """
 
 from __future__ import annotations
@@ -91,15 +91,16 @@ def fit(x: np.ndarray, y: np.ndarray, hidden: int = 24, epochs: int = 12) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--per", type=int, default=8, help="images per condition (×3 dying/broken)")
+    ap.add_argument("--per", type=int, default=16, help="images per condition (×3 dying/broken)")
     ap.add_argument("--seed", type=int, default=30000, help="first seed of the fitting images")
     ap.add_argument("--out", type=Path, default=boundary.WEIGHTS)
+    ap.add_argument("--hidden", type=int, default=32, help="units per hidden layer")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     x, y = band_samples(args.per, args.seed)
     print(f"{len(x)} band pixels from rendered images ({time.perf_counter() - t0:.1f} s)")
-    weights = fit(x, y)
+    weights = fit(x, y, hidden=args.hidden)
     np.savez(args.out, **{k: v.astype(np.float32) for k, v in weights.items()})
     print(f"wrote {args.out} ({time.perf_counter() - t0:.1f} s)")
     return 0

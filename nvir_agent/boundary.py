@@ -14,7 +14,11 @@ not body by a two-layer perceptron over:
 - the local mean at 0.3, 0.7, 1.5 and 3 cells,
 - the local standard deviation at 0.7 and 1.5 cells,
 - the local fraction of pixels darker than 0.45, 0.6, 0.8 and 0.92 of background,
-- the local maximum and minimum over a disc of one cell.
+- the local maximum and minimum over a disc of one cell, and the maximum over two,
+- the local fraction of background-bright pixels (the gaps between loose
+  cells) at 1 and 2.5 cells, the mean at 6 cells and the spread at 3,
+- the share of the neighbourhood (2 and 5 cells) inside the outline: the sides
+  of a crack have body on both sides, the outer border open background beyond.
 
 Everything is computed on the image divided by its background, resampled to
 about ``PIXELS_PER_CELL`` pixels per cell (a cell is 1/25 of the body radius),
@@ -39,8 +43,7 @@ PIXELS_PER_CELL = 2.0  # the band is classified at about this many pixels per ce
 BAND_CELLS = 4.0  # pixels up to this many cells from the outline are classified
 CELLS_PER_RADIUS = 25.0  # a liver cell is about 1/25 of a spheroid radius
 MIN_CELL_PX = 1.0  # below this cell size (full-resolution pixels) the outline is kept
-N_FEATURES = 14
-CRACK_CELLS = 2.5  # gaps in the outline narrower than twice this many cells are cracks
+N_FEATURES = 21
 
 
 @functools.lru_cache(maxsize=1)
@@ -77,13 +80,13 @@ def probability(x: np.ndarray, weights: dict[str, np.ndarray] | None = None) -> 
     return (1.0 / (1.0 + np.exp(-np.clip(logit, -30.0, 30.0)))).astype(np.float32)
 
 
-def band_features(ratio: np.ndarray, inside: np.ndarray, cell: float,
-                  broken: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def band_features(ratio: np.ndarray, inside: np.ndarray,
+                  cell: float) -> tuple[np.ndarray, np.ndarray]:
     """Features of the band's pixels (N × N_FEATURES) and the band itself (bool H × W).
 
     ``ratio`` is the image over its background, ``inside`` the outline's
-    fraction per pixel (0–1), ``cell`` the cell size in these pixels. In a
-    ``broken`` body the sides of its cracks are left out of the band.
+    fraction per pixel (0–1), ``cell`` the cell size in these pixels. The
+    sides of the cracks of a broken body are in the band like its outer border.
     """
     m = (inside >= 0.5).astype(np.uint8)
     ins = cv2.distanceTransform(m, cv2.DIST_L2, 3)
@@ -105,17 +108,24 @@ def band_features(ratio: np.ndarray, inside: np.ndarray, cell: float,
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
     feats.append(cv2.GaussianBlur(cv2.dilate(fine, disc), (0, 0), 0.5 * cell))
     feats.append(cv2.GaussianBlur(cv2.erode(fine, disc), (0, 0), 0.5 * cell))
+    feats.append(cv2.GaussianBlur(cv2.dilate(fine, _disc(2.0 * cell)), (0, 0), cell))
+    bright = (fine > 0.93).astype(np.float32)  # background showing between loose cells
+    for s in (1.0, 2.5):
+        feats.append(cv2.GaussianBlur(bright, (0, 0), s * cell))
+    feats.append(cv2.GaussianBlur(ratio, (0, 0), 6.0 * cell))
+    wide = cv2.GaussianBlur(ratio, (0, 0), 3.0 * cell)
+    feats.append(np.sqrt(np.maximum(cv2.GaussianBlur(sq, (0, 0), 3.0 * cell) - wide * wide, 0)))
+    # how much of the neighbourhood the outline holds: the two sides of a crack
+    # are both inside, a body's outer border has the open background beyond
+    mf = m.astype(np.float32)
+    for s in (2.0, 5.0):
+        feats.append(cv2.GaussianBlur(mf, (0, 0), s * cell))
     band = np.abs(signed) < BAND_CELLS
-    # the sides of the cracks of a broken body were cut pixel by pixel already
-    # and keep that cut (classified, they lose a cell or two of body)
-    crack = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _disc(CRACK_CELLS * cell)) > m
-    if broken and crack.any():
-        band &= cv2.dilate(crack.view(np.uint8), _disc(BAND_CELLS * cell)) == 0
     return np.stack([f[band] for f in feats], 1).astype(np.float32), band
 
 
 def refine(gray: np.ndarray, full: float, mask: np.ndarray, box: tuple[int, int, int, int],
-           background: np.ndarray, factor: int, *, broken: bool = False) -> tuple[int, int, int, int] | None:
+           background: np.ndarray, factor: int) -> tuple[int, int, int, int] | None:
     """Re-place the border of ``mask`` (bool, changed in place) by the band classifier.
 
     ``box`` (x0, y0, x1, y1) bounds the mask. Returns the box of the region
@@ -129,7 +139,7 @@ def refine(gray: np.ndarray, full: float, mask: np.ndarray, box: tuple[int, int,
     if prepared is None:
         return None
     ratio, inside, cell, (x0, y0, x1, y1, k) = prepared
-    feats, band = band_features(ratio, inside, cell, broken)
+    feats, band = band_features(ratio, inside, cell)
     prob = inside.copy()
     prob[band] = probability(feats)
     prob = _tidy(prob)

@@ -143,8 +143,7 @@ def work_image(gray: np.ndarray, full: float) -> tuple[WorkImage, np.ndarray]:
 def _refined(gray: np.ndarray, full: float, outline: Outline, background: np.ndarray,
              factor: int) -> Outline:
     """The outline with its border re-placed by the band classifier (step 5)."""
-    region = boundary.refine(gray, full, outline.mask, outline.box, background, factor,
-                             broken=outline.broken)
+    region = boundary.refine(gray, full, outline.mask, outline.box, background, factor)
     if region is None:
         return outline
     # the region holds the whole box with a margin, so the mask lies inside it
