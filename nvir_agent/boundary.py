@@ -142,7 +142,7 @@ def refine(gray: np.ndarray, full: float, mask: np.ndarray, box: tuple[int, int,
     feats, band = band_features(ratio, inside, cell)
     prob = inside.copy()
     prob[band] = probability(feats)
-    prob = _tidy(prob)
+    prob = _tidy(_keep_pieces(prob, inside))
     if prob is None:
         return None
     up = cv2.resize(prob, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
@@ -195,6 +195,27 @@ def _reduce(img: np.ndarray, k: int) -> np.ndarray:
         return img
     h, w = img.shape
     return cv2.resize(img, (w // k, h // k), interpolation=cv2.INTER_AREA)
+
+
+def _keep_pieces(prob: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Body probability with every piece of the outline (≥ 2 % of it) kept at least in part.
+
+    A narrow piece of a broken body lies wholly in the band, light edge on both
+    sides; where the classifier would take most of it, the outline's own piece
+    stays: the classifier places borders, it does not decide which pieces exist.
+    """
+    m = (inside >= 0.5).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    if count <= 2:
+        return prob
+    total = float(stats[1:, cv2.CC_STAT_AREA].sum())
+    for i in range(1, count):
+        if stats[i, cv2.CC_STAT_AREA] < 0.02 * total:
+            continue
+        piece = labels == i
+        if np.count_nonzero(prob[piece] >= 0.5) < 0.5 * stats[i, cv2.CC_STAT_AREA]:
+            prob[piece] = np.maximum(prob[piece], inside[piece])
+    return prob
 
 
 def _tidy(prob: np.ndarray) -> np.ndarray | None:

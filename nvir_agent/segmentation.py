@@ -495,27 +495,52 @@ def _closed_path(edge: np.ndarray, step: int) -> np.ndarray:
 
     Neighbouring angles may differ by at most ``step`` radius samples. The path
     is made closed by running the recursion one and a half times round and
-    reading the middle turn.
+    reading the middle turn. Where that turn does not close (it ends more than
+    ``step`` from where it began: two outlines compete, e.g. along a crack
+    through the centre), the path is traced once round from each of its two
+    radii at angle 0, held fixed at both ends, and the better one is kept.
     """
     n_a, n_r = edge.shape
     extra = n_a // 4
     rows = np.concatenate([edge[n_a - extra:], edge, edge[:extra]])
+    path, _ = _best_path(rows, step)
+    start, end = int(path[extra]), int(path[extra + n_a]) if extra else int(path[0])
+    if abs(start - end) <= step:
+        return path[extra:extra + n_a]
+    once_round = np.concatenate([edge, edge[:1]])
+    best, best_score = path[extra:extra + n_a], -np.inf
+    for fixed in (start, end):
+        candidate, score = _best_path(once_round, step, fixed=fixed)
+        if score > best_score:
+            best, best_score = candidate[:n_a], score
+    return best
+
+
+def _best_path(rows: np.ndarray, step: int, fixed: int | None = None) -> tuple[np.ndarray, float]:
+    """Best path down ``rows`` (one radius index per row) and its score.
+
+    With ``fixed``, the path starts and ends at that radius index.
+    """
     scores = np.empty_like(rows)
     scores[0] = rows[0]
+    if fixed is not None:
+        scores[0] = -1e9
+        scores[0, fixed] = rows[0, fixed]
     kernel = np.ones((1, 2 * step + 1), np.uint8)
     for t in range(1, len(rows)):
-        # best score reachable from the previous angle: a running max over ±step
+        # best score reachable from the previous row: a running max over ±step
         cv2.dilate(scores[t - 1:t], kernel, dst=scores[t:t + 1],
                    borderType=cv2.BORDER_CONSTANT, borderValue=-1e9)
         scores[t] += rows[t]
     path = np.empty(len(rows), np.int64)
-    p = int(np.argmax(scores[-1]))
+    p = int(np.argmax(scores[-1])) if fixed is None else fixed
+    total = float(scores[-1, p])
     path[-1] = p
     for t in range(len(rows) - 1, 0, -1):
         lo = max(0, p - step)
         p = lo + int(np.argmax(scores[t - 1, lo:p + step + 1]))
         path[t - 1] = p
-    return path[extra:extra + n_a]
+    return path, total
 
 
 def _cracks(ratio: np.ndarray, inside: np.ndarray, radius: float) -> np.ndarray | None:

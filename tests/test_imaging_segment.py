@@ -80,10 +80,10 @@ def test_rendered_spheroids_are_outlined_with_high_iou_in_every_condition():
             ious.append(_iou(seg.mask, r.mask) if seg.found else 0.0)
         per_condition[name] = float(np.mean(ious))
     overall = float(np.mean(list(per_condition.values())))
-    assert overall >= 0.95, per_condition  # 0.965 measured
+    assert overall >= 0.95, per_condition  # 0.964 measured
     intact = {k: v for k, v in per_condition.items() if k != "fragmented"}
-    assert min(intact.values()) >= 0.92, per_condition  # 0.941 (dying_halo) measured
-    assert per_condition["fragmented"] >= 0.83, per_condition  # 0.857 measured
+    assert min(intact.values()) >= 0.92, per_condition  # 0.940 (dying_halo) measured
+    assert per_condition["fragmented"] >= 0.83, per_condition  # 0.854 measured
 
 
 def test_band_classifier_moves_a_dying_spheroids_border_off_its_fringe_of_shed_cells():
@@ -125,7 +125,7 @@ def test_broken_spheroid_keeps_all_its_pieces_and_is_flagged_fragmented():
             piece = labels == i
             assert np.count_nonzero(seg.mask & piece) > 0.5 * np.count_nonzero(piece), (seed, i)
         kept = np.count_nonzero(seg.mask & r.mask) / np.count_nonzero(r.mask)
-        assert kept > 0.8, (seed, kept)  # 0.83-0.91 measured: the borders lie in a dense halo
+        assert kept > 0.8, (seed, kept)  # 0.82-0.91 measured: the borders lie in a dense halo
         assert _iou(seg.mask, r.mask) > 0.7, seed
         assert "fragmented" in seg.qc, (seed, seg.features["solidity"])
 
