@@ -448,6 +448,12 @@ def _outside_pieces(ratio: np.ndarray, inside: np.ndarray, radius: float) -> np.
     around = ((xx - m["m10"] / m["m00"]) ** 2 + (yy - m["m01"] / m["m00"]) ** 2) <= radius**2
     body_level = min(float(np.median(closed[inside > 0])), float(np.median(closed[around])))
     if body_level > 0.85:
+        # the outline went round a light crossing of cracks wider than the body
+        # is deep (a small broken spheroid): the pieces are the darkest part nearby
+        near_centre = ((xx - m["m10"] / m["m00"]) ** 2
+                       + (yy - m["m01"] / m["m00"]) ** 2) <= (1.2 * radius) ** 2
+        body_level = float(np.percentile(closed[near_centre], 15))
+    if body_level > 0.85:
         return None
     level = body_level + 0.5 * (1.0 - body_level)
     dark = (closed < level).astype(np.uint8)

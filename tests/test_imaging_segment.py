@@ -130,6 +130,16 @@ def test_broken_spheroid_keeps_all_its_pieces_and_is_flagged_fragmented():
         assert "fragmented" in seg.qc, (seed, seg.features["solidity"])
 
 
+def test_small_broken_spheroid_is_outlined_round_its_pieces_not_round_the_light_gap():
+    # 6 % of the frame, the cracks' crossing wider than the pieces are deep:
+    # the first trace goes round the light crossing (IoU 0.04 before the fix)
+    r = render_spheroid(0.316, seed=29464, conditions=Conditions(diameter_frac=0.06))
+    assert r.params["fragmented"]
+    seg = segment(r.image, bit_depth=r.bit_depth)
+    assert seg.found and "fragmented" in seg.qc, seg.qc
+    assert _iou(seg.mask, r.mask) > 0.7  # 0.79 measured
+
+
 def test_intact_spheroids_are_not_flagged_fragmented():
     for seed in range(4):
         r = render_spheroid(0.5, seed=seed, conditions=Conditions(fragmented=False))
