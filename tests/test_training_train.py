@@ -89,6 +89,23 @@ def test_tiny_training_run_writes_a_loadable_model_whose_metadata_describes_it(d
 
 
 @pytest.mark.slow
+def test_keep_last_saves_the_final_epoch_and_says_so(dataset, tmp_path):
+    best = train(options(dataset, tmp_path / "best.safetensors", epochs=3, lr=3e-3))
+    last = train(options(dataset, tmp_path / "last.safetensors", epochs=3, lr=3e-3, keep="last"))
+    assert [h["val_loss"] for h in best.history] == [h["val_loss"] for h in last.history]
+    meta_best = load_model(best.path).metadata["metrics"]
+    meta_last = load_model(last.path).metadata["metrics"]
+    assert meta_best["kept"] == "best" and meta_best["saved_epoch"] == best.best_epoch
+    assert meta_last["kept"] == "last" and meta_last["saved_epoch"] == 3
+    assert meta_last["validation"]["mae"] == last.history[-1]["val_mae"]
+    assert meta_best["validation"]["mae"] == best.history[best.best_epoch - 1]["val_mae"]
+    a = load_model(best.path).module.state_dict()
+    b = load_model(last.path).module.state_dict()
+    same = all(torch.equal(a[k], b[k]) for k in a)
+    assert same == (best.best_epoch == 3), best.best_epoch
+
+
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_model_as_an_uninterrupted_one(dataset, tmp_path):
     full = train(options(dataset, tmp_path / "full.safetensors", epochs=2))
     out = tmp_path / "part.safetensors"

@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="epochs without improvement before the learning rate halves (15)")
     p.add_argument("--patience", type=int, default=30,
                    help="epochs without improvement before training stops early (30)")
+    p.add_argument("--keep", choices=("best", "last"), default="best",
+                   help="which epoch the model file holds: the one with the lowest validation "
+                   "loss (default) or the last one (for a fixed schedule whose validation set "
+                   "cannot judge what matters, e.g. robustness to conditions it lacks)")
     p.add_argument("--augment-noise", type=float, default=0.0, metavar="F",
                    help="also add Gaussian noise with std up to F × 255, p = 0.5 (default 0)")
     p.add_argument("--no-calibrate", action="store_true",
@@ -161,7 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         margin=args.margin, intensity=args.intensity, split=args.split,
         val_fraction=args.val_fraction, init=args.init, lr=args.lr,
         weight_decay=args.weight_decay, lr_patience=args.lr_patience, patience=args.patience,
-        augment=args.augment, calibrate=not args.no_calibrate, blur=args.augment_blur,
+        keep=args.keep, augment=args.augment, calibrate=not args.no_calibrate, blur=args.augment_blur,
         noise=args.augment_noise, label_source=args.labels_from, workers=args.workers,
         device=args.device, precision=args.precision, save_dtype=args.save_dtype,
         cache_dir=args.cache_dir, resume=args.resume, stop_after=args.stop_after)
@@ -172,7 +176,9 @@ def cmd_train(args: argparse.Namespace) -> int:
               "--resume", file=sys.stderr)
         return 0
     print(f"wrote {result.path}")
-    print(f"epochs {result.epochs_run} ({result.stopped}), best epoch {result.best_epoch}; "
+    kept = (f"kept epoch {result.saved_epoch} (the last), best epoch {result.best_epoch}"
+            if args.keep == "last" else f"best epoch {result.best_epoch}")
+    print(f"epochs {result.epochs_run} ({result.stopped}), {kept}; "
           f"validation n {v.get('n')}  R² {_num(v.get('r2'))}  MAE {_num(v.get('mae'))}; "
           f"{result.images_per_s:.1f} training images/s, wall time {_duration(result.wall_s)}")
     return 0

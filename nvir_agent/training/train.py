@@ -4,7 +4,9 @@ Recipe (defaults): MSE loss, AdamW (lr 1e-4, weight decay 5e-4),
 ReduceLROnPlateau on the validation loss (factor 0.5, patience 15), up to 150
 epochs with early stopping (patience 30 epochs without a better validation
 loss), batch 32, the paper's augmentations, ImageNet initialisation. The best
-epoch (lowest validation loss) is what the model file keeps.
+epoch (lowest validation loss) is what the model file keeps, or with
+``keep="last"`` the last one (for a fixed schedule whose validation images
+cannot judge what matters, e.g. robustness to conditions they lack).
 
 Every epoch writes ``OUT.resume`` (weights, optimizer, scheduler, RNG state,
 history); ``resume=True`` continues from it, and it is deleted when the run
@@ -48,7 +50,8 @@ IMAGENET_URL = "https://download.pytorch.org/models/" + IMAGENET_FILE
 RESUME_SUFFIX = ".resume"
 CALIBRATION_IMAGES = 1024  # training images used to calibrate the output after each epoch
 # options that may change between an interrupted run and its resumption
-_RESUMABLE_CHANGES = {"epochs", "resume", "workers", "stop_after", "device", "cache_dir", "out"}
+_RESUMABLE_CHANGES = {"epochs", "resume", "workers", "stop_after", "device", "cache_dir", "out",
+                      "keep"}
 
 
 class TrainingInterrupted(AgentError):
@@ -79,6 +82,7 @@ class TrainOptions:
     lr_factor: float = 0.5
     lr_patience: int = 15
     patience: int = 30
+    keep: str = "best"  # which epoch the model file holds: best (lowest validation loss) or last
     calibrate: bool = True  # rescale the output layer after each epoch (see output_calibration)
     augment: str = "paper"  # paper, geometric (flips/rotations only) or none
     blur: float = 0.0  # extra defocus augmentation (max sigma / crop side); 0 = the paper's set
@@ -124,11 +128,12 @@ class TrainResult:
     epochs_run: int
     best_epoch: int
     stopped: str  # "early-stopping", "max-epochs" or "paused"
-    validation: dict[str, Any]
+    validation: dict[str, Any]  # of the epoch the file holds
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
     images_per_s: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    saved_epoch: int = 0  # the epoch the file holds: best_epoch, or the last with keep="last"
 
 
 def resume_path(out: Path) -> Path:
@@ -307,6 +312,7 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
             val_loss = float(np.mean((pred - y_val) ** 2))
             report = metrics_report(val_items, y_val, pred)
             scheduler.step(val_loss)
+            state.update(last_calibration=[scale, shift], last_report=report)
             improved = val_loss < state["best_loss"]
             if improved:
                 state.update(best_loss=val_loss, best_epoch=epoch, bad_epochs=0,
@@ -352,18 +358,25 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
 
     wall = state["wall_s"] + time.monotonic() - started
     ips = state.get("images_seen", 0) / state["train_s"] if state["train_s"] else 0.0
+    last = options.keep == "last"
     result = TrainResult(None, state["epoch"], state["best_epoch"], stopped,
-                         state.get("best_report", {}), state["history"], wall, ips)
+                         state.get("last_report" if last else "best_report", {}),
+                         state["history"], wall, ips,
+                         saved_epoch=state["epoch"] if last else state["best_epoch"])
     if stopped == "paused":
         return result
-    module.load_state_dict(state["best_state"])
+    if last:
+        module.load_state_dict(fold_calibration(_cpu_state(module), *state["last_calibration"]))
+    else:
+        module.load_state_dict(state["best_state"])
     meta = _metadata(options, labels, split, crops, len(x_train), len(x_val), spec, init_text,
                      result, hardware.describe(device, bf16))
     result.path = save_model(options.out, module.cpu(), spec, meta, dtype=options.save_dtype)
     result.metadata = meta
     ckpt_path.unlink(missing_ok=True)
-    log.info("wrote %s (best epoch %d, validation R² %s, MAE %s)", result.path,
-             result.best_epoch, result.validation.get("r2"), result.validation.get("mae"))
+    log.info("wrote %s (epoch %d, best epoch %d, validation R² %s, MAE %s)", result.path,
+             result.saved_epoch, result.best_epoch, result.validation.get("r2"),
+             result.validation.get("mae"))
     return result
 
 
@@ -415,9 +428,9 @@ def _metadata(options: TrainOptions, labels: Any, split: Any, crops: Any, n_trai
             "wall_time_s": round(result.wall_s, 1),
             "train_images_per_s": round(result.images_per_s, 2),
         },
-        "metrics": {"validation": result.validation,
-                    "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                    "stopped": result.stopped},
+        "metrics": {"validation": result.validation, "saved_epoch": result.saved_epoch,
+                    "kept": options.keep, "best_epoch": result.best_epoch,
+                    "epochs_run": result.epochs_run, "stopped": result.stopped},
         "data": data,
         "split": split.details,
         "recipe": {**options.recipe(), "preprocessing": spec.to_dict(),
