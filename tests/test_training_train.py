@@ -175,9 +175,18 @@ def test_train_and_evaluate_commands_end_to_end(dataset, tmp_path, capsys):
     assert report["baseline"]["n"] > 0 and report["baseline"]["n_train"] > 0
     assert plot.is_file() and plot.stat().st_size > 1000
 
-    rc = main(["evaluate", "--model", str(model), "--labels", str(dataset / "labels.csv")])
+    preds = tmp_path / "out" / "predictions.csv"
+    rc = main(["evaluate", "--model", str(model), "--labels", str(dataset / "labels.csv"),
+               "--predictions", str(preds)])
     captured = capsys.readouterr()
     assert rc == 0 and "overall" in captured.out and "day 2" in captured.out
+    assert f"predictions: {preds}" in captured.out
+    with preds.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == report["n"] and rows[0]["site"] == "lab"
+    errors = [float(r["predicted"]) - float(r["viability"]) for r in rows]
+    assert errors == pytest.approx([float(r["error"]) for r in rows], abs=2e-6)
+    assert np.mean(np.abs(errors)) == pytest.approx(report["mae"], abs=1e-5)
 
     rc = main(["evaluate", "--model", str(tmp_path / "missing.safetensors"), "--labels",
                str(dataset / "labels.csv")])

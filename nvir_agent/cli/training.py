@@ -92,6 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--labels-from", choices=("auto", "viability", "atp"), default="auto")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--plot", type=Path, metavar="PNG", help="write a predicted-vs-true plot")
+    e.add_argument("--predictions", type=Path, metavar="CSV",
+                   help="write one row per image: label, prediction and error")
     e.add_argument("--baseline", action="store_true",
                    help="also fit the classic-feature baseline on the model's training split "
                    "and report it side by side")
@@ -186,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from nvir_agent.model.modelfile import load_model
-    from nvir_agent.training.evaluate import evaluate_model, plot_predictions
+    from nvir_agent.training.evaluate import evaluate_model, plot_predictions, write_predictions
     from nvir_agent.training.labels import read_labels
 
     loaded = load_model(args.model)
@@ -201,6 +203,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         base = baseline_for_model(loaded.metadata, labels, train_labels=args.train_labels,
                            train_images=args.train_images, workers=args.workers)
         result["baseline"] = base.report
+    if args.predictions:
+        write_predictions(args.predictions, ev)
     if args.plot:
         plot_predictions(
             args.plot, ev.y_true, ev.y_pred, title=f"{ev.model} on {args.labels}",
@@ -212,6 +216,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _print_report(result, args.labels)
     if args.plot:
         print(f"plot: {args.plot}")
+    if args.predictions:
+        print(f"predictions: {args.predictions}")
     return 0
 
 

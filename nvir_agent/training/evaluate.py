@@ -8,6 +8,7 @@ readable, no spheroid for a spheroid-crop model) are left out and counted.
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -124,6 +125,28 @@ def evaluate_model(
              report["r2"], report["mae"])
     return Evaluation(loaded.name, items, y_true, y_pred.astype(np.float64), report,
                       crops.skipped)
+
+
+def write_predictions(path: str | Path, ev: Evaluation) -> Path:
+    """One CSV row per scored image: where it came from, its label, the prediction and
+    the error (predicted − true), so outliers can be looked at image by image."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["image", "site", "plate", "well", "day", "role", "compound",
+                             "concentration_uM", "viability", "predicted", "error"])
+            for item, t, p in zip(ev.items, ev.y_true, ev.y_pred, strict=True):
+                writer.writerow([item.name, item.site, item.plate, item.well,
+                                 "" if item.day is None else f"{item.day:g}", item.role,
+                                 item.compound,
+                                 "" if item.concentration_uM is None else f"{item.concentration_uM:g}",
+                                 f"{t:.6f}", f"{p:.6f}", f"{p - t:.6f}"])
+    except OSError as exc:
+        raise DataError(f"Cannot write the predictions file {path}: {exc.strerror or exc}.",
+                        "Choose a folder you may write to.") from exc
+    return path
 
 
 def plot_predictions(path: str | Path, y_true: Sequence[float], y_pred: Sequence[float], *,
