@@ -110,6 +110,44 @@ def test_percentile_spec_stretches_the_declared_percentiles_to_full_range():
     assert out[0, 9, 5] == approx(1.0)  # above the high percentile
 
 
+def test_percentiles_from_the_reduced_crop_keep_a_noisy_images_contrast():
+    # a dark disc on a light background; pixel noise widens the full-resolution
+    # extremes (lower contrast after mapping), the 32 × 32 area average hardly moves
+    yy, xx = np.mgrid[:256, :256]
+    clean = np.where((xx - 128) ** 2 + (yy - 128) ** 2 < 60**2, 40.0, 170.0)
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 12, clean.shape), 0, 255)
+    disc = (xx - 128) ** 2 + (yy - 128) ** 2 < 50**2
+
+    def contrast(img, side):
+        spec = PreprocessSpec(size=64, intensity="percentile", percentile_side=side)
+        out = cv2.resize(preprocess(img.astype(np.uint8), spec)[0], (256, 256))
+        return float(out[~disc].mean() - out[disc].mean())
+
+    clean_contrast = contrast(clean, 0)
+    assert contrast(clean, 32) == pytest.approx(clean_contrast, rel=0.02)
+    # measured: 0.71 of the clean contrast from every pixel, 0.90 from the reduced crop
+    # (what is left is the noise clipped at the ends of the range)
+    assert contrast(noisy, 0) < 0.75 * clean_contrast
+    assert contrast(noisy, 32) > 0.88 * clean_contrast
+
+
+def test_percentile_side_reduces_before_ranking_and_leaves_small_crops_alone():
+    img = np.zeros((8, 8), np.uint16)
+    img[:, 4:] = 100
+    img[0, 0] = 1000  # a single hot pixel: the top percentile of the pixels
+    full = PreprocessSpec(size=8, intensity="percentile", low_percentile=0, high_percentile=100)
+    reduced = PreprocessSpec(size=8, intensity="percentile", low_percentile=0,
+                             high_percentile=100, percentile_side=2)
+    # every pixel: 0 → −1 and 1000 → +1, so 100 maps to 26 (100·255/1000 = 25.5 → 26)
+    assert preprocess(img, full)[0, 4, 5] == approx(norm(26))
+    # 2 × 2 area average: blocks of 4 × 4 pixels, [62.5 (the hot pixel among zeros),
+    # 100, 0, 100] → range 0..100, so 100 maps to 255
+    assert preprocess(img, reduced)[0, 4, 5] == approx(1.0)
+    tiny = PreprocessSpec(size=8, intensity="percentile", low_percentile=0,
+                          high_percentile=100, percentile_side=16)  # larger than the crop
+    assert preprocess(img, tiny)[0, 4, 5] == approx(norm(26))
+
+
 def test_spheroid_crop_is_a_square_around_the_mask_with_margin():
     img = np.array([[10 * r + c for c in range(10)] for r in range(8)], dtype=np.uint8)
     mask = np.zeros((8, 10), dtype=bool)
@@ -165,6 +203,12 @@ def test_spec_round_trips_through_a_dict_and_rejects_unknown_or_bad_values():
         PreprocessSpec(crop="round")
     with pytest.raises(ValueError, match="interpolation 9"):
         PreprocessSpec(interpolation=9)
+    with pytest.raises(ValueError, match="percentile_side 1 "):
+        PreprocessSpec(percentile_side=1)
+    # files written before percentile_side existed take their percentiles from every pixel
+    old = spec.to_dict()
+    del old["percentile_side"]
+    assert PreprocessSpec.from_dict(old).percentile_side == 0
 
 
 def _paper_reference(path) -> np.ndarray:

@@ -23,6 +23,7 @@ from nvir_agent.training.train import (
     fold_calibration,
     imagenet_weights_path,
     output_calibration,
+    resolve_spec,
     resume_path,
     train,
 )
@@ -138,6 +139,13 @@ def test_fine_tuning_starts_from_a_model_file_and_keeps_its_preprocessing(datase
                           size=None))
     meta = load_model(tuned.path).metadata
     assert meta["preprocessing"]["size"] == 32 and meta["preprocessing"]["intensity"] == "percentile"
+    # a new percentile model ranks its crop reduced to 64²; fine-tuning keeps the original's
+    assert load_model(first.path).spec.percentile_side == 64
+    assert meta["preprocessing"]["percentile_side"] == 64
+    assert resolve_spec(options(dataset, tmp_path / "d.safetensors", intensity="percentile",
+                                percentile_side=0), None).percentile_side == 0
+    assert resolve_spec(options(dataset, tmp_path / "d.safetensors", intensity="bitdepth"),
+                        None).percentile_side == 0
     assert meta["provenance"]["trained_from"].startswith("fine-tuned from a.safetensors@")
     with pytest.raises(UsageError, match="no such file"):
         train(options(dataset, tmp_path / "c.safetensors", init=str(tmp_path / "none.pth")))

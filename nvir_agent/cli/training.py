@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--intensity", choices=("uint8", "bitdepth", "percentile"),
                    help="8-bit mapping: uint8 (the paper: 16-bit divided by 256), bitdepth "
                    "(default: full scale of the real bit depth) or percentile")
+    p.add_argument("--percentile-side", type=int, metavar="N",
+                   help="percentile intensity: take the percentiles from the crop reduced to "
+                   "N × N, so that pixel noise does not lower the contrast (default 64 for a "
+                   "new model, or the --init model's; 0: from every pixel)")
     p.add_argument("--split", default="chronological", metavar="chronological|random|site:NAME",
                    help="validation split (default chronological: the latest batches of each "
                    "site are held out)")
@@ -164,7 +168,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = TrainOptions(
         labels=args.labels, images=args.images, out=args.out, epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, size=args.size, crop=args.crop,
-        margin=args.margin, intensity=args.intensity, split=args.split,
+        margin=args.margin, intensity=args.intensity, percentile_side=args.percentile_side,
+        split=args.split,
         val_fraction=args.val_fraction, init=args.init, lr=args.lr,
         weight_decay=args.weight_decay, lr_patience=args.lr_patience, patience=args.patience,
         keep=args.keep, augment=args.augment, calibrate=not args.no_calibrate, blur=args.augment_blur,

@@ -47,6 +47,9 @@ class PreprocessSpec:
       divide by 256 whatever the real bit depth), ``bitdepth`` (full scale of
       the detected bit depth → 255, so 12-bit data is not dark) or
       ``percentile`` (the ``low``/``high`` percentiles of the crop → 0/255).
+    percentile_side: 0 takes the percentiles over every pixel of the crop; N
+      over a copy of the crop reduced to N × N by area averaging, so that
+      pixel noise (which widens the extremes) does not lower the contrast.
     """
 
     crop: str = "center-square"
@@ -56,6 +59,7 @@ class PreprocessSpec:
     intensity: str = "uint8"
     low_percentile: float = 0.5
     high_percentile: float = 99.5
+    percentile_side: int = 0
     mean: float = 0.5
     std: float = 0.5
 
@@ -76,6 +80,10 @@ class PreprocessSpec:
                 f"percentiles {self.low_percentile!r}/{self.high_percentile!r} are not "
                 "0 ≤ low < high ≤ 100"
             )
+        if not isinstance(self.percentile_side, int) or not (
+                self.percentile_side == 0 or 2 <= self.percentile_side <= 4096):
+            problems.append(f"percentile_side {self.percentile_side!r} is not 0 or a whole "
+                            "number from 2 to 4096")
         if not self.std > 0:
             problems.append(f"std {self.std!r} must be > 0")
         if problems:
@@ -102,6 +110,8 @@ class PreprocessSpec:
         intensity = self.intensity
         if intensity == "percentile":
             intensity = f"percentile {self.low_percentile:g}–{self.high_percentile:g}"
+            if self.percentile_side:
+                intensity += f" (of the crop at {self.percentile_side}²)"
         return (
             f"{crop} crop, {intensity} intensity, {self.size}×{self.size} "
             f"{INTERPOLATIONS[self.interpolation]}, (x/255−{self.mean:g})/{self.std:g}"
@@ -229,7 +239,11 @@ def _to_uint8(gray: np.ndarray, spec: PreprocessSpec, bit_depth: int | None) -> 
         # convertScaleAbs rounds and saturates (values above full scale → 255).
         return cv2.convertScaleAbs(np.ascontiguousarray(gray), alpha=255.0 / full)
     # percentile
-    lo, hi = _rank_percentiles(gray, spec.low_percentile, spec.high_percentile)
+    sample = gray
+    side = spec.percentile_side
+    if side and min(gray.shape[:2]) > side:
+        sample = cv2.resize(np.ascontiguousarray(gray), (side, side), interpolation=cv2.INTER_AREA)
+    lo, hi = _rank_percentiles(sample, spec.low_percentile, spec.high_percentile)
     if hi <= lo:
         hi = lo + 1.0
     # one table entry per possible pixel value: the same numbers as mapping each pixel

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 IMAGENET_FILE = "resnet18-f37072fd.pth"
 IMAGENET_URL = "https://download.pytorch.org/models/" + IMAGENET_FILE
 RESUME_SUFFIX = ".resume"
+NEW_PERCENTILE_SIDE = 64  # a new model's percentiles come from its crop reduced to 64 × 64
 CALIBRATION_IMAGES = 1024  # training images used to calibrate the output after each epoch
 # options that may change between an interrupted run and its resumption
 _RESUMABLE_CHANGES = {"epochs", "resume", "workers", "stop_after", "device", "cache_dir", "out",
@@ -74,6 +75,7 @@ class TrainOptions:
     crop: str | None = None  # default: the init model's, else center-square
     margin: float | None = None
     intensity: str | None = None  # default: the init model's, else bitdepth
+    percentile_side: int | None = None  # default: the init model's, else 64 (see PreprocessSpec)
     split: str = "chronological"
     val_fraction: float = 0.2
     init: str = "imagenet"
@@ -185,8 +187,12 @@ def _load_resnet_state(path: Path) -> dict[str, torch.Tensor]:
 
 def resolve_spec(options: TrainOptions, init_spec: PreprocessSpec | None) -> PreprocessSpec:
     base = init_spec or PreprocessSpec(intensity="bitdepth")
+    side = options.percentile_side
+    if side is None and init_spec is None and options.intensity == "percentile":
+        side = NEW_PERCENTILE_SIDE
     changes = {k: v for k, v in (("size", options.size), ("crop", options.crop),
-                                 ("margin", options.margin), ("intensity", options.intensity))
+                                 ("margin", options.margin), ("intensity", options.intensity),
+                                 ("percentile_side", side))
                if v is not None}
     try:
         return replace(base, **changes)
