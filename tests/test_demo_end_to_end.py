@@ -135,4 +135,7 @@ def test_fitted_ic50s_lie_within_a_factor_two_of_the_truth(demo):
             f"{name}: fitted {fit.ic50:.3g} µM vs true {c['ic50_uM']} µM\n{out}")
         checked += 1
     assert checked == 3  # Fictazine, Mockomycin, Pretendol
-    assert fits["Shamacil"].infinite or fits["Shamacil"].ic50 > 10 * 32
+    # a harmless compound never gets an IC50 inside the tested range (highest 32 µM):
+    # none at all, or one beyond it that the table marks as extrapolated
+    harmless = fits["Shamacil"]
+    assert harmless.infinite or (harmless.ic50 > 32 and harmless.extrapolated), harmless
