@@ -445,14 +445,13 @@ def _outside_pieces(ratio: np.ndarray, inside: np.ndarray, radius: float) -> np.
     # went round a light crossing of cracks
     m = cv2.moments(inside, binaryImage=True)
     yy, xx = np.ogrid[:ratio.shape[0], :ratio.shape[1]]
-    around = ((xx - m["m10"] / m["m00"]) ** 2 + (yy - m["m01"] / m["m00"]) ** 2) <= radius**2
-    body_level = min(float(np.median(closed[inside > 0])), float(np.median(closed[around])))
+    dist2 = (xx - m["m10"] / m["m00"]) ** 2 + (yy - m["m01"] / m["m00"]) ** 2
+    body_level = min(float(np.median(closed[inside > 0])),
+                     float(np.median(closed[dist2 <= radius**2])))
     if body_level > 0.85:
         # the outline went round a light crossing of cracks wider than the body
         # is deep (a small broken spheroid): the pieces are the darkest part nearby
-        near_centre = ((xx - m["m10"] / m["m00"]) ** 2
-                       + (yy - m["m01"] / m["m00"]) ** 2) <= (1.2 * radius) ** 2
-        body_level = float(np.percentile(closed[near_centre], 15))
+        body_level = float(np.percentile(closed[dist2 <= (1.2 * radius) ** 2], 15))
     if body_level > 0.85:
         return None
     level = body_level + 0.5 * (1.0 - body_level)
@@ -510,7 +509,7 @@ def _closed_path(edge: np.ndarray, step: int) -> np.ndarray:
     extra = n_a // 4
     rows = np.concatenate([edge[n_a - extra:], edge, edge[:extra]])
     path, _ = _best_path(rows, step)
-    start, end = int(path[extra]), int(path[extra + n_a]) if extra else int(path[0])
+    start, end = int(path[extra]), int(path[extra + n_a])  # angle 0 at either end of the turn
     if abs(start - end) <= step:
         return path[extra:extra + n_a]
     once_round = np.concatenate([edge, edge[:1]])
