@@ -23,6 +23,7 @@ import stat as stat_mod
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +48,17 @@ NETWORK_FS = frozenset({
 
 _EVENTS = frozenset({"created", "modified", "moved", "closed"})
 MAX_BACKOFF_S = 60.0
+
+
+def quiet_duplicate_watch_warning() -> None:
+    """Keep watchdog's duplicate-watch warning out of the console and the log.
+
+    Its inotify backend warns when a folder made under a recursive watch is given
+    its watch twice: the second replaces the first and its events keep coming, so
+    there is nothing for an operator to do. (Adding the same filter again replaces it.)
+    """
+    warnings.filterwarnings("ignore", message="Callback with id .* already exists for watch",
+                            category=RuntimeWarning, module=r"watchdog\.observers\.inotify")
 
 
 def _unescape_mount(field: str) -> str:
@@ -343,6 +355,7 @@ class FolderWatcher:
     def _make_observer(self, folder: _Folder) -> BaseObserver:
         if folder.mode == "polling":
             return PollingObserver(timeout=self._poll_interval_s)
+        quiet_duplicate_watch_warning()
         return Observer()
 
     def _try_start(self, folder: _Folder, now: float) -> bool:

@@ -250,3 +250,22 @@ def test_folder_missing_at_start_is_watched_once_it_appears(tmp_path):
         f = write_file(acq / "P_B04_s1_w1.tif")
         assert wait_until(lambda: engine.status().done == 1, 10)
     assert stage.paths() == [str(f)]
+
+
+def test_watchdogs_duplicate_watch_warning_stays_out_of_the_console():
+    import warnings
+
+    from nvir_agent.watch import quiet_duplicate_watch_warning
+
+    def warn(message):
+        warnings.warn_explicit(message, RuntimeWarning, "inotify.py", 365,
+                               module="watchdog.observers.inotify", registry={})
+
+    with warnings.catch_warnings(record=True) as caught:
+        quiet_duplicate_watch_warning()  # as every native observer the watcher starts
+        quiet_duplicate_watch_warning()  # twice: one filter, not two
+        warn("Callback with id '1' already exists for watch <Watch wd=4>. It will be Overwritten.")
+        warn("inotify watch limit reached")  # anything else still shows
+        duplicates = [f for f in warnings.filters if f[1] and "Callback with id" in f[1].pattern]
+    assert [str(w.message) for w in caught] == ["inotify watch limit reached"]
+    assert len(duplicates) == 1
