@@ -125,13 +125,8 @@ def collect_report(
     monitor saved in the store); ``day`` limits heatmaps and dose-response.
     """
     labels = dict(compounds or {})
-    plates = load_plate_timecourses(store_or_conn, plate, maps=maps,
-                                    **settings_from_config(config))
+    plates, fits = _plates_and_fits(store_or_conn, plate, day, labels, maps, config, model)
     _check_selection(store_or_conn, plate, day, plates)
-    records = records_from_points(_points(plates))
-    cmax = {n: c.cmax_uM for n, c in labels.items() if c.cmax_uM}
-    fits = fit_compounds(records, model=model, cmax=cmax,
-                         days=None if day is None else [day])
     dili_day = choose_day(fits, day)
     dili = evaluate_dili(fits, labels, day=dili_day) if labels else None
     qc = _qc_summary(store_or_conn, plate, plates)
@@ -186,12 +181,22 @@ def ic50_table(
     model: str = "2pl",
 ) -> list[Ic50Row]:
     """IC50 (with 95 % CI) per compound and day from the store; draws nothing."""
+    _, fits = _plates_and_fits(store_or_conn, plate, day, compounds or {}, maps, config, model)
+    return ic50_rows(fits)
+
+
+def _plates_and_fits(
+    store_or_conn: object, plate: str | None, day: int | None,
+    compounds: Mapping[str, CompoundLabel], maps: MapLookup | None, config: object | None,
+    model: str,
+) -> tuple[dict[str, PlateTimecourse], list[CompoundDayFit]]:
+    """The plates' time courses from the store and the dose-response fits on them."""
     plates = load_plate_timecourses(store_or_conn, plate, maps=maps,
                                     **settings_from_config(config))
-    cmax = {n: c.cmax_uM for n, c in (compounds or {}).items() if c.cmax_uM}
+    cmax = {n: c.cmax_uM for n, c in compounds.items() if c.cmax_uM}
     fits = fit_compounds(records_from_points(_points(plates)), model=model, cmax=cmax,
                          days=None if day is None else [day])
-    return ic50_rows(fits)
+    return plates, fits
 
 
 def _qc_summary(store_or_conn: object, plate: str | None,
