@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from nvir_agent.errors import ModelLoadError
-from nvir_agent.model.modelfile import check_state_dict, save_model
+from nvir_agent.model.modelfile import check_state_dict, read_bytes, save_model
 from nvir_agent.model.network import build_nvir, parameter_count
 from nvir_agent.model.preprocess import PreprocessSpec
 
@@ -216,19 +216,7 @@ class Checkpoint:
 def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Unpickle a torch checkpoint safely (zip or legacy format)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ModelLoadError(f"Checkpoint {path} does not exist.", "Check the path.") from exc
-    except IsADirectoryError as exc:
-        raise ModelLoadError(f"Checkpoint path {path} is a folder, not a file.", _FIX) from exc
-    except OSError as exc:
-        raise ModelLoadError(
-            f"Cannot read checkpoint {path}: {exc.strerror or exc}.",
-            "Check that the file exists and that you may read it.",
-        ) from exc
-    if not raw:
-        raise ModelLoadError(f"Checkpoint {path} is empty (0 bytes).", _FIX)
+    raw = read_bytes(path, "Checkpoint", _FIX)
     try:
         if zipfile.is_zipfile(io.BytesIO(raw)):
             content, names = _read_zip(raw)

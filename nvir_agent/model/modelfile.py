@@ -138,7 +138,7 @@ def save_model(
 def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The NViR metadata of a model file, checked, without building the network."""
     path = Path(path)
-    raw = _read_bytes(path)
+    raw = read_bytes(path)
     header, _ = _parse_header(path, raw)
     return _check_metadata(path, header.get("__metadata__"))
 
@@ -146,7 +146,7 @@ def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     """Load and check an NViR model file; ModelLoadError names the file and the fix."""
     path = Path(path)
-    raw = _read_bytes(path)
+    raw = read_bytes(path)
     header, _ = _parse_header(path, raw)
     meta = _check_metadata(path, header.get("__metadata__"))
     try:
@@ -208,22 +208,24 @@ def check_state_dict(
     )
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path, what: str = "Model file", fix: str = _FIX_GET) -> bytes:
+    """The whole file, or ModelLoadError saying it is missing, a folder, unreadable or
+    empty; ``what`` names the kind of file in the message, ``fix`` says how to get a good one."""
     try:
         if path.is_dir():
-            raise ModelLoadError(f"Model path {path} is a folder, not a model file.", _FIX_GET)
+            raise ModelLoadError(f"{what} path {path} is a folder, not a file.", fix)
         raw = path.read_bytes()
     except FileNotFoundError as exc:
-        raise ModelLoadError(f"Model file {path} does not exist.", _FIX_GET) from exc
+        raise ModelLoadError(f"{what} {path} does not exist.", f"Check the path. {fix}") from exc
     except OSError as exc:
         raise ModelLoadError(
-            f"Cannot read model file {path}: {exc.strerror or exc}.",
+            f"Cannot read {what.lower()} {path}: {exc.strerror or exc}.",
             "Check that the file exists and that you may read it.",
         ) from exc
     if not raw:
         raise ModelLoadError(
-            f"Model file {path} is empty (0 bytes).",
-            "The copy or download was cut short. " + _FIX_GET,
+            f"{what} {path} is empty (0 bytes).",
+            "The copy or download was cut short. " + fix,
         )
     return raw
 
