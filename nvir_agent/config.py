@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nvir_agent.errors import ConfigError
+from nvir_agent.errors import ConfigError, read_text_file
 from nvir_agent.naming import PRESET_NAMES
 from nvir_agent.paths import user_config_dir
 
@@ -164,17 +164,12 @@ def load_config(
     found = find_config_path(path)
     if found is None:
         return Config()
+    text = read_text_file(found, "Config file", ConfigError,
+                          missing_hint="Check the path given with --config, or copy "
+                          "agent.toml.example there.",
+                          format_hint="Save it as UTF-8 text.")
     try:
-        raw = tomllib.loads(found.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(
-            f"Cannot read config file {found}: {exc.strerror or exc}.",
-            "Check that the file exists and that you may read it.",
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"Config file {found} is not UTF-8 text.", "Save it as UTF-8 text."
-        ) from exc
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"Config file {found} is not valid TOML: {exc}.",

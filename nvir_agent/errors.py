@@ -7,7 +7,9 @@ sqlite3, OpenCV, torch) are converted at the boundary with ``raise ... from``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def listing(items: Sequence[str], limit: int = 8, sep: str = ", ") -> str:
@@ -84,3 +86,20 @@ class DataError(AgentError):
     """Training or evaluation input (labels, images) is unusable."""
 
     exit_code = 2
+
+
+def read_text_file(path: str | os.PathLike[str], what: str, error: type[AgentError], *,
+                   missing_hint: str, format_hint: str, encoding: str = "utf-8") -> str:
+    """The whole of a text file the user named, or ``error`` saying that the ``what``
+    (e.g. "Plate map") is missing (``missing_hint``: where to point instead), not
+    UTF-8 text (``format_hint``: what a good file is) or unreadable."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding=encoding)
+    except FileNotFoundError as exc:
+        raise error(f"{what} {p} does not exist.", missing_hint) from exc
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {p} is not UTF-8 text.", format_hint) from exc
+    except OSError as exc:
+        raise error(f"Cannot read {what.lower()} {p}: {exc.strerror or exc}.",
+                    "Check that the file exists and that you may read it.") from exc

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nvir_agent.errors import DataError
+from nvir_agent.errors import DataError, read_text_file
 from nvir_agent.monitor.doseresponse import DoseResponseFit, fit_dose_response
 from nvir_agent.monitor.timecourse import IMAGING_QC_FLAGS
 
@@ -276,13 +276,9 @@ def parse_compound_table(text: str, *, source: str = "compound table") -> dict[s
 def read_compound_table(path: str | Path) -> dict[str, CompoundLabel]:
     """Read the compound CSV; DataError naming the file for every problem."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise DataError(f"Compound table {p} does not exist.", "Check the --compounds path.") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"Cannot read compound table {p}: {exc}.",
-                        "Give a UTF-8 CSV file 'compound,dili[,cmax_uM]'.") from exc
+    text = read_text_file(p, "Compound table", DataError, encoding="utf-8-sig",
+                          missing_hint="Check the --compounds path.",
+                          format_hint="Give a UTF-8 CSV file 'compound,dili[,cmax_uM]'.")
     return parse_compound_table(text, source=str(p))
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent import naming
-from nvir_agent.errors import PlateMapError
+from nvir_agent.errors import PlateMapError, read_text_file
 from nvir_agent.naming import row_letters
 
 if sys.version_info >= (3, 11):
@@ -365,17 +365,9 @@ def parse_toml(text: str, *, source: str = "plate map", plate_format: int = 96) 
 def read_plate_maps(path: str | Path, plate_format: int = 96) -> list[PlateMap]:
     """Read a CSV or TOML plate map file (one or more plates)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise PlateMapError(f"Plate map {p} does not exist.",
-                            "Check the path, or [plates] maps in agent.toml.") from exc
-    except UnicodeDecodeError as exc:
-        raise PlateMapError(f"Plate map {p} is not UTF-8 text.",
-                            "Save it as UTF-8 CSV or TOML.") from exc
-    except OSError as exc:
-        raise PlateMapError(f"Cannot read plate map {p}: {exc.strerror or exc}.",
-                            "Check that the file exists and that you may read it.") from exc
+    text = read_text_file(p, "Plate map", PlateMapError,
+                          missing_hint="Check the path, or [plates] maps in agent.toml.",
+                          format_hint="Save it as UTF-8 CSV or TOML.")
     if p.suffix.lower() == ".toml":
         return parse_toml(text, source=str(p), plate_format=plate_format)
     if p.suffix.lower() == ".csv":

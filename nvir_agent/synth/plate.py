@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from nvir_agent.errors import DataError, UsageError
+from nvir_agent.errors import DataError, UsageError, read_text_file
 from nvir_agent.monitor.platemap import PlateMap, read_plate_maps
 from nvir_agent.naming import parse_well, row_letters
 from nvir_agent.synth.render import TRAINING, Conditions, NuisanceRanges, Rendered, render_spheroid
@@ -84,13 +84,9 @@ POSITIVE_CONCENTRATION_UM = 30.0
 def read_compounds(path: str | Path) -> dict[str, Compound]:
     """Read ``compound,ic50_uM,hill,onset_day`` (ic50 empty, 'inf' or 'none' = harmless)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"Cannot read the compound table {p}: {exc.strerror or exc}.",
-                        "Check the path of --compounds.") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"The compound table {p} is not UTF-8 text.", "Save it as UTF-8 CSV.") from exc
+    text = read_text_file(p, "Compound table", DataError,
+                          missing_hint="Check the path of --compounds.",
+                          format_hint="Save it as UTF-8 CSV.")
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     header = [h.strip().lower() for h in reader.fieldnames or []]
     if "compound" not in header or "ic50_um" not in header:
