@@ -174,6 +174,10 @@ def add_read(store: Store, tp: int, tox: float, wells=None) -> list[int]:
     wells = wells or ["A01", "A02", "A03", "A04", "B01", "B02", "B03", "C01", "C02", "C03"]
     ids = store.add_jobs([(f"/acq/P1_{w}_t{tp}.tif", 1, float(tp),
                            ImageKey(plate="P1", well=w, timepoint=tp)) for w in wells])
+    return commit(store, ids, tox)
+
+
+def commit(store: Store, ids: list[int], tox: float) -> list[int]:
     batch = []
     for r in store.records(ids):
         a = Analysis(record=r)
@@ -269,16 +273,6 @@ def test_engine_runs_the_monitor_as_its_default_listener(tmp_path):
     with Store(tmp_path / "db.sqlite3") as store, store.transaction() as conn:
         found = [(a.subject, a.rule) for a in alerts.list_alerts(conn)]
     assert found == [("group:Tox 10 µM", "viability")]
-
-
-def commit(store: Store, ids: list[int], tox: float) -> list[int]:
-    batch = []
-    for r in store.records(ids):
-        a = Analysis(record=r)
-        a.found = True
-        a.viability = tox if r.key.well.startswith("B") else 1.0
-        batch.append(a)
-    return store.commit_results(batch)
 
 
 def queue_read(store: Store, tp: int) -> list[int]:
