@@ -19,11 +19,11 @@ from pathlib import Path
 
 import tifffile
 
-from nvir_agent.analysis import build_stages
 from nvir_agent.config import load_config
-from nvir_agent.demo import NAMING, DemoOptions, prepare_workspace, simulation
-from nvir_agent.naming import parse_path
-from nvir_agent.pipeline import Analysis, ImageRecord
+from nvir_agent.demo.run import NAMING, DemoOptions, prepare_workspace, simulation
+from nvir_agent.ingest.filenames import parse_path
+from nvir_agent.pipeline.contract import Analysis, ImageRecord
+from nvir_agent.pipeline.stages import build_stages
 from nvir_agent.synth.plate import image_name
 
 

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 from nvir_agent.config import Config
-from nvir_agent.monitor.monitor import Monitor
+from nvir_agent.ingest.filenames import ImageKey, well_name
+from nvir_agent.monitor.listener import Monitor
+from nvir_agent.monitor.notify import Notifier
 from nvir_agent.monitor.platemap import FORMATS
-from nvir_agent.naming import ImageKey, well_name
-from nvir_agent.notify import Notifier
-from nvir_agent.pipeline import Analysis
-from nvir_agent.store import Store
+from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.store.database import Store
 
 
 class Discard:

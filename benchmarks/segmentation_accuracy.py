@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import tifffile
 
-from nvir_agent.segmentation import segment
+from nvir_agent.imaging.segmentation import segment
 from nvir_agent.synth.render import Conditions, render_spheroid
 
 # condition name → (viability range, fixed nuisances); the rest is drawn from
@@ -57,7 +57,7 @@ def rendered_ious(name: str, n: int, seed0: int = 1000) -> list[float]:
 
 
 def real_ious(root: Path, overlays: Path | None) -> list[tuple[str, float, list[str]]]:
-    from nvir_agent.imageio import read_image
+    from nvir_agent.imaging.reading import read_image
 
     rows = []
     for img_path in sorted((root / "images").glob("*.tif")):

@@ -6,7 +6,7 @@ Renders ``--per`` images per accuracy-benchmark condition (three times as
 many dying and broken ones, whose border is the hard one) from seed 30000 on,
 apart from the benchmark's (1000, 5000) and the tests' seeds; outlines each
 with ``segment(..., refine_boundary=False)``; takes every pixel of the band
-around the outline with its features (nvir_agent.boundary.band_features) and
+around the outline with its features (nvir_agent.imaging.boundary.band_features) and
 whether it lies in the exact body mask (area fraction at the band's
 resolution); and fits a 21-32-32-1 perceptron (binary cross-entropy, Adam,
 12 epochs, torch seed 0). About 45 s on one core.
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nvir_agent import boundary
-from nvir_agent.segmentation import _as_gray, _full_scale, segment, work_image
+from nvir_agent.imaging import boundary
+from nvir_agent.imaging.segmentation import _as_gray, _full_scale, segment, work_image
 from nvir_agent.synth.render import render_spheroid
 
 sys.path.insert(0, str(Path(__file__).parent))

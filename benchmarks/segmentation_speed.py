@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import tifffile
 
-from nvir_agent.imageio import read_image
-from nvir_agent.segmentation import segment
+from nvir_agent.imaging.reading import read_image
+from nvir_agent.imaging.segmentation import segment
 from nvir_agent.synth.render import Conditions, render_spheroid
 
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Reproduce the bundled demo model (assets/models/nvir-demo.safetensors) and
+# Reproduce the bundled demo model (nvir_agent/assets/models/nvir-demo.safetensors) and
 # measure it on a held-out synthetic set with a new seed and WIDE nuisances.
 #
 #   benchmarks/training_demo_model.sh [WORKDIR]
 #
-# About 12-20 minutes on a 2-core CPU with AVX-512 BF16 (see assets/models/README.md).
+# About 12-20 minutes on a 2-core CPU with AVX-512 BF16 (see nvir_agent/assets/models/README.md).
 set -euo pipefail
 WORK="${1:-${TMPDIR:-/tmp}/nvir-demo-model}"
 NVIR="${NVIR:-$(dirname "$0")/../.venv/bin/nvir-agent}"

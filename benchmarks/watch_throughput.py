@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from nvir_agent.config import config_from_dict
-from nvir_agent.engine import Engine
-from nvir_agent.pipeline import Analysis
+from nvir_agent.core.engine import Engine
+from nvir_agent.pipeline.contract import Analysis
 
 
 class TrivialStage:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.errors import ConfigError, read_text_file
-from nvir_agent.naming import PRESET_NAMES
+from nvir_agent.ingest.filenames import PRESET_NAMES
 from nvir_agent.paths import user_config_dir
 
 if sys.version_info >= (3, 11):

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.config import Config, config_from_dict
-from nvir_agent.engine import Engine
-from nvir_agent.pipeline import Analysis
+from nvir_agent.core.engine import Engine
+from nvir_agent.pipeline.contract import Analysis
 
 
 class RecordingStage:

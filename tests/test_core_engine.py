@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from core_helpers import RecordingStage, make_config, running, wait_until, write_file
 
-from nvir_agent.engine import Engine, read_status
+from nvir_agent.core.engine import Engine, read_status
 from nvir_agent.errors import ModelLoadError, UsageError
-from nvir_agent.naming import ImageKey
-from nvir_agent.store import Store, StoreReader, database_path
+from nvir_agent.ingest.filenames import ImageKey
+from nvir_agent.store.database import Store, StoreReader, database_path
 
 
 def test_pending_jobs_from_a_previous_run_are_resumed_at_start(tmp_path):
@@ -147,7 +147,7 @@ def test_a_second_agent_on_the_same_database_is_refused(tmp_path):
 
 
 def test_importing_the_engine_does_not_import_qt():
-    code = "import sys, nvir_agent.engine, nvir_agent.cli.core; print('PySide6' in sys.modules)"
+    code = "import sys, nvir_agent.core.engine, nvir_agent.cli.core; print('PySide6' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip() == "False"

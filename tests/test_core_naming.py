@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nvir_agent.errors import NamingError
-from nvir_agent.naming import (
+from nvir_agent.ingest.filenames import (
     ImageKey,
     is_candidate,
     parse_path,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from nvir_agent.errors import StoreError
-from nvir_agent.naming import ImageKey
-from nvir_agent.pipeline import Analysis
-from nvir_agent.store import MIGRATIONS, Store, StoreReader
+from nvir_agent.ingest.filenames import ImageKey
+from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.store.database import MIGRATIONS, Store, StoreReader
 
 KEY = ImageKey(vendor="imagexpress", plate="P1", well="B03", row=2, column=3, field=1,
                channel="1", timepoint=4)

@@ -8,7 +8,7 @@ import time
 
 from core_helpers import RecordingStage, make_config, running, wait_until, write_file
 
-from nvir_agent.watch import SettleTracker, is_network_path, mount_fstype, observer_mode
+from nvir_agent.ingest.watch import SettleTracker, is_network_path, mount_fstype, observer_mode
 
 MOUNTS = """\
 /dev/sda1 / ext4 rw 0 0
@@ -255,7 +255,7 @@ def test_folder_missing_at_start_is_watched_once_it_appears(tmp_path):
 def test_watchdogs_duplicate_watch_warning_stays_out_of_the_console():
     import warnings
 
-    from nvir_agent.watch import quiet_duplicate_watch_warning
+    from nvir_agent.ingest.watch import quiet_duplicate_watch_warning
 
     def warn(message):
         warnings.warn_explicit(message, RuntimeWarning, "inotify.py", 365,

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from nvir_agent.cli.main import main
-from nvir_agent.monitor.report import ic50_table
+from nvir_agent.report.html import ic50_table
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_MODEL = ROOT / "assets" / "models" / "nvir-demo.safetensors"
+DEMO_MODEL = ROOT / "nvir_agent" / "assets" / "models" / "nvir-demo.safetensors"
 # toxic from day 1 (IC50 2 and 10 µM), toxic from day 5 (IC50 5 µM), harmless
 COMPOUNDS = ("Fictazine", "Mockomycin", "Pretendol", "Shamacil")
 DAYS = 6
@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(400),
     pytest.mark.skipif(not DEMO_MODEL.is_file(),
-                       reason="the demo model assets/models/nvir-demo.safetensors is missing"),
+                       reason="the demo model nvir_agent/assets/models/nvir-demo.safetensors is missing"),
 ]
 
 

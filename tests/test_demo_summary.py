@@ -8,8 +8,8 @@ import pytest
 
 from nvir_agent.cli.main import main
 from nvir_agent.config import AlertsConfig, load_config
-from nvir_agent.demo import DemoOptions, demo_compounds, prepare_workspace, simulation
-from nvir_agent.demo_summary import (
+from nvir_agent.demo.run import DemoOptions, demo_compounds, prepare_workspace, simulation
+from nvir_agent.demo.summary import (
     check_against_truth,
     expectation,
     fit_text,
@@ -19,7 +19,7 @@ from nvir_agent.demo_summary import (
 from nvir_agent.errors import UsageError
 from nvir_agent.monitor.alerts import Alert
 from nvir_agent.monitor.platemap import read_plate_maps
-from nvir_agent.monitor.report import Ic50Row
+from nvir_agent.report.html import Ic50Row
 from nvir_agent.synth.plate import Compound
 
 CFG = AlertsConfig()

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from nvir_agent.errors import ImageReadError
-from nvir_agent.imageio import effective_bit_depth, read_image
+from nvir_agent.imaging.reading import effective_bit_depth, read_image
 
 RNG = np.random.default_rng(7)
 GRAY8 = RNG.integers(0, 256, (60, 80), dtype=np.uint8)

@@ -13,10 +13,10 @@ import tifffile
 
 from nvir_agent.config import Config
 from nvir_agent.errors import AnalysisError
-from nvir_agent.features import QC_FLAGS
-from nvir_agent.naming import ImageKey
-from nvir_agent.pipeline import Analysis, ImageRecord, run_stages
-from nvir_agent.segmentation import segment
+from nvir_agent.imaging.features import QC_FLAGS
+from nvir_agent.imaging.segmentation import segment
+from nvir_agent.ingest.filenames import ImageKey
+from nvir_agent.pipeline.contract import Analysis, ImageRecord, run_stages
 from nvir_agent.synth.render import Conditions, render_spheroid
 
 
@@ -98,8 +98,8 @@ def test_band_classifier_moves_a_dying_spheroids_border_off_its_fringe_of_shed_c
 
 
 def test_unreadable_boundary_weights_give_a_clear_error(tmp_path, monkeypatch):
-    from nvir_agent import boundary
     from nvir_agent.errors import ModelLoadError
+    from nvir_agent.imaging import boundary
 
     bad = tmp_path / "boundary_mlp.npz"
     bad.write_bytes(b"not an npz")
@@ -291,7 +291,7 @@ def _analysis(path: Path, i: int = 1) -> Analysis:
 
 @pytest.mark.slow  # importing the analysis module imports the scoring stage (torch)
 def test_stages_read_and_segment_and_keep_going_past_a_bad_file(tmp_path):
-    from nvir_agent.analysis import ReadStage, SegmentStage, build_stages
+    from nvir_agent.pipeline.stages import ReadStage, SegmentStage, build_stages
 
     tifffile.imwrite(tmp_path / "good.tif", _disc_image(bits=12))
     (tmp_path / "bad.tif").write_bytes(b"not an image at all")
@@ -312,7 +312,7 @@ def test_stages_read_and_segment_and_keep_going_past_a_bad_file(tmp_path):
 
 
 def test_pixel_size_from_config_reaches_the_features(tmp_path):
-    from nvir_agent.analysis import ReadStage, SegmentStage
+    from nvir_agent.pipeline.stages import ReadStage, SegmentStage
 
     tifffile.imwrite(tmp_path / "a.tif", _disc_image())
     cfg = Config()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nvir_agent.errors import AnalysisError
-from nvir_agent.imageio import read_image
+from nvir_agent.imaging.reading import read_image
 from nvir_agent.model.preprocess import PreprocessSpec, preprocess
 
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from nvir_agent.config import Config
-from nvir_agent.engine import Engine
+from nvir_agent.core.engine import Engine
 from nvir_agent.errors import UsageError
+from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.monitor import alerts
-from nvir_agent.monitor.monitor import Monitor
+from nvir_agent.monitor.listener import Monitor
+from nvir_agent.monitor.notify import Message, Notifier
 from nvir_agent.monitor.rules import Condition
-from nvir_agent.naming import ImageKey
-from nvir_agent.notify import Message, Notifier
-from nvir_agent.pipeline import Analysis
-from nvir_agent.store import Store
+from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.store.database import Store
 
 MAP_CSV = ("plate,well,role,compound,concentration_uM\n"
            "P1,A01:A04,vehicle,,\nP1,B01:B03,treated,Tox,10\nP1,C01:C03,treated,Safe,10\n")

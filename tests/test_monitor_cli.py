@@ -9,11 +9,11 @@ import pytest
 
 from nvir_agent.cli.main import main
 from nvir_agent.config import Config
-from nvir_agent.monitor.monitor import Monitor
-from nvir_agent.naming import ImageKey
-from nvir_agent.notify import Notifier
-from nvir_agent.pipeline import Analysis
-from nvir_agent.store import Store
+from nvir_agent.ingest.filenames import ImageKey
+from nvir_agent.monitor.listener import Monitor
+from nvir_agent.monitor.notify import Notifier
+from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.store.database import Store
 
 MAP_CSV = ("plate,well,role,compound,concentration_uM,cmax_uM\n"
            "P1,A01:A04,vehicle,DMSO,,\n"

@@ -13,7 +13,7 @@ from apprise.decorators import notify as apprise_notify
 
 from nvir_agent.config import NotifyConfig
 from nvir_agent.errors import ConfigError
-from nvir_agent.notify import (
+from nvir_agent.monitor.notify import (
     AppriseSink,
     LogSink,
     Message,
@@ -119,7 +119,7 @@ def test_close_delivers_what_is_still_waiting_for_its_window():
 
 def test_failing_channel_is_retried_with_backoff_and_others_are_not_held_up(caplog):
     flaky, steady = Recorder(fail=2), Recorder()
-    with caplog.at_level(logging.WARNING, logger="nvir_agent.notify"), \
+    with caplog.at_level(logging.WARNING, logger="nvir_agent.monitor.notify"), \
             Notifier([flaky, steady], min_interval_s=0, retry_base_s=0.05) as n:
         n.submit([notice(1)])
         assert wait_for(lambda: len(steady.messages) == 1, 1.0)
@@ -131,7 +131,7 @@ def test_failing_channel_is_retried_with_backoff_and_others_are_not_held_up(capl
 
 def test_a_channel_that_keeps_failing_is_given_up_and_logged(caplog):
     dead = Recorder(fail=100)
-    with caplog.at_level(logging.ERROR, logger="nvir_agent.notify"):
+    with caplog.at_level(logging.ERROR, logger="nvir_agent.monitor.notify"):
         n = Notifier([dead], min_interval_s=0, retry_base_s=0.01, max_attempts=3)
         n.submit([notice(1)])
         assert wait_for(lambda: dead.attempts == 3)
@@ -143,7 +143,7 @@ def test_a_channel_that_keeps_failing_is_given_up_and_logged(caplog):
 def test_submit_after_close_only_logs_and_starts_no_thread(caplog):
     n = Notifier([Recorder()])
     n.close()
-    with caplog.at_level(logging.WARNING, logger="nvir_agent.notify"):
+    with caplog.at_level(logging.WARNING, logger="nvir_agent.monitor.notify"):
         n.submit([notice(1)])
     assert any("closed" in r.message for r in caplog.records)
     assert not any(t.name == "nvir-notify" for t in threading.enumerate())
@@ -185,7 +185,7 @@ def test_registered_tray_sink_is_used_unless_tray_is_off():
 
 
 def test_log_sink_shows_alerts_on_the_console_level(caplog):
-    with caplog.at_level(logging.INFO, logger="nvir_agent.notify"):
+    with caplog.at_level(logging.INFO, logger="nvir_agent.monitor.notify"):
         LogSink(console=True).send(Message("t", "b", "warning"))
         LogSink(console=False).send(Message("t2", "b2", "warning"))
         LogSink().send(Message("t3", "b3", "critical"))

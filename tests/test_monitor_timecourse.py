@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 
+from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.monitor.platemap import parse_csv
 from nvir_agent.monitor.timecourse import (
     ImageScore,
@@ -15,9 +16,8 @@ from nvir_agent.monitor.timecourse import (
     load_timecourses,
     save_plate_map,
 )
-from nvir_agent.naming import ImageKey
-from nvir_agent.pipeline import Analysis
-from nvir_agent.store import Store
+from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.store.database import Store
 
 _ids = itertools.count(1)
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from nvir_agent.errors import DataError
-from nvir_agent.monitor.dili import (
+from nvir_agent.report.dili import (
     CompoundLabel,
     ViabilityRecord,
     choose_day,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from nvir_agent.monitor.doseresponse import fit_dose_response, ic_x
+from nvir_agent.report.doseresponse import fit_dose_response, ic_x
 
 CONC = np.array([0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
 
@@ -266,7 +266,7 @@ def test_extrapolated_flag_marks_finite_ic50_above_the_tested_range():
 def test_optimizer_failure_is_reported_not_raised(monkeypatch):
     from types import SimpleNamespace
 
-    from nvir_agent.monitor import doseresponse
+    from nvir_agent.report import doseresponse
 
     def gives_up(*args, **kwargs):
         return SimpleNamespace(success=False, message="The maximum number of function "

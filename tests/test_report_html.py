@@ -11,13 +11,13 @@ import time
 import pytest
 
 from nvir_agent.errors import DataError, UsageError
-from nvir_agent.monitor.dili import CompoundLabel
+from nvir_agent.ingest.filenames import ImageKey, parse_well
 from nvir_agent.monitor.platemap import parse_csv
-from nvir_agent.monitor.report import collect_report, ic50_table, render_html, write_report
 from nvir_agent.monitor.timecourse import save_plate_map
-from nvir_agent.naming import ImageKey, parse_well
-from nvir_agent.pipeline import Analysis
-from nvir_agent.store import Store
+from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.report.dili import CompoundLabel
+from nvir_agent.report.html import collect_report, ic50_table, render_html, write_report
+from nvir_agent.store.database import Store
 
 CONCS = [0.3, 1.0, 3.0, 10.0, 30.0]
 # compound → IC50 per read (inf: harmless); names include HTML metacharacters on purpose
@@ -229,8 +229,8 @@ def test_report_of_a_plate_without_scores_renders_and_says_so(tmp_path):
 
 
 def test_heatmap_grid_follows_the_plate_format():
-    from nvir_agent.monitor.figures import plate_grid
     from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
+    from nvir_agent.report.figures import plate_grid
 
     def tc(wells, pm=None):
         pts = [WellTimepoint(plate="X", well=w, timepoint=1, role=None, compound=None,

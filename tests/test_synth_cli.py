@@ -10,7 +10,7 @@ import numpy as np
 import tifffile
 
 from nvir_agent.cli.main import main
-from nvir_agent.naming import parse_path
+from nvir_agent.ingest.filenames import parse_path
 
 
 def test_synth_render_writes_an_image_and_its_mask(tmp_path, capsys):

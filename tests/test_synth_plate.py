@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from nvir_agent.errors import DataError, UsageError
+from nvir_agent.ingest.filenames import parse_path
 from nvir_agent.monitor.platemap import parse_csv
-from nvir_agent.naming import parse_path
 from nvir_agent.synth.plate import (
     DEFAULT_COMPOUNDS,
     NAMINGS,

@@ -8,7 +8,7 @@ import pytest
 
 from nvir_agent.synth import Conditions, render_spheroid
 
-segmentation = pytest.importorskip("nvir_agent.segmentation")
+segmentation = pytest.importorskip("nvir_agent.imaging.segmentation")
 
 CLEAN = Conditions(width=512, height=512, diameter_frac=0.3, offset=(0.0, 0.0),
                    illumination=0.65, gradient=0.0, vignetting=0.0, well_wall=0.0,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nvir_agent import boundary
+from nvir_agent.imaging import boundary
 from nvir_agent.training import data
 
 

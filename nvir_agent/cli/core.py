@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from nvir_agent import paths
 from nvir_agent.config import find_config_path, load_config
 from nvir_agent.errors import NamingError, UsageError
-from nvir_agent.naming import PRESET_NAMES, ImageKey, parse_path
+from nvir_agent.ingest.filenames import PRESET_NAMES, ImageKey, parse_path
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # before the heavy imports: config errors come fast
-    from nvir_agent.engine import Engine
+    from nvir_agent.core.engine import Engine
 
     engine = Engine(config)
     try:
@@ -115,7 +115,7 @@ def _where(row: dict[str, Any]) -> str:
 
 def cmd_process(args: argparse.Namespace) -> int:
     config = load_config(args.config, check_folders=False)
-    from nvir_agent.engine import Engine
+    from nvir_agent.core.engine import Engine
 
     engine = Engine(config)
     try:
@@ -146,7 +146,7 @@ def _when(t: float | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from nvir_agent.status import read_status
+    from nvir_agent.core.status import read_status
 
     config = load_config(args.config, check_folders=False)
     st = read_status(config)
@@ -204,7 +204,7 @@ def write_export(rows: Iterable[dict[str, Any]], out: TextIO, fmt: str) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nvir_agent.store import StoreReader, database_path
+    from nvir_agent.store.database import StoreReader, database_path
 
     config = load_config(args.config, check_folders=False)
     db = database_path(config)
@@ -275,6 +275,6 @@ def cmd_paths(args: argparse.Namespace) -> int:
 
 
 def _database_line(config_arg: str | None) -> str:
-    from nvir_agent.store import database_path
+    from nvir_agent.store.database import database_path
 
     return str(database_path(load_config(config_arg, check_folders=False)))

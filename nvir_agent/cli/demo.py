@@ -59,7 +59,7 @@ def _has_display() -> bool:
 
 
 def _options(args: argparse.Namespace) -> Any:
-    from nvir_agent.demo import DemoOptions
+    from nvir_agent.demo.run import DemoOptions
 
     changes: dict[str, Any] = {}
     if args.days is not None:
@@ -101,15 +101,15 @@ def _print_event(event: Any) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from nvir_agent.demo import DemoRun, prepare_workspace
-    from nvir_agent.demo_summary import check_against_truth, format_check, format_summary, summarise
+    from nvir_agent.demo.run import DemoRun, prepare_workspace
+    from nvir_agent.demo.summary import check_against_truth, format_check, format_summary, summarise
     from nvir_agent.synth.plate import POSITIVE_CONTROL
 
     options = _options(args)
     if not args.debug:
         # The demo prints every alert itself (polling the store); the notifier's log
         # sink would repeat critical ones on the console.
-        logging.getLogger("nvir_agent.notify").setLevel(logging.CRITICAL)
+        logging.getLogger("nvir_agent.monitor.notify").setLevel(logging.CRITICAL)
     keep = args.keep is not None
     root = Path(args.keep) if keep else Path(tempfile.mkdtemp(prefix="nvir-demo-"))
     if not keep:

@@ -37,8 +37,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     from nvir_agent.config import load_config
     from nvir_agent.errors import AgentError, ImageError, UsageError
-    from nvir_agent.imageio import read_image
-    from nvir_agent.segmentation import segment
+    from nvir_agent.imaging.reading import read_image
+    from nvir_agent.imaging.segmentation import segment
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     cfg = load_config(args.config, check_folders=False)

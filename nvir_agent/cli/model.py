@@ -184,9 +184,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
 
     from nvir_agent.errors import AnalysisError, ImageError
-    from nvir_agent.imageio import read_image
+    from nvir_agent.imaging.reading import read_image
+    from nvir_agent.imaging.segmentation import segment
     from nvir_agent.model.scorer import Scorer
-    from nvir_agent.segmentation import segment
 
     cfg = load_config(args.config, check_folders=False)
     if args.device:

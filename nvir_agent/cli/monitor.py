@@ -61,7 +61,7 @@ def cmd_platemap_check(args: argparse.Namespace) -> int:
 
 
 def _database(args: argparse.Namespace) -> Path:
-    from nvir_agent.store import database_path
+    from nvir_agent.store.database import database_path
 
     return database_path(load_config(args.config, check_folders=False))
 
@@ -72,7 +72,7 @@ def _when(t: float | None) -> str:
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     from nvir_agent.monitor.alerts import alert_events, list_alerts
-    from nvir_agent.monitor.monitor import describe_subject
+    from nvir_agent.monitor.listener import describe_subject
     from nvir_agent.monitor.timecourse import connect
 
     db = _database(args)
@@ -115,7 +115,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def cmd_alert_action(args: argparse.Namespace) -> int:
     from nvir_agent.monitor.alerts import act_on_alert, current_user
-    from nvir_agent.monitor.monitor import describe_subject
+    from nvir_agent.monitor.listener import describe_subject
 
     alert = act_on_alert(_database(args), args.id, args.action, comment=args.comment)
     print(f"Alert #{alert.id} ({alert.plate} {describe_subject(alert.subject)}, {alert.rule}) "

@@ -174,7 +174,7 @@ def _fmt(v: float) -> str:
 
 
 def cmd_dose_response(args: argparse.Namespace) -> int:
-    from nvir_agent.monitor.doseresponse import fit_dose_response
+    from nvir_agent.report.doseresponse import fit_dose_response
 
     conc, resp, weights = read_dose_response_csv(args.csv)
     plateaus = "normalised" if args.normalised_plateaus else "free"
@@ -202,11 +202,11 @@ def cmd_dose_response(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from nvir_agent.config import load_config
-    from nvir_agent.monitor.dili import read_compound_table
     from nvir_agent.monitor.platemap import PlateMapLibrary
-    from nvir_agent.monitor.report import write_report
     from nvir_agent.monitor.timecourse import connect, load_stored_map
-    from nvir_agent.store import database_path
+    from nvir_agent.report.dili import read_compound_table
+    from nvir_agent.report.html import write_report
+    from nvir_agent.store.database import database_path
 
     cfg = load_config(args.config, check_folders=False)
     db = Path(args.db).expanduser() if args.db else database_path(cfg)

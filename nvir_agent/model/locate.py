@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from nvir_agent.config import Config
@@ -34,8 +35,9 @@ class ModelSource:
 
 
 def demo_model_path() -> Path:
-    """assets/models/nvir-demo.safetensors at the repository (or install) root."""
-    return Path(__file__).resolve().parents[2] / "assets" / "models" / DEMO_MODEL_NAME
+    """The bundled demo model: package data ``nvir_agent/assets/models/nvir-demo.safetensors``,
+    installed with the package (editable or not)."""
+    return Path(str(resources.files("nvir_agent").joinpath("assets", "models", DEMO_MODEL_NAME)))
 
 
 def resolve_model(cfg: Config) -> ModelSource:

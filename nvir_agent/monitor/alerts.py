@@ -27,7 +27,7 @@ from typing import Any
 
 from nvir_agent.errors import StoreError, UsageError
 from nvir_agent.monitor.rules import SEVERITY_RANK, Condition, Key
-from nvir_agent.store import Store
+from nvir_agent.store.database import Store
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nvir_agent import naming
 from nvir_agent.errors import PlateMapError, read_text_file
-from nvir_agent.naming import row_letters
+from nvir_agent.ingest import filenames as naming
+from nvir_agent.ingest.filenames import row_letters
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,7 +1,7 @@
 """The NViR paper's classic-feature baseline: viability regressed on the
 segmented spheroid's morphology.
 
-Features (from :func:`nvir_agent.segmentation.segment`): the perimeter over
+Features (from :func:`nvir_agent.imaging.segmentation.segment`): the perimeter over
 the circumference of the circle of equal area, the mean boundary curvature,
 the brightness ratio (core over local background) and the area (as a fraction
 of the frame, so frames of different sizes compare). The regressor is a
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from nvir_agent.errors import AgentError, DataError
-from nvir_agent.imageio import read_image
-from nvir_agent.segmentation import segment
+from nvir_agent.imaging.reading import read_image
+from nvir_agent.imaging.segmentation import segment
 from nvir_agent.training.data import split_labels
 from nvir_agent.training.evaluate import metrics_report
 from nvir_agent.training.labels import LabelSet, read_labels

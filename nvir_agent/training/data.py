@@ -34,12 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from nvir_agent import boundary, features, imageio, segmentation
 from nvir_agent.errors import AgentError, DataError, listing
-from nvir_agent.imageio import read_image
+from nvir_agent.imaging import boundary, features, segmentation
+from nvir_agent.imaging import reading as imageio
+from nvir_agent.imaging.reading import read_image
+from nvir_agent.imaging.segmentation import segment
 from nvir_agent.model import preprocess as preprocess_module
 from nvir_agent.model.preprocess import PreprocessSpec, preprocess
-from nvir_agent.segmentation import segment
 from nvir_agent.training.augment import PAPER, AugmentSettings, augment
 from nvir_agent.training.labels import LabelSet
 

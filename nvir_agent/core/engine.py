@@ -25,16 +25,16 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nvir_agent import analysis
 from nvir_agent.config import Config
+from nvir_agent.core.status import HEARTBEAT_S, EngineStatus, read_status
 from nvir_agent.errors import AgentError, ImageError, StoreError, UsageError
+from nvir_agent.ingest.filenames import try_parse_path
+from nvir_agent.ingest.watch import FolderWatcher, SettleTracker, iter_candidates
 from nvir_agent.model.locate import describe_model_source
-from nvir_agent.monitor.monitor import Monitor
-from nvir_agent.naming import try_parse_path
-from nvir_agent.pipeline import Analysis, ImageRecord, ResultListener, Stage, run_stages
-from nvir_agent.status import HEARTBEAT_S, EngineStatus, read_status
-from nvir_agent.store import Counts, Store, database_path
-from nvir_agent.watch import FolderWatcher, SettleTracker, iter_candidates
+from nvir_agent.monitor.listener import Monitor
+from nvir_agent.pipeline import stages as analysis
+from nvir_agent.pipeline.contract import Analysis, ImageRecord, ResultListener, Stage, run_stages
+from nvir_agent.store.database import Counts, Store, database_path
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import cv2
 
 from nvir_agent.config import Config
 from nvir_agent.errors import AnalysisError, ImageError
-from nvir_agent.imageio import read_image
-from nvir_agent.model.stage import ScoreStage
-from nvir_agent.pipeline import Analysis, Stage
-from nvir_agent.segmentation import segment
+from nvir_agent.imaging.reading import read_image
+from nvir_agent.imaging.segmentation import segment
+from nvir_agent.pipeline.contract import Analysis, Stage
+from nvir_agent.pipeline.scoring import ScoreStage
 
 log = logging.getLogger(__name__)
 

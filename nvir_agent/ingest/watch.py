@@ -34,7 +34,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from nvir_agent.naming import is_candidate
+from nvir_agent.ingest.filenames import is_candidate
 
 log = logging.getLogger(__name__)
 

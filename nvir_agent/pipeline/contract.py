@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from nvir_agent.errors import ImageError
-from nvir_agent.naming import ImageKey
+from nvir_agent.ingest.filenames import ImageKey
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ per day, the margin-of-safety table and a QC summary.
 time-course API of :mod:`nvir_agent.monitor.timecourse`), :func:`render_html`
 turns it into HTML, :func:`write_report` does both. :func:`ic50_table` gives
 the IC50 table without drawing anything. The figures come from
-:mod:`nvir_agent.monitor.figures`.
+:mod:`nvir_agent.report.figures`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.errors import DataError, StoreError, UsageError
-from nvir_agent.monitor.dili import (
+from nvir_agent.monitor.timecourse import (
+    MapLookup,
+    PlateTimecourse,
+    WellTimepoint,
+    connect,
+    load_plate_timecourses,
+    settings_from_config,
+)
+from nvir_agent.report.dili import (
     CompoundDayFit,
     CompoundLabel,
     DiliEvaluation,
@@ -35,20 +43,12 @@ from nvir_agent.monitor.dili import (
     fit_compounds,
     records_from_points,
 )
-from nvir_agent.monitor.figures import (
+from nvir_agent.report.figures import (
     dose_response_png,
     format_number,
     heatmap_png,
     timecourse_png,
     vehicle_band,
-)
-from nvir_agent.monitor.timecourse import (
-    MapLookup,
-    PlateTimecourse,
-    WellTimepoint,
-    connect,
-    load_plate_timecourses,
-    settings_from_config,
 )
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def collect_report(
 ) -> ReportData:
     """Everything the report shows, read from the store (one plate or all).
 
-    ``compounds`` (from :func:`~nvir_agent.monitor.dili.read_compound_table`)
+    ``compounds`` (from :func:`~nvir_agent.report.dili.read_compound_table`)
     adds Cmax and DILI labels; ``maps`` finds plate maps (default: those the
     monitor saved in the store); ``day`` limits heatmaps and dose-response.
     """

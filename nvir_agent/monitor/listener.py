@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from nvir_agent.config import Config
 from nvir_agent.monitor.alerts import AlertChange, reconcile
+from nvir_agent.monitor.notify import Notice, Notifier, build_notifier
 from nvir_agent.monitor.platemap import PlateMapLibrary
 from nvir_agent.monitor.rules import evaluate_plate
 from nvir_agent.monitor.timecourse import (
@@ -25,8 +26,7 @@ from nvir_agent.monitor.timecourse import (
     save_plate_map,
     settings_from_config,
 )
-from nvir_agent.notify import Notice, Notifier, build_notifier
-from nvir_agent.store import Store
+from nvir_agent.store.database import Store
 
 log = logging.getLogger(__name__)
 

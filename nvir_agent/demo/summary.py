@@ -25,7 +25,7 @@ from typing import Any
 
 from nvir_agent.config import AlertsConfig
 from nvir_agent.monitor.alerts import Alert
-from nvir_agent.monitor.report import Ic50Row
+from nvir_agent.report.html import Ic50Row
 from nvir_agent.synth.plate import Compound
 
 MARGIN_BELOW = 0.10

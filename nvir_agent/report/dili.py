@@ -5,7 +5,7 @@ compounds.
 Following the NViR paper:
 - per compound and day, the median viability (relative to the vehicle
   controls of the same plate and read) per concentration is fitted with the
-  two-parameter log-logistic (:mod:`nvir_agent.monitor.doseresponse`);
+  two-parameter log-logistic (:mod:`nvir_agent.report.doseresponse`);
 - margin of safety MOS = IC50 / Cmax (Cmax: the compound's maximal plasma
   concentration in µM, from the compound table or the plate map);
 - ROC AUC of MOS against binary DILI labels on day 7 by default (else the last
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.errors import DataError, read_text_file
-from nvir_agent.monitor.doseresponse import DoseResponseFit, fit_dose_response
 from nvir_agent.monitor.timecourse import IMAGING_QC_FLAGS
+from nvir_agent.report.doseresponse import DoseResponseFit, fit_dose_response
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Place the spheroid border to within a cell: a small pixel classifier over the outline's band.
 
-The edge-traced outline (:mod:`nvir_agent.segmentation`) finds the body, but a
+The edge-traced outline (:mod:`nvir_agent.imaging.segmentation`) finds the body, but a
 dying or broken spheroid is lined with shed cells as dark as its own light,
 textured edge, so the strongest edge often lies a cell or two outside the body
 (on the outer edge of the fringe) or cuts into it. No single local statistic
@@ -31,6 +31,7 @@ from those of the accuracy benchmark and the tests.
 from __future__ import annotations
 
 import functools
+from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -38,7 +39,7 @@ import numpy as np
 
 from nvir_agent.errors import ModelLoadError
 
-WEIGHTS = Path(__file__).with_name("boundary_mlp.npz")
+WEIGHTS = Path(str(resources.files(__package__).joinpath("boundary_mlp.npz")))
 PIXELS_PER_CELL = 2.0  # the band is classified at about this many pixels per cell
 BAND_CELLS = 4.0  # pixels up to this many cells from the outline are classified
 CELLS_PER_RADIUS = 25.0  # a liver cell is about 1/25 of a spheroid radius

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nvir_agent.errors import StoreError
-from nvir_agent.naming import ImageKey
+from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.paths import default_database
-from nvir_agent.pipeline import Analysis, ImageRecord
+from nvir_agent.pipeline.contract import Analysis, ImageRecord
 
 if TYPE_CHECKING:
     from nvir_agent.config import Config

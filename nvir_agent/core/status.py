@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nvir_agent.config import Config
+from nvir_agent.ingest.watch import FolderStatus
 from nvir_agent.model.locate import describe_model_source
-from nvir_agent.store import StoreReader, database_path
-from nvir_agent.watch import FolderStatus
+from nvir_agent.store.database import StoreReader, database_path
 
 HEARTBEAT_S = 2.0  # how often a running engine records its snapshot
 

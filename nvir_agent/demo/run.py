@@ -3,7 +3,7 @@
 :func:`prepare_workspace` lays out a demo folder — an empty acquisition folder,
 the demo plate map, the compounds' ground truth and an ``agent.toml`` that
 watches the folder with the bundled demo model. :class:`DemoRun` then starts
-the real :class:`~nvir_agent.engine.Engine` (the one `nvir-agent run` uses)
+the real :class:`~nvir_agent.core.engine.Engine` (the one `nvir-agent run` uses)
 in this process, plays the imager — renders every well of one plate read with
 :class:`~nvir_agent.synth.plate.PlateSimulation` and writes it slowly, in
 chunks, with ImageXpress names, one read every few seconds (and not before
@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.config import Config, load_config
-from nvir_agent.engine import Engine
+from nvir_agent.core.engine import Engine
 from nvir_agent.errors import AgentError, ModelLoadError, StoreError, UsageError
 from nvir_agent.model import locate
 from nvir_agent.monitor.alerts import Alert, list_alerts
-from nvir_agent.monitor.report import Ic50Row, collect_report, ic50_rows, render_html
 from nvir_agent.monitor.timecourse import connect
+from nvir_agent.report.html import Ic50Row, collect_report, ic50_rows, render_html
 from nvir_agent.synth.plate import (
     DEFAULT_COMPOUNDS,
     POSITIVE_CONTROL,

@@ -23,10 +23,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, NullLocator
 
-from nvir_agent import naming
-from nvir_agent.monitor.dili import CompoundDayFit
+from nvir_agent.ingest import filenames as naming
 from nvir_agent.monitor.platemap import FORMATS
 from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
+from nvir_agent.report.dili import CompoundDayFit
 
 DPI = 80
 VMAX = 1.2

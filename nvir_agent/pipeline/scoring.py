@@ -20,11 +20,11 @@ import numpy as np
 
 from nvir_agent.config import Config
 from nvir_agent.errors import ImageError
-from nvir_agent.imageio import read_image
+from nvir_agent.imaging.reading import read_image
 from nvir_agent.model.locate import DEMO_WARNING, GET_A_MODEL, ModelSource, resolve_model
 from nvir_agent.model.modelfile import read_model_metadata
 from nvir_agent.model.scorer import Scorer
-from nvir_agent.pipeline import Analysis
+from nvir_agent.pipeline.contract import Analysis
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 ``segment(image)`` returns a :class:`Segmentation`: whether a spheroid was
 found, its mask (same size as the image, holes filled, the gaps of a broken
 body left out, the halo of shed cells excluded), its outline, morphology
-features and QC flags (see :mod:`nvir_agent.features`).
+features and QC flags (see :mod:`nvir_agent.imaging.features`).
 
 How it works (details in docs/segmentation.md):
 
@@ -30,7 +30,7 @@ How it works (details in docs/segmentation.md):
    cut out pixel by pixel, so the body shows as its pieces.
 5. Border. In a band of a few cells round the outline every pixel is
    classified body / not body from multi-scale local statistics by a small
-   perceptron fitted on rendered images (:mod:`nvir_agent.boundary`): the
+   perceptron fitted on rendered images (:mod:`nvir_agent.imaging.boundary`): the
    strongest edge of a dying body often lies on its fringe of shed cells.
 """
 
@@ -43,9 +43,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from nvir_agent import boundary
 from nvir_agent.errors import AnalysisError
-from nvir_agent.features import Outline, WorkImage, measure, quality_flags
+from nvir_agent.imaging import boundary
+from nvir_agent.imaging.features import Outline, WorkImage, measure, quality_flags
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def _as_gray(image: np.ndarray) -> np.ndarray:
         raise AnalysisError(
             f"Cannot segment an array of shape {arr.shape}: a 2-D grayscale image of at least "
             "16 × 16 pixels is needed.",
-            "Read images with nvir_agent.imageio.read_image, which converts colour to gray.",
+            "Read images with nvir_agent.imaging.reading.read_image, which converts colour to gray.",
         )
     if arr.dtype == bool:
         return arr.astype(np.uint8) * 255
