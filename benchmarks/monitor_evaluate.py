@@ -14,6 +14,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from nvir_agent.config import Config
@@ -22,7 +23,7 @@ from nvir_agent.monitor.listener import Monitor
 from nvir_agent.monitor.notify import Notifier
 from nvir_agent.monitor.platemap import FORMATS
 from nvir_agent.pipeline.contract import Analysis
-from nvir_agent.store.database import Store
+from nvir_agent.store import Store
 
 
 class Discard:
@@ -71,14 +72,14 @@ def main() -> None:
                     toxic = int(r.key.well[-2:]) % 6 == 5
                     a.viability = max(0.05, 1.0 - (0.2 * tp if toxic else 0.0))
                     batch.append(a)
-                written = store.commit_results(batch)
+                written = store.commit_results([a.result() for a in batch])
                 t0 = time.perf_counter()
                 monitor.on_results(written)
                 times.append(time.perf_counter() - t0)
         monitor.close()
-        with store.transaction() as conn:
-            n_alerts = conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
-            rules = conn.execute("SELECT rule, COUNT(*) FROM alerts GROUP BY rule").fetchall()
+        stored = store.alerts(include_closed=True)
+        n_alerts = len(stored)
+        rules = sorted(Counter(a.rule for a in stored).items())
         store.close()
     last_read = times[-(len(wells) // args.batch):]
     print(f"{args.format}-well plate, {args.reads} reads, {len(times)} batches of {args.batch}: "

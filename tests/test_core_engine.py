@@ -16,7 +16,7 @@ from core_helpers import RecordingStage, make_config, running, wait_until, write
 from nvir_agent.core.engine import Engine, read_status
 from nvir_agent.errors import ModelLoadError, UsageError
 from nvir_agent.ingest.filenames import ImageKey
-from nvir_agent.store.database import Store, StoreReader, database_path
+from nvir_agent.store import Store, StoreReader, database_path
 
 
 def test_pending_jobs_from_a_previous_run_are_resumed_at_start(tmp_path):
@@ -134,14 +134,13 @@ def test_a_second_agent_on_the_same_database_is_refused(tmp_path):
     acq.mkdir()
     cfg = make_config(tmp_path, [acq])
     with Store(database_path(cfg)) as s:  # a live agent (our parent process) beats
-        s.write_heartbeat({"running": True}, started_at=0.0)
-        s._conn.execute("UPDATE agent_status SET pid = ?", (os.getppid(),))
+        s.write_heartbeat({"running": True}, started_at=0.0, pid=os.getppid())
     second = Engine(cfg, stages=[RecordingStage()], listeners=[])
     with pytest.raises(UsageError, match="already running"):
         second.start()
     second.stop()
     with Store(database_path(cfg)) as s:  # a killed agent's last beat does not block
-        s._conn.execute("UPDATE agent_status SET pid = ?", (2**22 + 12345,))
+        s.write_heartbeat({"running": True}, started_at=0.0, pid=2**22 + 12345)
     with running(cfg, RecordingStage()) as third:
         assert third.status().running
 
@@ -155,10 +154,7 @@ def test_importing_the_engine_does_not_import_qt():
 
 def _done_snapshot(db: Path) -> dict[str, tuple]:
     with StoreReader(db) as r:
-        rows = r._query(
-            "SELECT i.path, i.state, i.attempts, m.created_at FROM images i "
-            "LEFT JOIN measurements m ON m.image_id = i.id")
-    return {row[0]: tuple(row[1:]) for row in rows}
+        return {m.path: (m.state, m.attempts, m.measured_at) for m in r.iter_measurements()}
 
 
 @pytest.mark.slow

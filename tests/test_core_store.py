@@ -12,10 +12,14 @@ import pytest
 from nvir_agent.errors import StoreError
 from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.pipeline.contract import Analysis
-from nvir_agent.store.database import MIGRATIONS, Store, StoreReader
+from nvir_agent.store import MIGRATIONS, Measurement, Result, Store, StoreReader
 
 KEY = ImageKey(vendor="imagexpress", plate="P1", well="B03", row=2, column=3, field=1,
                channel="1", timepoint=4)
+
+
+def results(*analyses: Analysis) -> list[Result]:
+    return [a.result() for a in analyses]
 
 
 @pytest.fixture
@@ -39,13 +43,17 @@ def test_new_database_has_the_v1_tables_wal_and_latest_version(store):
 
 
 def test_only_one_open_alert_per_plate_subject_rule(store):
-    with store.transaction() as conn:
-        conn.execute("INSERT INTO alerts(plate, subject, rule, state) VALUES ('P','B03','low','open')")
-        conn.execute("INSERT INTO alerts(plate, subject, rule, state) "
-                     "VALUES ('P','B03','low','resolved')")
-    with pytest.raises(sqlite3.IntegrityError), store.transaction() as conn:
-        conn.execute("INSERT INTO alerts(plate, subject, rule, state) "
-                     "VALUES ('P','B03','low','acknowledged')")
+    def insert(tx):
+        return tx.insert_alert(plate="P", subject="B03", rule="low", severity="warning",
+                               message="low", value=None, timepoint=None, now=1.0, details={})
+
+    with store.transaction() as tx:
+        closed = insert(tx)
+        tx.set_alert_state(closed, "resolved", 2.0, 2.0)
+        insert(tx)  # a closed episode does not count
+    with pytest.raises(StoreError, match="UNIQUE"), store.transaction() as tx:
+        insert(tx)
+    assert [a.state for a in store.alerts(include_closed=True)] == ["open", "resolved"]
 
 
 def test_reopening_an_existing_database_keeps_its_rows(tmp_path):
@@ -59,7 +67,7 @@ def test_same_file_is_queued_once_and_a_changed_file_again(store):
     assert len(store.add_jobs([("/a/x.tif", 10, 1.0, KEY)])) == 1
     assert store.add_jobs([("/a/x.tif", 10, 1.0, KEY)]) == []
     [rec] = store.pending(10)
-    store.commit_results([Analysis(record=rec, found=True, viability=0.8)])
+    store.commit_results(results(Analysis(record=rec, found=True, viability=0.8)))
     assert store.add_jobs([("/a/x.tif", 10, 1.0, KEY)]) == []
     assert store.add_jobs([("/a/x.tif", 12, 2.0, KEY)]) == [rec.id]
     c = store.counts()
@@ -81,7 +89,7 @@ def test_results_of_a_batch_are_committed_together_with_measurements(store):
                   image_meta={"width": 640})
     bad = Analysis(record=recs[1])
     bad.fail("not a TIFF")
-    written = store.commit_results([ok, bad])
+    written = store.commit_results(results(ok, bad))
     assert written == [recs[0].id, recs[1].id]
     row = store.image("/a/0.tif")
     assert row["state"] == "done" and row["viability"] == pytest.approx(0.5)
@@ -97,7 +105,7 @@ def test_a_non_numeric_viability_fails_only_that_image(store):
     recs = store.pending(10)
     good = Analysis(record=recs[0], viability=0.9)
     broken = Analysis(record=recs[1], viability="high")
-    store.commit_results([good, broken])
+    store.commit_results(results(good, broken))
     assert store.image("/a/0.tif")["state"] == "done"
     assert "not a number" in store.image("/a/1.tif")["error"]
 
@@ -112,10 +120,9 @@ def test_an_interrupted_commit_leaves_every_job_of_the_batch_pending(store):
 
         __iter__ = keys
 
-    second = Analysis(record=recs[1])
-    second.features = Boom()
+    second = Result(recs[1], None, Measurement(viability=0.5, features=Boom()))
     with pytest.raises(KeyboardInterrupt):
-        store.commit_results([Analysis(record=recs[0], viability=0.9), second])
+        store.commit_results([*results(Analysis(record=recs[0], viability=0.9)), second])
     assert store.counts().pending == 2
 
 
@@ -123,7 +130,7 @@ def test_result_for_a_file_changed_meanwhile_is_dropped(store):
     store.add_jobs([("/a/x.tif", 10, 1.0, KEY)])
     [rec] = store.pending(1)
     store.add_jobs([("/a/x.tif", 20, 2.0, KEY)])  # imager rewrote it during analysis
-    assert store.commit_results([Analysis(record=rec, viability=0.1)]) == []
+    assert store.commit_results(results(Analysis(record=rec, viability=0.1))) == []
     assert store.counts().pending == 1
 
 
@@ -138,35 +145,36 @@ def test_jobs_interrupted_too_often_are_failed_with_a_hint(store):
 def test_plates_are_recorded_with_first_and_last_seen(store):
     store.add_jobs([("/a/x.tif", 10, 1.0, KEY)])
     store.add_jobs([("/a/y.tif", 10, 1.0, KEY)])
-    with store.transaction() as conn:
-        [(plate, first, last)] = conn.execute(
-            "SELECT plate, first_seen, last_seen FROM plates").fetchall()
-    assert plate == "P1" and first <= last
+    [row] = store.plates()
+    assert row.plate == "P1" and row.first_seen <= row.last_seen and row.plate_map is None
 
 
 def test_reader_reads_while_the_writer_holds_a_write_transaction(store):
     store.add_jobs([("/a/x.tif", 10, 1.0, KEY)])
-    counts: list = []
-    with store.transaction() as conn:
-        conn.execute("UPDATE images SET state = 'done'")
+    seen: list = []
+    with store.transaction() as tx:
+        tx.insert_alert(plate="P1", subject="B03", rule="low", severity="warning",
+                        message="not committed yet", value=None, timepoint=None, now=1.0,
+                        details={})
 
         def read():
             with StoreReader(store.path) as r:
-                counts.append(r.counts())
+                seen.append((r.counts(), r.alerts(include_closed=True)))
 
         t = threading.Thread(target=read)
         t.start()
         t.join(5)
-    assert counts and counts[0].pending == 1  # the committed state, without waiting
+    assert seen and seen[0][0].pending == 1 and seen[0][1] == []  # committed state, no wait
+    assert len(store.alerts()) == 1
 
 
 def test_writer_is_not_blocked_by_an_open_read_transaction(store):
     store.add_jobs([("/a/x.tif", 10, 1.0, KEY)])
     with StoreReader(store.path) as r:
-        r._conn.execute("BEGIN")
-        r._conn.execute("SELECT * FROM images").fetchall()
+        rows = r.iter_measurements(page=1)
+        next(rows)  # a read statement is open on the reader
         store.add_jobs([("/a/y.tif", 10, 1.0, KEY)])  # would raise 'database is locked'
-        r._conn.execute("COMMIT")
+        rows.close()
     assert store.counts().seen == 2
 
 

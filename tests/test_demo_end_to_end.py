@@ -5,15 +5,15 @@ against the renderer's ground truth (read back from the files the demo keeps).""
 from __future__ import annotations
 
 import json
-import sqlite3
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 
 from nvir_agent.cli.main import main
 from nvir_agent.report.html import ic50_table
+from nvir_agent.store import StoreReader
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "nvir_agent" / "assets" / "models" / "nvir-demo.safetensors"
@@ -74,10 +74,10 @@ def test_demo_exits_zero_and_prints_summary_and_report_path(demo):
 
 def test_every_demo_image_is_analysed_with_a_viability(demo):
     _, _, keep = demo
-    with sqlite3.connect(keep / "nvir-demo.sqlite3") as conn:
-        states = dict(conn.execute("SELECT state, COUNT(*) FROM images GROUP BY state"))
-        scored = conn.execute("SELECT COUNT(*) FROM measurements WHERE viability IS NOT NULL"
-                              ).fetchone()[0]
+    with StoreReader(keep / "nvir-demo.sqlite3") as reader:
+        rows = list(reader.iter_measurements())
+    states = dict(Counter(m.state for m in rows))
+    scored = sum(m.viability is not None for m in rows)
     truth = json.loads((keep / "truth.json").read_text())
     assert states == {"done": len(truth["wells"])}
     assert scored == len(truth["wells"])
@@ -86,12 +86,12 @@ def test_every_demo_image_is_analysed_with_a_viability(demo):
 def test_alerts_match_the_renderers_ground_truth(demo):
     _, out, keep = demo
     truth = json.loads((keep / "truth.json").read_text())
-    with sqlite3.connect(keep / "nvir-demo.sqlite3") as conn:
-        rows = conn.execute("SELECT subject, rule, severity, state, details FROM alerts").fetchall()
+    with StoreReader(keep / "nvir-demo.sqlite3") as reader:
+        stored = reader.alerts(include_closed=True)
     alerted: set[tuple[str, float]] = set()
     plate_alerts = []
-    for subject, rule, severity, _state, details in rows:
-        d = json.loads(details or "{}")
+    for a in stored:
+        subject, rule, severity, d = a.subject, a.rule, a.severity, a.details
         if d.get("compound") and d.get("concentration_uM") is not None:
             alerted.add((d["compound"], float(d["concentration_uM"])))
         elif severity != "info":
@@ -109,8 +109,8 @@ def test_alerts_match_the_renderers_ground_truth(demo):
 def test_alerts_come_no_earlier_than_the_compounds_onset(demo):
     _, out, keep = demo
     truth = json.loads((keep / "truth.json").read_text())
-    with sqlite3.connect(keep / "nvir-demo.sqlite3") as conn:
-        details = [json.loads(d or "{}") for (d,) in conn.execute("SELECT details FROM alerts")]
+    with StoreReader(keep / "nvir-demo.sqlite3") as reader:
+        details = [a.details for a in reader.alerts(include_closed=True)]
     first: dict[str, int] = {}
     for d in details:
         if d.get("compound"):

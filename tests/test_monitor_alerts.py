@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import getpass
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from nvir_agent.config import Config
 from nvir_agent.core.engine import Engine
-from nvir_agent.errors import UsageError
+from nvir_agent.errors import StoreError, UsageError
 from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.monitor import alerts
 from nvir_agent.monitor.listener import Monitor
 from nvir_agent.monitor.notify import Message, Notifier
 from nvir_agent.monitor.rules import Condition
 from nvir_agent.pipeline.contract import Analysis
-from nvir_agent.store.database import Store
+from nvir_agent.store import Store
 
 MAP_CSV = ("plate,well,role,compound,concentration_uM\n"
            "P1,A01:A04,vehicle,,\nP1,B01:B03,treated,Tox,10\nP1,C01:C03,treated,Safe,10\n")
@@ -39,13 +38,13 @@ def store(tmp_path):
 
 
 def run(store, conditions, suppressed=None, now=100.0, plates=("P1",)):
-    with store.transaction() as conn:
-        return alerts.reconcile(conn, plates, conditions, suppressed, now=now)
+    with store.transaction() as tx:
+        return alerts.reconcile(tx, plates, conditions, suppressed, now=now)
 
 
 def active(store):
-    with store.transaction() as conn:
-        return alerts.list_alerts(conn)
+    with store.transaction() as tx:
+        return alerts.list_alerts(tx)
 
 
 def test_a_condition_opens_one_alert_and_repeating_it_adds_nothing(store):
@@ -59,9 +58,10 @@ def test_a_condition_opens_one_alert_and_repeating_it_adds_nothing(store):
 
 def test_the_store_refuses_a_second_active_alert_for_the_same_subject_and_rule(store):
     run(store, [cond()])
-    with pytest.raises(sqlite3.IntegrityError), store.transaction() as conn:
-        conn.execute("INSERT INTO alerts(plate, subject, rule, severity, state) "
-                     "VALUES ('P1', 'group:Tox 10 µM', 'viability', 'warning', 'open')")
+    with pytest.raises(StoreError, match="UNIQUE"), store.transaction() as tx:
+        tx.insert_alert(plate="P1", subject="group:Tox 10 µM", rule="viability",
+                        severity="warning", message="again", value=None, timepoint=None,
+                        now=1.0, details={})
 
 
 def test_escalation_to_critical_notifies_again_once(store):
@@ -73,14 +73,14 @@ def test_escalation_to_critical_notifies_again_once(store):
     assert run(store, [cond(severity="warning", tp=5)], now=400.0) == []  # never de-escalates
     (a,) = active(store)
     assert a.severity == "critical"
-    with store.transaction() as conn:
-        assert [e.action for e in alerts.alert_events(conn, a.id)] == ["opened", "escalated"]
+    with store.transaction() as tx:
+        assert [e.action for e in alerts.alert_events(tx, a.id)] == ["opened", "escalated"]
 
 
 def test_acknowledged_alert_that_escalates_is_open_again(store):
     (opened,) = run(store, [cond()])
-    with store.transaction() as conn:
-        alerts.acknowledge(conn, opened.alert.id, comment="on it", user="ana", now=150.0)
+    with store.transaction() as tx:
+        alerts.acknowledge(tx, opened.alert.id, comment="on it", user="ana", now=150.0)
     (up,) = run(store, [cond(severity="critical")], now=200.0)
     assert up.alert.state == "open" and up.notify
 
@@ -104,8 +104,8 @@ def test_only_the_evaluated_plates_are_resolved(store):
 
 def test_dismissed_episode_stays_closed_unless_it_escalates(store):
     (opened,) = run(store, [cond()])
-    with store.transaction() as conn:
-        alerts.dismiss(conn, opened.alert.id, comment="bubble", user="ana", now=150.0)
+    with store.transaction() as tx:
+        alerts.dismiss(tx, opened.alert.id, comment="bubble", user="ana", now=150.0)
     assert run(store, [cond(tp=3)], now=200.0) == []
     (up,) = run(store, [cond(severity="critical", tp=4)], now=300.0)
     assert up.kind == "opened" and up.alert.severity == "critical" and up.notify
@@ -117,19 +117,19 @@ def test_well_alert_rolls_into_its_group_alert(store):
     changes = run(store, [cond()], suppressed={key: "group:Tox 10 µM"}, now=200.0)
     kinds = {c.alert.subject: c.kind for c in changes}
     assert kinds == {"group:Tox 10 µM": "opened", "well:B01": "rolled_up"}
-    with store.transaction() as conn:
-        events = alerts.alert_events(conn, well.alert.id)
+    with store.transaction() as tx:
+        events = alerts.alert_events(tx, well.alert.id)
     assert "group:Tox 10 µM" in events[-1].comment
 
 
 def test_operator_actions_record_who_when_and_comment(store):
     (opened,) = run(store, [cond()])
-    with store.transaction() as conn:
-        a = alerts.acknowledge(conn, opened.alert.id, comment="checking wells", now=150.0)
+    with store.transaction() as tx:
+        a = alerts.acknowledge(tx, opened.alert.id, comment="checking wells", now=150.0)
         assert a.state == "acknowledged"
-        a = alerts.resolve(conn, opened.alert.id, comment="re-plated", now=160.0)
+        a = alerts.resolve(tx, opened.alert.id, comment="re-plated", now=160.0)
         assert (a.state, a.closed_at) == ("resolved", 160.0)
-        events = alerts.alert_events(conn, a.id)
+        events = alerts.alert_events(tx, a.id)
     assert [(e.action, e.user, e.comment) for e in events[1:]] == [
         ("acknowledged", getpass.getuser(), "checking wells"),
         ("resolved", getpass.getuser(), "re-plated")]
@@ -137,12 +137,12 @@ def test_operator_actions_record_who_when_and_comment(store):
 
 def test_unknown_or_closed_alert_ids_are_clear_errors(store):
     (opened,) = run(store, [cond()])
-    with store.transaction() as conn:
+    with store.transaction() as tx:
         with pytest.raises(UsageError, match="no alert with ID 999"):
-            alerts.acknowledge(conn, 999)
-        alerts.dismiss(conn, opened.alert.id)
+            alerts.acknowledge(tx, 999)
+        alerts.dismiss(tx, opened.alert.id)
         with pytest.raises(UsageError, match="already dismissed"):
-            alerts.acknowledge(conn, opened.alert.id)
+            alerts.acknowledge(tx, opened.alert.id)
 
 
 # --------------------------------------------------------------------------- monitor
@@ -184,7 +184,7 @@ def commit(store: Store, ids: list[int], tox: float) -> list[int]:
         a.found = True
         a.viability = tox if r.key.well.startswith("B") else 1.0
         batch.append(a)
-    return store.commit_results(batch)
+    return store.commit_results([a.result() for a in batch])
 
 
 def test_monitor_raises_one_group_alert_escalates_it_and_survives_restart(tmp_path):
@@ -203,14 +203,14 @@ def test_monitor_raises_one_group_alert_escalates_it_and_survives_restart(tmp_pa
     store = Store(tmp_path / "db.sqlite3")
     sink2 = Recorder()
     monitor = Monitor(cfg, store, Notifier([sink2], min_interval_s=0))
-    with store.transaction() as conn:
-        (a,) = alerts.list_alerts(conn)
-        alerts.acknowledge(conn, a.id, comment="seen")
+    with store.transaction() as tx:
+        (a,) = alerts.list_alerts(tx)
+        alerts.acknowledge(tx, a.id, comment="seen")
     assert (a.subject, a.rule, a.severity) == ("group:Tox 10 µM", "viability", "warning")
     monitor.on_results(add_read(store, 5, TOX[4]))
     monitor.close()
-    with store.transaction() as conn:
-        everything = alerts.list_alerts(conn, include_closed=True)
+    with store.transaction() as tx:
+        everything = alerts.list_alerts(tx, include_closed=True)
     store.close()
     assert [(x.id, x.severity, x.state) for x in everything] == [(a.id, "critical", "open")]
     assert len(sink2.messages) == 1 and "CRITICAL" in sink2.messages[0].title
@@ -223,8 +223,8 @@ def test_monitor_tells_the_operator_about_a_plate_without_map(tmp_path):
         monitor = Monitor(cfg, store, Notifier([sink], min_interval_s=0))
         monitor.on_results(add_read(store, 1, 1.0))
         monitor.close()
-        with store.transaction() as conn:
-            (a,) = alerts.list_alerts(conn)
+        with store.transaction() as tx:
+            (a,) = alerts.list_alerts(tx)
     assert (a.rule, a.severity) == ("no_map", "info")
     assert "no plate map" in sink.messages[0].body
 
@@ -270,8 +270,8 @@ def test_engine_runs_the_monitor_as_its_default_listener(tmp_path):
         engine.process_paths([acq])
     finally:
         engine.close()
-    with Store(tmp_path / "db.sqlite3") as store, store.transaction() as conn:
-        found = [(a.subject, a.rule) for a in alerts.list_alerts(conn)]
+    with Store(tmp_path / "db.sqlite3") as store, store.transaction() as tx:
+        found = [(a.subject, a.rule) for a in alerts.list_alerts(tx)]
     assert found == [("group:Tox 10 µM", "viability")]
 
 
@@ -292,8 +292,8 @@ def test_a_read_still_arriving_raises_no_passing_plate_alerts(tmp_path):
             for i in range(0, len(ids), 2):  # treated wells first, vehicle wells later
                 monitor.on_results(commit(store, ids[i:i + 2], 1.0))
         monitor.close()
-        with store.transaction() as conn:
-            assert alerts.list_alerts(conn, include_closed=True) == []
+        with store.transaction() as tx:
+            assert alerts.list_alerts(tx, include_closed=True) == []
     assert sink.messages == []
 
 
@@ -307,15 +307,14 @@ def test_evaluation_waits_while_images_are_pending_and_runs_when_the_queue_drain
             ids = queue_read(store, tp)
             for part in (ids[:5], ids[5:]):  # the B wells come first
                 monitor.on_results(commit(store, part, tox))
-                with store.transaction() as conn:
-                    opened_after.append(len(alerts.list_alerts(conn)))
+                with store.transaction() as tx:
+                    opened_after.append(len(alerts.list_alerts(tx)))
         # read 4's toxic wells are in after its first half, but the alert waits
         # until the read's last batch empties the queue
         assert opened_after == [0, 0, 0, 0, 0, 0, 0, 1]
         monitor.close()
-        with store.transaction() as conn:
-            stored = conn.execute("SELECT plate_map FROM plates WHERE plate = 'P1'").fetchone()
-    assert stored[0] and "Tox" in stored[0]
+        (stored,) = [p.plate_map for p in store.plates() if p.plate == "P1"]
+    assert stored and "Tox" in str(stored)
 
 
 def test_editing_a_plate_map_reevaluates_plates_without_new_images(tmp_path):

@@ -13,7 +13,7 @@ from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.monitor.listener import Monitor
 from nvir_agent.monitor.notify import Notifier
 from nvir_agent.pipeline.contract import Analysis
-from nvir_agent.store.database import Store
+from nvir_agent.store import Store
 
 MAP_CSV = ("plate,well,role,compound,concentration_uM,cmax_uM\n"
            "P1,A01:A04,vehicle,DMSO,,\n"
@@ -52,7 +52,7 @@ def agent(tmp_path):
                 a.found = True
                 a.viability = values.get(r.key.well[0], [1.0] * 4)[tp - 1]
                 batch.append(a)
-            monitor.on_results(store.commit_results(batch))
+            monitor.on_results(store.commit_results([a.result() for a in batch]))
         monitor.close()
     return cfg_path
 

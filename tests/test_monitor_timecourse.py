@@ -17,7 +17,7 @@ from nvir_agent.monitor.timecourse import (
     save_plate_map,
 )
 from nvir_agent.pipeline.contract import Analysis
-from nvir_agent.store.database import Store
+from nvir_agent.store import Store
 
 _ids = itertools.count(1)
 
@@ -172,7 +172,7 @@ def test_load_timecourses_reads_the_store(tmp_path):
             a = Analysis(record=r)
             a.found, a.viability = True, (0.4 if r.key.well == "B01" else 0.8)
             batch.append(a)
-        store.commit_results(batch)
+        store.commit_results([a.result() for a in batch])
         with store.transaction() as conn:
             save_plate_map(conn, "P1", plate_map())
     pts = load_timecourses(tmp_path / "db.sqlite3")

@@ -17,7 +17,7 @@ from nvir_agent.monitor.timecourse import save_plate_map
 from nvir_agent.pipeline.contract import Analysis
 from nvir_agent.report.dili import CompoundLabel
 from nvir_agent.report.html import collect_report, ic50_table, render_html, write_report
-from nvir_agent.store.database import Store
+from nvir_agent.store import Store
 
 CONCS = [0.3, 1.0, 3.0, 10.0, 30.0]
 # compound → IC50 per read (inf: harmless); names include HTML metacharacters on purpose
@@ -92,15 +92,12 @@ def populate_store(db):
                 if well == "B11" and tp == 3:
                     a.qc = ["out_of_focus"]
             analyses.append(a)
-        store.commit_results(analyses)
-        with store.transaction() as conn:
-            save_plate_map(conn, "P1", pm)
-            conn.execute(
-                "INSERT INTO alerts(plate, subject, rule, severity, state, message, value, "
-                "timepoint, opened_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                ("P1", "Mortifene 30 µM", "below_threshold", "critical", "open",
-                 "Mortifene 30 µM: viability 0.02 of control", 0.02, 2, time.time(),
-                 time.time()))
+        store.commit_results([a.result() for a in analyses])
+        with store.transaction() as tx:
+            save_plate_map(tx, "P1", pm)
+            tx.insert_alert(plate="P1", subject="Mortifene 30 µM", rule="below_threshold",
+                            severity="critical", message="Mortifene 30 µM: viability 0.02 "
+                            "of control", value=0.02, timepoint=2, now=time.time(), details={})
     finally:
         store.close()
     return db
@@ -217,7 +214,7 @@ def test_report_of_a_plate_without_scores_renders_and_says_so(tmp_path):
     db = tmp_path / "unscored.sqlite3"
     with Store(db) as store:
         store.add_jobs([(f"/acq/P1/{w}.tif", 1, 1.0, key("P1", w, 1)) for w in layout])
-        store.commit_results([Analysis(record=r) for r in store.pending(1000)])  # no model
+        store.commit_results([Analysis(record=r).result() for r in store.pending(1000)])  # no model
         with store.transaction() as conn:
             save_plate_map(conn, "P1", pm)
     data = collect_report(db)
@@ -269,7 +266,7 @@ def test_demo_plate_with_perfect_scores_recovers_every_in_range_ic50_within_2x(t
             k = rec.key
             analyses.append(Analysis(record=rec, found=True, model="truth",
                                      viability=0.8 * sim.viability(k.plate, k.well, k.timepoint)))
-        store.commit_results(analyses)
+        store.commit_results([a.result() for a in analyses])
         with store.transaction() as conn:
             save_plate_map(conn, "DEMO-P1", pm)
     truth = sim.truth()["compounds"]

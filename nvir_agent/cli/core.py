@@ -204,7 +204,7 @@ def write_export(rows: Iterable[dict[str, Any]], out: TextIO, fmt: str) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nvir_agent.store.database import StoreReader, database_path
+    from nvir_agent.store import StoreReader, database_path
 
     config = load_config(args.config, check_folders=False)
     db = database_path(config)
@@ -275,6 +275,6 @@ def cmd_paths(args: argparse.Namespace) -> int:
 
 
 def _database_line(config_arg: str | None) -> str:
-    from nvir_agent.store.database import database_path
+    from nvir_agent.store import database_path
 
     return str(database_path(load_config(config_arg, check_folders=False)))

@@ -61,7 +61,7 @@ def cmd_platemap_check(args: argparse.Namespace) -> int:
 
 
 def _database(args: argparse.Namespace) -> Path:
-    from nvir_agent.store.database import database_path
+    from nvir_agent.store import database_path
 
     return database_path(load_config(args.config, check_folders=False))
 
@@ -73,7 +73,7 @@ def _when(t: float | None) -> str:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from nvir_agent.monitor.alerts import alert_events, list_alerts
     from nvir_agent.monitor.listener import describe_subject
-    from nvir_agent.monitor.timecourse import connect
+    from nvir_agent.store import StoreReader
 
     db = _database(args)
     if not db.is_file():
@@ -82,9 +82,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         else:
             print(f"No alerts: there is no database at {db} yet.")
         return 0
-    with connect(db) as conn:
-        alerts = list_alerts(conn, include_closed=args.all, plate=args.plate)
-        events = {a.id: alert_events(conn, a.id) for a in alerts}
+    with StoreReader(db) as reader:
+        alerts = list_alerts(reader, include_closed=args.all, plate=args.plate)
+        events = {a.id: alert_events(reader, a.id) for a in alerts}
     if args.json:
         out = []
         for a in alerts:

@@ -203,10 +203,10 @@ def cmd_dose_response(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from nvir_agent.config import load_config
     from nvir_agent.monitor.platemap import PlateMapLibrary
-    from nvir_agent.monitor.timecourse import connect, load_stored_map
+    from nvir_agent.monitor.timecourse import load_stored_map
     from nvir_agent.report.dili import read_compound_table
     from nvir_agent.report.html import write_report
-    from nvir_agent.store.database import database_path
+    from nvir_agent.store import StoreReader, database_path
 
     cfg = load_config(args.config, check_folders=False)
     db = Path(args.db).expanduser() if args.db else database_path(cfg)
@@ -219,10 +219,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     maps = None
     if cfg.plates.maps:
         library = PlateMapLibrary(cfg.resolve(cfg.plates.maps), cfg.plates.format)
-        with connect(db) as conn:
-            plates = [r[0] for r in conn.execute(
-                "SELECT DISTINCT plate FROM images WHERE plate IS NOT NULL")]
-            stored = {p: load_stored_map(conn, p) for p in plates}
+        with StoreReader(db) as reader:
+            stored = {p: load_stored_map(reader, p) for p in reader.plate_names()}
 
         def maps(plate: str) -> object:
             return library.for_plate(plate) or stored.get(plate)

@@ -34,7 +34,7 @@ from nvir_agent.model.locate import describe_model_source
 from nvir_agent.monitor.listener import Monitor
 from nvir_agent.pipeline import stages as analysis
 from nvir_agent.pipeline.contract import Analysis, ImageRecord, ResultListener, Stage, run_stages
-from nvir_agent.store.database import Counts, Store, database_path
+from nvir_agent.store import Counts, Store, database_path
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +149,10 @@ class Engine:
     def _refuse_second_agent(self) -> None:
         """Two agents on one database would analyse every image twice."""
         beat = self.store.heartbeat()
-        if not beat or not beat["snapshot"].get("running"):
+        if not beat or not beat.snapshot.get("running"):
             return
-        pid = beat["pid"]
-        if pid == os.getpid() or time.time() - (beat["heartbeat_at"] or 0) > 3 * HEARTBEAT_S:
+        pid = beat.pid
+        if pid == os.getpid() or time.time() - (beat.heartbeat_at or 0) > 3 * HEARTBEAT_S:
             return
         if os.name == "posix":
             try:
@@ -349,7 +349,11 @@ class Engine:
             for a in batch:
                 if not a.failed:
                     a.fail(f"Internal error during analysis: {exc!r}")
-        written = self.store.commit_results(batch)
+        results = [a.result() for a in batch]
+        for a, res in zip(batch, results, strict=True):
+            if res.error is not None and not a.failed:
+                a.fail(res.error)
+        written = self.store.commit_results(results)
         for a in batch:
             self._log_result(a)
         if written:

@@ -16,7 +16,7 @@ from typing import Any
 from nvir_agent.config import Config
 from nvir_agent.ingest.watch import FolderStatus
 from nvir_agent.model.locate import describe_model_source
-from nvir_agent.store.database import StoreReader, database_path
+from nvir_agent.store import StoreReader, database_path
 
 HEARTBEAT_S = 2.0  # how often a running engine records its snapshot
 
@@ -57,17 +57,17 @@ def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> En
     with StoreReader(db) as reader:
         counts = reader.counts()
         beat = reader.heartbeat()
-    snap = (beat or {}).get("snapshot", {})
+    snap = beat.snapshot if beat else {}
     running = bool(
-        beat and snap.get("running") and time.time() - (beat["heartbeat_at"] or 0) < stale_after_s
+        beat and snap.get("running") and time.time() - (beat.heartbeat_at or 0) < stale_after_s
     )
     folders = [FolderStatus(**f) for f in snap.get("folders", [])] if running else configured
     return EngineStatus(
         running=running, database=str(db), seen=counts.seen, pending=counts.pending,
         done=counts.done, failed=counts.failed,
         settling=int(snap.get("settling", 0)) if running else 0, folders=folders,
-        started_at=beat["started_at"] if beat else None,
-        heartbeat_at=beat["heartbeat_at"] if beat else None,
-        pid=beat["pid"] if beat else None, error=snap.get("error"),
+        started_at=beat.started_at if beat else None,
+        heartbeat_at=beat.heartbeat_at if beat else None,
+        pid=beat.pid if beat else None, error=snap.get("error"),
         model=describe_model_source(config),
     )

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -40,8 +39,8 @@ from nvir_agent.core.engine import Engine
 from nvir_agent.errors import AgentError, ModelLoadError, StoreError, UsageError
 from nvir_agent.model import locate
 from nvir_agent.monitor.alerts import Alert, list_alerts
-from nvir_agent.monitor.timecourse import connect
 from nvir_agent.report.html import Ic50Row, collect_report, ic50_rows, render_html
+from nvir_agent.store import StoreReader
 from nvir_agent.synth.plate import (
     DEFAULT_COMPOUNDS,
     POSITIVE_CONTROL,
@@ -235,9 +234,9 @@ class AlertFeed:
         if not self.database.is_file():
             return []
         try:
-            with connect(self.database) as conn:
-                alerts = list_alerts(conn, include_closed=True)
-        except (StoreError, OSError, sqlite3.Error) as exc:  # e.g. while the schema is created
+            with StoreReader(self.database) as reader:
+                alerts = list_alerts(reader, include_closed=True)
+        except (StoreError, OSError) as exc:  # e.g. while the schema is created
             log.debug("alerts not readable yet: %s", exc)
             return []
         changes = []
@@ -336,8 +335,8 @@ class DemoRun:
         report, rows = self._report()
         timings["report_s"] = time.perf_counter() - t
         self._emit(DemoEvent("report"))
-        with connect(self.ws.database) as conn:
-            alerts = list_alerts(conn, include_closed=True)
+        with StoreReader(self.ws.database) as reader:
+            alerts = list_alerts(reader, include_closed=True)
         return DemoResult(
             workspace=self.ws, truth=truth, alerts=alerts, first_seen=dict(self.first_seen),
             ic50=rows, report=report, images=total, done=done, failed=failed,

@@ -26,7 +26,7 @@ from nvir_agent.monitor.timecourse import (
     save_plate_map,
     settings_from_config,
 )
-from nvir_agent.store.database import Store
+from nvir_agent.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +89,9 @@ class Monitor:
         evaluates, so the final state never waits."""
         if not image_ids:
             return
-        with self.store.transaction() as conn:
-            marks = ",".join("?" * len(image_ids))
-            self._dirty |= {r[0] for r in conn.execute(
-                f"SELECT DISTINCT plate FROM images WHERE id IN ({marks}) AND plate IS NOT NULL",
-                list(image_ids))}
-            busy = conn.execute(
-                "SELECT 1 FROM images WHERE state = 'pending' LIMIT 1").fetchone() is not None
+        with self.store.transaction() as tx:
+            self._dirty |= tx.plates_of_images(list(image_ids))
+            busy = tx.has_pending()
         if self._maps_changed():
             self._dirty |= self.known_plates()
         if not self._dirty:
@@ -113,19 +109,17 @@ class Monitor:
         return changed
 
     def known_plates(self) -> set[str]:
-        with self.store.transaction() as conn:
-            return {r[0] for r in conn.execute(
-                "SELECT DISTINCT plate FROM images WHERE plate IS NOT NULL")}
+        return set(self.store.plate_names())
 
     def evaluate(self, plates: Iterable[str] | None = None) -> MonitorResult:
         """Recompute time courses and alerts of these plates (default: all)."""
         t0 = time.perf_counter()
         plate_list = sorted(self.known_plates() if plates is None else set(plates))
         changes: list[AlertChange] = []
-        with self.store.transaction() as conn:
+        with self.store.transaction() as tx:
             for plate in plate_list:
                 pm = self.library.for_plate(plate)
-                if save_plate_map(conn, plate, pm):
+                if save_plate_map(tx, plate, pm):
                     if pm is None:
                         log.info("plate %s has no plate map", plate)
                     else:
@@ -135,13 +129,13 @@ class Monitor:
                     log.warning("Plate %s has no plate map: viability is relative to each "
                                 "well's first time point. Add a map under [plates] maps.", plate)
             if self.config.alerts.enabled and plate_list:
-                tcs = load_plate_timecourses(conn, plate_list, **self._settings)
+                tcs = load_plate_timecourses(tx, plate_list, **self._settings)
                 for plate in plate_list:
                     tc = tcs.get(plate)
                     if tc is None:
                         continue
                     ev = evaluate_plate(tc, self.config.alerts)
-                    changes += reconcile(conn, [plate], ev.conditions, ev.suppressed)
+                    changes += reconcile(tx, [plate], ev.conditions, ev.suppressed)
         for c in changes:
             a = c.alert
             log.info("alert #%d %s: %s %s %s (%s)", a.id, c.kind, a.plate, a.subject, a.rule,

@@ -36,9 +36,7 @@ from typing import Any
 from nvir_agent.config import AlertsConfig
 from nvir_agent.errors import listing
 from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
-
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-Key = tuple[str, str, str]
+from nvir_agent.store.rows import Key
 
 
 @dataclass(frozen=True)

@@ -17,29 +17,26 @@ Rules that make results stable while images keep arriving:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import sqlite3
 import statistics
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from nvir_agent.config import Config
-from nvir_agent.errors import StoreError
 from nvir_agent.monitor.platemap import (
     PlateMap,
     WellAssignment,
     plate_map_from_dict,
     plate_map_to_dict,
 )
+from nvir_agent.store import ImageScore, Reads, Transaction, open_reader
 
 log = logging.getLogger(__name__)
+
 
 DEFAULT_READ_GAP_S = 900.0
 DEFAULT_MIN_CONTROLS = 3
@@ -60,25 +57,6 @@ FLAG_NO_BASELINE = "no_baseline"  # no usable baseline score
 # such as "fragmented" or "too_small" can be the drug's effect, so in treated
 # and positive wells they (and "no spheroid found") do not count there.
 IMAGING_QC_FLAGS = frozenset({"underexposed", "saturated", "out_of_focus"})
-
-
-@dataclass(frozen=True)
-class ImageScore:
-    """One image's result as the store has it (input of the time-course maths)."""
-
-    image_id: int
-    plate: str
-    well: str
-    timepoint: int | None = None
-    elapsed_s: float | None = None
-    mtime: float = 0.0
-    field: int | None = None
-    channel: str | None = None
-    z: int | None = None
-    state: str = "done"  # done | failed | pending
-    found: bool | None = True
-    viability: float | None = None
-    qc: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -423,93 +401,33 @@ def build_timecourses(images: Sequence[ImageScore], maps: dict[str, PlateMap | N
 # --------------------------------------------------------------------------- store
 
 
-@contextlib.contextmanager
-def connect(store_or_conn: object) -> Iterator[sqlite3.Connection]:
-    """A connection for reading: a sqlite3 connection as given, else a short-lived
-    read-only connection to the database file of a Store/StoreReader or path."""
-    if isinstance(store_or_conn, sqlite3.Connection):
-        yield store_or_conn
-        return
-    path = getattr(store_or_conn, "path", store_or_conn)
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"not a store, database path or sqlite3 connection: {store_or_conn!r}")
-    try:
-        conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
-    except sqlite3.Error as exc:
-        raise StoreError(f"Cannot open the database {path}: {exc}.",
-                         "Check storage.database in agent.toml.") from exc
-    try:
-        yield conn
-    finally:
-        conn.close()
+def save_plate_map(tx: Transaction, plate: str, pm: PlateMap | None) -> bool:
+    """Record the plate's map in the store (None clears it); True when it changed."""
+    return tx.save_plate_map(plate, None if pm is None else plate_map_to_dict(pm))
 
 
-def save_plate_map(conn: sqlite3.Connection, plate: str, pm: PlateMap | None) -> bool:
-    """Record the plate's map in plates.plate_map (None clears it); True when it changed."""
-    text = None if pm is None else json.dumps(plate_map_to_dict(pm), sort_keys=True)
-    row = conn.execute("SELECT plate_map FROM plates WHERE plate = ?", (plate,)).fetchone()
-    if row is not None and row[0] == text:
-        return False
-    now = time.time()
-    conn.execute(
-        "INSERT INTO plates(plate, first_seen, last_seen, plate_map) VALUES (?,?,?,?) "
-        "ON CONFLICT(plate) DO UPDATE SET plate_map = excluded.plate_map",
-        (plate, now, now, text),
-    )
-    return True
-
-
-def load_stored_map(conn: sqlite3.Connection, plate: str) -> PlateMap | None:
+def load_stored_map(reads: Reads, plate: str) -> PlateMap | None:
     """The plate map recorded for this plate by the monitor, or None."""
-    row = conn.execute("SELECT plate_map FROM plates WHERE plate = ?", (plate,)).fetchone()
-    if row is None or not row[0]:
+    text = reads.plate_map_text(plate)
+    if not text:
         return None
     try:
-        return plate_map_from_dict(json.loads(row[0]))
+        return plate_map_from_dict(json.loads(text))
     except (ValueError, KeyError, TypeError):
         log.warning("plate %s: the stored plate map is unreadable; treated as unmapped", plate)
         return None
 
 
-def _qc_list(text: str | None) -> tuple[str, ...]:
-    if not text:
-        return ()
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return (str(text),)
-    return tuple(str(v) for v in value) if isinstance(value, list) else ()
-
-
-def load_images(conn: sqlite3.Connection, plates: Iterable[str] | None = None
-                ) -> list[ImageScore]:
+def load_images(reads: Reads, plates: Iterable[str] | None = None) -> list[ImageScore]:
     """Image results from the store (all plates, or only the named ones)."""
-    sql = ("SELECT i.id, i.plate, i.well, i.timepoint, i.elapsed_s, i.mtime, i.field, i.channel,"
-           " i.z, i.state, m.found, m.viability, m.qc FROM images i"
-           " LEFT JOIN measurements m ON m.image_id = i.id"
-           " WHERE i.plate IS NOT NULL AND i.well IS NOT NULL")
-    params: list[str] = []
-    if plates is not None:
-        plates = list(plates)
-        if not plates:
-            return []
-        sql += f" AND i.plate IN ({','.join('?' * len(plates))})"
-        params = plates
-    out = []
-    for row in conn.execute(sql, params):
-        (iid, plate, well, tp, elapsed, mtime, fld, channel, z, state, found, via, qc) = row
-        out.append(ImageScore(
-            image_id=iid, plate=plate, well=well, timepoint=tp, elapsed_s=elapsed,
-            mtime=mtime or 0.0, field=fld, channel=channel, z=z, state=state or "pending",
-            found=None if found is None else bool(found), viability=via, qc=_qc_list(qc),
-        ))
-    return out
+    return reads.image_scores(plates)
 
 
 MapLookup = Callable[[str], "PlateMap | None"]
 
 
-def load_plate_timecourses(store_or_conn: object, plates: str | Iterable[str] | None = None,
+def load_plate_timecourses(source: Reads | str | os.PathLike[str],
+                           plates: str | Iterable[str] | None = None,
                            *, maps: MapLookup | None = None,
                            read_gap_s: float = DEFAULT_READ_GAP_S,
                            min_controls: int = DEFAULT_MIN_CONTROLS,
@@ -521,25 +439,20 @@ def load_plate_timecourses(store_or_conn: object, plates: str | Iterable[str] | 
     a plate lacks enough vehicle wells at a time point, the vehicle wells of
     the other plates are loaded too (the fallback)."""
     wanted = [plates] if isinstance(plates, str) else (None if plates is None else list(plates))
-    try:
-        with connect(store_or_conn) as conn:
-            return _load_plate_timecourses(conn, wanted, maps, read_gap_s, min_controls,
-                                           tuple(qc_ignore))
-    except sqlite3.Error as exc:
-        raise StoreError(f"Reading time courses from the database failed: {exc}.",
-                         "Check that storage.database is an NViR Agent database; start the "
-                         "agent once to upgrade an older one.") from exc
+    with open_reader(source) as reads:
+        return _load_plate_timecourses(reads, wanted, maps, read_gap_s, min_controls,
+                                       tuple(qc_ignore))
 
 
-def _load_plate_timecourses(conn: sqlite3.Connection, wanted: list[str] | None,
+def _load_plate_timecourses(reads: Reads, wanted: list[str] | None,
                             maps: MapLookup | None, read_gap_s: float, min_controls: int,
                             qc_ignore: tuple[str, ...]) -> dict[str, PlateTimecourse]:
-    images = load_images(conn, wanted)
+    images = load_images(reads, wanted)
     cache: dict[str, PlateMap | None] = {}
 
     def lookup(p: str) -> PlateMap | None:
         if p not in cache:
-            cache[p] = maps(p) if maps else load_stored_map(conn, p)
+            cache[p] = maps(p) if maps else load_stored_map(reads, p)
         return cache[p]
 
     found = {p: lookup(p) for p in {im.plate for im in images}}
@@ -548,7 +461,7 @@ def _load_plate_timecourses(conn: sqlite3.Connection, wanted: list[str] | None,
     short = any(r.control.source != "plate" for tc in tcs.values() if tc.plate_map
                 for r in tc.reads)
     if wanted is not None and short:
-        others = [im for im in load_images(conn) if im.plate not in found]
+        others = [im for im in load_images(reads) if im.plate not in found]
         for p in {im.plate for im in others}:
             found[p] = lookup(p)
         images = images + [im for im in others if found[im.plate] is not None
@@ -558,14 +471,14 @@ def _load_plate_timecourses(conn: sqlite3.Connection, wanted: list[str] | None,
     return {p: tc for p, tc in tcs.items() if wanted is None or p in wanted}
 
 
-def load_timecourses(store_or_conn: object, plate: str | None = None, *,
+def load_timecourses(source: Reads | str | os.PathLike[str], plate: str | None = None, *,
                      config: Config | None = None) -> list[WellTimepoint]:
     """All time-course points (optionally one plate), sorted by plate, well, time point.
 
     ``config`` (a Config) supplies ``plates.read_gap_s``, ``alerts.min_controls``
     and ``alerts.qc_ignore``; defaults otherwise."""
     kwargs = settings_from_config(config)
-    tcs = load_plate_timecourses(store_or_conn, plate, **kwargs)
+    tcs = load_plate_timecourses(source, plate, **kwargs)
     points = [p for tc in tcs.values() for p in tc.points]
     return sorted(points, key=lambda p: (p.plate, p.well, p.timepoint))
 

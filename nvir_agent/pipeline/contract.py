@@ -11,24 +11,12 @@ stops the engine (an ``AgentError`` that is not an ``ImageError``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from nvir_agent.errors import ImageError
-from nvir_agent.ingest.filenames import ImageKey
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image file the store knows about (a row of the images table)."""
-
-    id: int
-    path: Path
-    key: ImageKey
-    size: int
-    mtime: float
+from nvir_agent.store.rows import ImageRecord, Measurement, Result
 
 
 @dataclass
@@ -57,6 +45,12 @@ class Analysis:
         self.pixels = None
         self.mask = None
 
+    def result(self) -> Result:
+        """What the store records for this image (a viability that is not a finite
+        number fails the image)."""
+        return Result.checked(self.record, self.error,
+                              None if self.failed else self.measurement())
+
     def measurement(self) -> Measurement:
         return Measurement(
             found=self.found,
@@ -66,29 +60,6 @@ class Analysis:
             features=dict(self.features),
             image_meta=dict(self.image_meta),
         )
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """What is stored for a successfully analysed image."""
-
-    found: bool | None = None
-    viability: float | None = None
-    model: str | None = None
-    qc: list[str] = field(default_factory=list)
-    features: dict[str, Any] = field(default_factory=dict)
-    image_meta: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Flat keys as `process --json` and `export` print them."""
-        out: dict[str, Any] = {}
-        out.update(self.image_meta)
-        out.update(self.features)
-        out["found"] = self.found
-        out["qc"] = list(self.qc)
-        out["viability"] = self.viability
-        out["model"] = self.model
-        return out
 
 
 @runtime_checkable

@@ -13,11 +13,9 @@ the IC50 table without drawing anything. The figures come from
 from __future__ import annotations
 
 import html
-import json
 import logging
 import math
 import os
-import sqlite3
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,12 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nvir_agent.errors import DataError, StoreError, UsageError
+from nvir_agent.errors import DataError, UsageError
 from nvir_agent.monitor.timecourse import (
     MapLookup,
     PlateTimecourse,
     WellTimepoint,
-    connect,
     load_plate_timecourses,
     settings_from_config,
 )
@@ -50,6 +47,7 @@ from nvir_agent.report.figures import (
     timecourse_png,
     vehicle_band,
 )
+from nvir_agent.store import Reads, open_reader
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +107,7 @@ def _points(plates: Mapping[str, PlateTimecourse]) -> list[WellTimepoint]:
 
 
 def collect_report(
-    store_or_conn: object,
+    source: Reads | str | os.PathLike[str],
     *,
     plate: str | None = None,
     day: int | None = None,
@@ -125,25 +123,24 @@ def collect_report(
     monitor saved in the store); ``day`` limits heatmaps and dose-response.
     """
     labels = dict(compounds or {})
-    plates, fits = _plates_and_fits(store_or_conn, plate, day, labels, maps, config, model)
-    _check_selection(store_or_conn, plate, day, plates)
+    plates, fits = _plates_and_fits(source, plate, day, labels, maps, config, model)
+    _check_selection(source, plate, day, plates)
     dili_day = choose_day(fits, day)
     dili = evaluate_dili(fits, labels, day=dili_day) if labels else None
-    qc = _qc_summary(store_or_conn, plate, plates)
+    qc = _qc_summary(source, plate, plates)
     return ReportData(
-        database=str(getattr(store_or_conn, "path", store_or_conn)), generated_at=time.time(),
+        database=str(getattr(source, "path", source)), generated_at=time.time(),
         plate=plate, day=day, plates=plates, fits=fits, dili=dili, dili_day=dili_day,
         labels=labels, qc=qc,
     )
 
 
-def _check_selection(store_or_conn: object, plate: str | None, day: int | None,
-                     plates: Mapping[str, PlateTimecourse]) -> None:
+def _check_selection(source: Reads | str | os.PathLike[str], plate: str | None,
+                     day: int | None, plates: Mapping[str, PlateTimecourse]) -> None:
     """A clear error when --plate or --day names nothing in the database."""
     if plate is not None and plate not in plates:
-        with connect(store_or_conn) as conn:
-            known = [r[0] for r in conn.execute(
-                "SELECT DISTINCT plate FROM images WHERE plate IS NOT NULL ORDER BY plate")]
+        with open_reader(source) as reads:
+            known = reads.plate_names()
         raise DataError(
             f"The database has no analysed images of plate '{plate}'.",
             f"Plates in the database: {', '.join(known[:20]) or 'none yet'}.",
@@ -171,7 +168,7 @@ def ic50_rows(fits: Iterable[CompoundDayFit]) -> list[Ic50Row]:
 
 
 def ic50_table(
-    store_or_conn: object,
+    source: Reads | str | os.PathLike[str],
     *,
     plate: str | None = None,
     day: int | None = None,
@@ -181,17 +178,17 @@ def ic50_table(
     model: str = "2pl",
 ) -> list[Ic50Row]:
     """IC50 (with 95 % CI) per compound and day from the store; draws nothing."""
-    _, fits = _plates_and_fits(store_or_conn, plate, day, compounds or {}, maps, config, model)
+    _, fits = _plates_and_fits(source, plate, day, compounds or {}, maps, config, model)
     return ic50_rows(fits)
 
 
 def _plates_and_fits(
-    store_or_conn: object, plate: str | None, day: int | None,
+    source: Reads | str | os.PathLike[str], plate: str | None, day: int | None,
     compounds: Mapping[str, CompoundLabel], maps: MapLookup | None, config: object | None,
     model: str,
 ) -> tuple[dict[str, PlateTimecourse], list[CompoundDayFit]]:
     """The plates' time courses from the store and the dose-response fits on them."""
-    plates = load_plate_timecourses(store_or_conn, plate, maps=maps,
+    plates = load_plate_timecourses(source, plate, maps=maps,
                                     **settings_from_config(config))
     cmax = {n: c.cmax_uM for n, c in compounds.items() if c.cmax_uM}
     fits = fit_compounds(records_from_points(_points(plates)), model=model, cmax=cmax,
@@ -199,49 +196,23 @@ def _plates_and_fits(
     return plates, fits
 
 
-def _qc_summary(store_or_conn: object, plate: str | None,
+def _qc_summary(source: Reads | str | os.PathLike[str], plate: str | None,
                 plates: Mapping[str, PlateTimecourse]) -> QcSummary:
-    where, params = ("WHERE i.plate = ?", [plate]) if plate else ("", [])
     qc = QcSummary(plates_without_map=sorted(p for p, tc in plates.items() if tc.plate_map is None))
-    try:
-        with connect(store_or_conn) as conn:
-            qc.images = {str(s): int(n) for s, n in conn.execute(
-                f"SELECT i.state, COUNT(*) FROM images i {where} GROUP BY i.state", params)}
-            qc.n_failed = qc.images.get("failed", 0)
-            qc.failures = [(str(p), str(e or "")) for p, e in conn.execute(
-                f"SELECT i.path, i.error FROM images i {where}"
-                f"{' AND' if where else ' WHERE'} i.state = 'failed'"
-                f" ORDER BY i.updated_at DESC LIMIT {_MAX_FAILURES}", params)]
-            flags: Counter[str] = Counter()
-            for found, text in conn.execute(
-                    "SELECT m.found, m.qc FROM measurements m JOIN images i ON i.id = m.image_id "
-                    f"{where}", params):
-                if found == 0:
-                    qc.not_found += 1
-                flags.update(_json_list(text))
-            qc.qc_flags = dict(flags.most_common())
-            conn.row_factory = sqlite3.Row
-            qc.open_alerts = [dict(r) for r in conn.execute(
-                "SELECT id, plate, subject, rule, severity, state, message, value, timepoint,"
-                " opened_at FROM alerts WHERE state IN ('open', 'acknowledged')"
-                + (" AND plate = ?" if plate else "") + " ORDER BY opened_at", params)]
-    except sqlite3.Error as exc:
-        raise StoreError(f"Reading the QC summary from the database failed: {exc}.",
-                         "Check that the file is an NViR Agent database.") from exc
+    with open_reader(source) as reads:
+        states = reads.image_states(plate, max_failures=_MAX_FAILURES)
+        alerts = reads.alerts(plate=plate)
+    qc.images = dict(states.by_state)
+    qc.n_failed = qc.images.get("failed", 0)
+    qc.failures = list(states.failures)
+    flags: Counter[str] = Counter()
+    for found, flag_list in states.done_found_qc:
+        if found is False:
+            qc.not_found += 1
+        flags.update(flag_list)
+    qc.qc_flags = dict(flags.most_common())
+    qc.open_alerts = [a.as_dict() for a in sorted(alerts, key=lambda a: a.opened_at)]
     return qc
-
-
-def _json_list(text: str | None) -> list[str]:
-    if not text:
-        return []
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return [str(text)]
-    return [str(v) for v in value] if isinstance(value, list) else []
-
-
-# --------------------------------------------------------------------------- HTML
 
 
 def _interval(ci: tuple[float, float]) -> str:
@@ -415,13 +386,14 @@ def _mos_section(data: ReportData) -> list[str]:
     return out
 
 
-def write_report(store_or_conn: object, out: str | os.PathLike[str], **kwargs: Any) -> Path:
+def write_report(source: Reads | str | os.PathLike[str], out: str | os.PathLike[str],
+                 **kwargs: Any) -> Path:
     """Collect, render and write the report (kwargs as for :func:`collect_report`)."""
     path = Path(out)
     if not path.parent.is_dir():
         raise UsageError(f"Cannot write the report {path}: the folder {path.parent} does not exist.",
                          "Create the folder first or choose another --out.")
-    data = collect_report(store_or_conn, **kwargs)
+    data = collect_report(source, **kwargs)
     text = render_html(data)
     tmp = path.with_name(path.name + ".part")
     try:

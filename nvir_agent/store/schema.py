@@ -1,0 +1,135 @@
+"""The SQLite schema, its migrations and how connections are opened.
+
+The schema grows by appending SQL scripts to ``MIGRATIONS``; ``PRAGMA
+user_version`` records how many have run. Never edit a script that has shipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from nvir_agent.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_V1 = """
+CREATE TABLE images(
+    id INTEGER PRIMARY KEY, path TEXT UNIQUE, size INTEGER, mtime REAL,
+    vendor TEXT, plate TEXT, well TEXT, row INTEGER, col INTEGER, field INTEGER,
+    channel TEXT, z INTEGER, timepoint INTEGER, elapsed_s REAL,
+    state TEXT CHECK (state IN ('pending', 'done', 'failed')), error TEXT,
+    attempts INTEGER, created_at REAL, updated_at REAL);
+CREATE TABLE measurements(
+    image_id INTEGER PRIMARY KEY REFERENCES images(id), found INTEGER, viability REAL,
+    model TEXT, qc TEXT, features TEXT, created_at REAL);
+CREATE TABLE plates(
+    plate TEXT PRIMARY KEY, first_seen REAL, last_seen REAL, plate_map TEXT, meta TEXT);
+CREATE TABLE alerts(
+    id INTEGER PRIMARY KEY, plate TEXT, subject TEXT, rule TEXT, severity TEXT,
+    state TEXT CHECK (state IN ('open', 'acknowledged', 'resolved', 'dismissed')),
+    message TEXT, value REAL, timepoint INTEGER, opened_at REAL, updated_at REAL,
+    closed_at REAL, details TEXT);
+CREATE UNIQUE INDEX alerts_one_active ON alerts(plate, subject, rule)
+    WHERE state IN ('open', 'acknowledged');
+CREATE TABLE alert_events(
+    id INTEGER PRIMARY KEY, alert_id INTEGER REFERENCES alerts(id), at REAL, action TEXT,
+    user TEXT, comment TEXT);
+"""
+
+# v2: lookups the engine and the UI make often, and the running agent's
+# heartbeat (observer modes and health) so that `status` in another process
+# can show them.
+SCHEMA_V2 = """
+CREATE INDEX images_state ON images(state, id);
+CREATE INDEX images_plate_well ON images(plate, well, timepoint);
+CREATE TABLE agent_status(
+    name TEXT PRIMARY KEY, pid INTEGER, started_at REAL, heartbeat_at REAL, snapshot TEXT);
+"""
+
+# Append-only: never edit a script that has shipped; add a new one instead.
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
+
+def to_json(value: Any) -> str:
+    """JSON for the store: numpy scalars/arrays become plain values, NaN/inf null."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
+            return clean(v.tolist())
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            return v
+        return str(v)
+
+    return json.dumps(clean(value), separators=(",", ":"), sort_keys=True)
+
+
+def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    try:
+        if readonly:
+            conn = sqlite3.connect(
+                path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30,
+                isolation_level=None, check_same_thread=False,
+            )
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 30000")
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(
+            f"Cannot open the database {path}: {exc}.",
+            "Check that the folder exists and is writable and that the file is an NViR Agent "
+            "database; set storage.database in agent.toml to use another file.",
+        ) from exc
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the database at ``path`` to the newest schema (a new file is created at it)."""
+    version = schema_version(conn)
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"The database {path} has schema version {version}, newer than this "
+            f"NViR Agent understands ({len(MIGRATIONS)}).",
+            "Update NViR Agent, or set storage.database to a new file.",
+        )
+    for number in range(version + 1, len(MIGRATIONS) + 1):
+        script = MIGRATIONS[number - 1]
+        try:
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise StoreError(
+                f"Upgrading the database {path} to schema version {number} failed: {exc}.",
+                "Check that the file is an NViR Agent database and that the disk is not "
+                "full; set storage.database to a new file to start afresh.",
+            ) from exc
+    if version == 0:
+        log.info("Database %s created (schema version %d)", path, len(MIGRATIONS))
+    elif version < len(MIGRATIONS):
+        log.info("Database %s upgraded from schema version %d to %d", path, version,
+                 len(MIGRATIONS))
