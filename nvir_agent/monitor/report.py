@@ -50,6 +50,7 @@ from nvir_agent.monitor.timecourse import (
     load_plate_timecourses,
     settings_from_config,
 )
+from nvir_agent.pathnames import readable
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def _qc_summary(store_or_conn: object, plate: str | None,
             qc.images = {str(s): int(n) for s, n in conn.execute(
                 f"SELECT i.state, COUNT(*) FROM images i {where} GROUP BY i.state", params)}
             qc.n_failed = qc.images.get("failed", 0)
-            qc.failures = [(str(p), str(e or "")) for p, e in conn.execute(
+            qc.failures = [(readable(p), str(e or "")) for p, e in conn.execute(
                 f"SELECT i.path, i.error FROM images i {where}"
                 f"{' AND' if where else ' WHERE'} i.state = 'failed'"
                 f" ORDER BY i.updated_at DESC LIMIT {_MAX_FAILURES}", params)]
