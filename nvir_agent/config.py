@@ -44,6 +44,7 @@ class WatchConfig:
     rescan_interval_s: float = 300.0
     poll_interval_s: float = 5.0
     recursive: bool = True
+    follow_links_outside: bool = False
 
 
 @dataclass

@@ -51,7 +51,8 @@ def setup_logging(
         try:
             log_dir.mkdir(parents=True, exist_ok=True)
             fh = logging.handlers.RotatingFileHandler(
-                log_dir / "nvir-agent.log", maxBytes=5_000_000, backupCount=5, encoding="utf-8"
+                log_dir / "nvir-agent.log", maxBytes=5_000_000, backupCount=5, encoding="utf-8",
+                errors="backslashreplace",  # a message can never break the log
             )
         except OSError as exc:
             logging.getLogger(__name__).warning(

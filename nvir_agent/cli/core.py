@@ -21,6 +21,7 @@ from nvir_agent import paths
 from nvir_agent.config import find_config_path, load_config
 from nvir_agent.errors import NamingError, UsageError
 from nvir_agent.ingest.filenames import PRESET_NAMES, ImageKey, parse_path
+from nvir_agent.ingest.pathnames import readable
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ def _name_row(path: str, preset: str, regex: str | None) -> dict[str, Any]:
         error = None
     except NamingError as exc:
         key, error = ImageKey(), exc.message
-    row = {"path": path, **key.as_dict()}
+    row = {"path": readable(path), **key.as_dict()}
     row = {k: row[k] for k in NAME_KEYS}
     if error:
         row["error"] = error
@@ -251,10 +252,10 @@ def cmd_names(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(row))
         elif "error" in row:
-            print(f"{f}: {row['error']}")
+            print(f"{row['path']}: {readable(row['error'])}")
         else:
             parts = [f"{k}={row[k]}" for k in NAME_KEYS[1:] if row[k] is not None]
-            print(f"{f}: {' '.join(parts)}")
+            print(f"{row['path']}: {' '.join(parts)}")
     return 0
 
 

@@ -2,12 +2,18 @@
 
 Three threads of its own besides the watcher's:
 - ``nvir-ingest`` takes candidate paths from the watcher's queue, skips files
-  the store already has unchanged, waits until each file has settled, parses
+  the store already has unchanged (and a second path to a file it already
+  has: same device and inode), waits until each file has settled, parses
   its name and writes pending job rows (one transaction per tick);
 - ``nvir-worker`` drains pending jobs in batches of ``model.batch_size``,
   runs the stages, commits the results in one transaction and tells the
   listeners;
 - the watcher's supervisor (see watch.py).
+
+No single path can stop a thread: an unexpected exception while handling one
+is logged with the path and recorded against it as a failed image, and the
+thread carries on. Only an ``AgentError`` (the database unusable, the model
+cannot load) stops the engine.
 
 The engine never prints and never imports Qt; the CLI and the UI read its
 ``status()`` snapshot or the store.
@@ -28,8 +34,9 @@ from typing import Any
 from nvir_agent.config import Config
 from nvir_agent.core.status import HEARTBEAT_S, EngineStatus, read_status
 from nvir_agent.errors import AgentError, ImageError, StoreError, UsageError
-from nvir_agent.ingest.filenames import try_parse_path
-from nvir_agent.ingest.watch import FolderWatcher, SettleTracker, iter_candidates
+from nvir_agent.ingest.filenames import ImageKey, try_parse_path
+from nvir_agent.ingest.pathnames import readable
+from nvir_agent.ingest.watch import FolderWatcher, LinkPolicy, SettleTracker, iter_candidates
 from nvir_agent.model.locate import describe_model_source
 from nvir_agent.monitor.listener import Monitor
 from nvir_agent.pipeline import stages as analysis
@@ -80,6 +87,8 @@ class Engine:
         self._candidates: queue.Queue[str] = queue.Queue()
         self._tracker = SettleTracker(config.watch.settle_s)
         self._known: dict[str, tuple[int, float]] = {}
+        self._inodes: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) → the path taken
+        self._links = LinkPolicy([])
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._wake = threading.Event()
@@ -132,7 +141,9 @@ class Engine:
             folders, self._candidates.put, patterns=w.patterns, ignore=w.ignore,
             observer=w.observer, poll_interval_s=w.poll_interval_s,
             rescan_interval_s=w.rescan_interval_s, recursive=w.recursive,
+            follow_links_outside=w.follow_links_outside,
         )
+        self._links = self._watcher.links
         self._threads = [
             threading.Thread(target=self._guard(self._ingest_loop), name="nvir-ingest",
                              daemon=True),
@@ -262,10 +273,10 @@ class Engine:
                 first = None
             now = time.monotonic()
             if first is not None:
-                self._observe(first, now)
+                self._observe_guarded(first, now)
                 for _ in range(10000):
                     try:
-                        self._observe(self._candidates.get_nowait(), now)
+                        self._observe_guarded(self._candidates.get_nowait(), now)
                     except queue.Empty:
                         break
             settled = self._tracker.poll(time.monotonic())
@@ -276,6 +287,14 @@ class Engine:
                 self._heartbeat()
                 next_beat = time.monotonic() + HEARTBEAT_S
 
+    def _observe_guarded(self, path: str, now: float) -> None:
+        try:
+            self._observe(path, now)
+        except AgentError:
+            raise
+        except Exception as exc:  # one odd path must not stop the ingest
+            self._record_failure(path, None, f"Internal error while looking at the file: {exc!r}")
+
     def _observe(self, path: str, now: float) -> None:
         try:
             st = os.stat(path)
@@ -283,28 +302,94 @@ class Engine:
             self._tracker.forget(path)
             return
         except OSError as exc:
-            log.warning("Cannot look at %s: %s", path, exc.strerror or exc)
+            log.warning("Cannot look at %s: %s", readable(path), exc.strerror or exc)
             return
         if stat.S_ISDIR(st.st_mode):
+            if not self._links.admits(path):
+                return
             w = self.config.watch
-            for p in iter_candidates(path, w.patterns, w.ignore, recursive=w.recursive):
-                self._observe(p, now)
+            for p in iter_candidates(path, w.patterns, w.ignore, recursive=w.recursive,
+                                     links=self._links):
+                self._observe_guarded(p, now)
             return
-        if self._known.get(path) == (st.st_size, st.st_mtime):
+        known = self._known.get(path) == (st.st_size, st.st_mtime)
+        if not known and not self._links.admits(path):
+            log.debug("Not following the link to %s (see watch.follow_links_outside)",
+                      readable(path))
+            return
+        if not self._claim(path, st) or known:
             return
         self._tracker.observe(path, st.st_size, st.st_mtime, now)
         self._settling = len(self._tracker)
 
+    def _claim(self, path: str, st: os.stat_result) -> bool:
+        """True unless the same file (device, inode) is already taken under another
+        path that still leads to it (a hard link, or a link the policy follows)."""
+        if not st.st_ino:
+            return True  # a file system without inode numbers
+        key = (st.st_dev, st.st_ino)
+        other = self._inodes.get(key)
+        if other is not None and other != path:
+            try:
+                o = os.stat(other)
+                if (o.st_dev, o.st_ino) == key:
+                    log.debug("%s is the same file as %s; analysed once", readable(path),
+                              readable(other))
+                    return False
+            except OSError:
+                pass  # the other path is gone: its inode number was reused
+        self._inodes[key] = path
+        return True
+
+    def _record_failure(self, path: str, st: tuple[int, float] | None, error: str) -> None:
+        """Log an unexpected error with the path, and record the path as failed."""
+        log.exception("Handling %s failed; the agent carries on", readable(path))
+        if st is None:
+            try:
+                s = os.stat(path)
+                st = (s.st_size, s.st_mtime)
+            except (OSError, ValueError):
+                st = None
+        self._tracker.forget(path)
+        try:
+            self.store.record_failure(path, *(st or (None, None)), error)
+        except AgentError:
+            raise
+        except Exception:
+            log.exception("Recording the failure of %s failed", readable(path))
+            return
+        if st is not None:
+            self._known[path] = st  # not again until the file changes
+
     def _add_jobs(self, files: Iterable[tuple[str, int, float]]) -> list[int]:
         w = self.config.watch
-        jobs = []
+        jobs: list[tuple[str, int, float, ImageKey]] = []
         for path, size, mtime in files:
-            key = try_parse_path(path, w.naming, w.regex or None)
+            try:
+                key = try_parse_path(path, w.naming, w.regex or None)
+            except Exception as exc:
+                self._record_failure(path, (size, mtime),
+                                     f"Internal error while reading the file name: {exc!r}")
+                continue
             if key.vendor is None:
                 log.warning("%s: the file name gives no plate/well (watch.naming = %r); "
-                            "analysing it anyway.", path, w.naming)
+                            "analysing it anyway.", readable(path), w.naming)
             jobs.append((path, size, mtime, key))
-        ids = self.store.add_jobs(jobs)
+        try:
+            ids = self.store.add_jobs(jobs)
+        except AgentError:
+            raise
+        except Exception:  # one job the store cannot take: queue them one by one
+            log.exception("Queueing %d images failed; queueing them one by one", len(jobs))
+            ids = []
+            for path, size, mtime, key in jobs:
+                try:
+                    ids += self.store.add_jobs([(path, size, mtime, key)])
+                except AgentError:
+                    raise
+                except Exception as exc:
+                    self._record_failure(path, (size, mtime),
+                                         f"Internal error while queueing the image: {exc!r}")
         for path, size, mtime, _ in jobs:
             self._known[path] = (size, mtime)
         if ids:
@@ -320,12 +405,31 @@ class Engine:
             self._busy.set()
             records = self.store.pending(batch_size)
             if records:
-                self.analyse(records)
+                self._analyse_guarded(records)
                 continue
             self._busy.clear()
             self._wake.wait(0.5)
             self._wake.clear()
         self._busy.clear()
+
+    def _analyse_guarded(self, records: Sequence[ImageRecord]) -> None:
+        """``analyse``, but an unexpected error (in recording the results, say)
+        is narrowed down to the image that causes it, which is failed."""
+        try:
+            self.analyse(records)
+        except AgentError:
+            raise
+        except Exception as exc:
+            if len(records) > 1:
+                log.exception("Recording a batch of %d images failed; analysing them one "
+                              "by one", len(records))
+                for r in records:
+                    self._analyse_guarded([r])
+                return
+            log.exception("Analysing %s failed; the agent carries on",
+                          readable(str(records[0].path)))
+            self.store.fail_jobs([records[0].id],
+                                 f"Internal error while recording the result: {exc!r}")
 
     def analyse(self, records: Sequence[ImageRecord]) -> list[int]:
         """Run the stages on one batch and commit it; returns the ids committed.
@@ -372,10 +476,11 @@ class Engine:
             if s
         )
         if a.failed:
-            log.warning("Failed %s [%s]: %s", a.record.path, where or "no key", a.error)
+            log.warning("Failed %s [%s]: %s", readable(str(a.record.path)), where or "no key",
+                        readable(a.error or ""))
         else:
             extra = f" viability {a.viability:.2f}" if a.viability is not None else ""
-            log.info("Done %s [%s]%s", a.record.path, where or "no key", extra)
+            log.info("Done %s [%s]%s", readable(str(a.record.path)), where or "no key", extra)
 
     # --- one-shot ---------------------------------------------------------------------
 
@@ -413,7 +518,7 @@ class Engine:
         for i in range(0, len(ids), size):
             self.analyse(self.store.records(ids[i:i + size]))
         rows = {r["path"]: r for r in self.store.export_rows(files)}
-        return [rows[f] for f in files if f in rows]
+        return [rows[readable(f)] for f in files if readable(f) in rows]
 
     def close(self) -> None:
         """Close the store after one-shot use (``stop`` does it after ``start``)."""

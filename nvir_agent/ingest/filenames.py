@@ -9,6 +9,8 @@ groups (``plate``, ``well`` or ``row``+``column``, ``field``, ``channel``,
 ``seconds``) handles anything else. When a name carries no plate, the plate
 comes from the nearest parent folder that is not a structural one
 (``TimePoint_n``, ``ZStep_n``, ``Images``, dates, bare numbers).
+Names that are not valid UTF-8 are read in their readable form, where each
+such byte is ``\\xNN`` (a Latin-1 ``Plate_É_B03`` gives plate ``Plate_\\xc9``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from nvir_agent.errors import NamingError
+from nvir_agent.ingest.pathnames import readable
 
 
 @dataclass(frozen=True)
@@ -141,8 +144,10 @@ def parse_well(text: str) -> tuple[int, int]:
 
 
 def _pure(path: str | PurePath) -> PurePath:
+    """A pure path of the readable form: a byte that is not UTF-8 reads as ``\\xNN``."""
     if isinstance(path, PurePath):
-        return path
+        return type(path)(readable(str(path)))
+    path = readable(path)
     if "\\" in path and "/" not in path:
         return PureWindowsPath(path)
     return PurePosixPath(path)

@@ -9,6 +9,11 @@
   for remote writes through inotify).
 - ``SettleTracker`` decides when a file is complete: its size and mtime are
   unchanged for ``settle_s`` and it opens for reading.
+- ``LinkPolicy`` decides which symbolic links are followed: never one that
+  leads back inside a watched folder (what it points to is found under its
+  real path, and a link to a parent folder cannot loop), one leading outside
+  only when ``watch.follow_links_outside`` is set. A scan enters each real
+  folder (device, inode) once, whatever the links.
 
 Nothing here knows about the store or the analysis; the engine wires them.
 """
@@ -32,9 +37,10 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 from nvir_agent.ingest.filenames import is_candidate
+from nvir_agent.ingest.pathnames import readable
 
 log = logging.getLogger(__name__)
 
@@ -119,28 +125,100 @@ def observer_mode(configured: str, network: bool) -> str:
     return "polling" if network else "native"
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class LinkPolicy:
+    """Which symbolic links under the watched folders are followed.
+
+    A link (to a file or a folder) whose target lies inside a watched folder is
+    not followed: the target is found under its own path, so nothing is seen
+    twice and a link to a parent folder cannot loop. A link leading outside
+    every watched folder is followed only when ``follow_outside`` (a share
+    linked in on purpose). A dangling or looping link is never followed.
+    """
+
+    def __init__(self, roots: Iterable[str | os.PathLike[str]],
+                 follow_outside: bool = False) -> None:
+        self.roots = [os.path.abspath(os.fspath(r)) for r in roots]
+        self.follow_outside = follow_outside
+
+    def _real_roots(self) -> list[str]:
+        # Resolved at each use: a watched folder may appear (or be re-linked) later.
+        return [os.path.realpath(r) for r in self.roots]
+
+    def follows(self, link: str) -> bool:
+        """Whether the symbolic link ``link`` is followed."""
+        try:
+            real = os.path.realpath(link, strict=True)
+        except (OSError, RuntimeError):  # dangling, or a loop of links
+            return False
+        if any(_inside(real, root) for root in self._real_roots()):
+            return False
+        return self.follow_outside
+
+    def admits(self, path: str) -> bool:
+        """Whether a path an observer reported is reached without a link this
+        policy does not follow (each folder from its watched folder down, and
+        the file itself, are checked)."""
+        path = os.path.abspath(path)
+        for root in self.roots:
+            if path != root and _inside(path, root):
+                current = root
+                for part in os.path.relpath(path, root).split(os.sep):
+                    current = os.path.join(current, part)
+                    if os.path.islink(current) and not self.follows(current):
+                        return False
+                return True
+        return True
+
+
+def _folder_id(path: str) -> tuple[Any, ...] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if st.st_ino == 0:  # a file system without inode numbers
+        return ("path", os.path.realpath(path))
+    return (st.st_dev, st.st_ino)
+
+
 def iter_candidates(
     root: str | os.PathLike[str], patterns: Iterable[str], ignore: Iterable[str] = (),
-    *, recursive: bool = True,
+    *, recursive: bool = True, links: LinkPolicy | None = None,
 ) -> Iterator[str]:
     """Image files under ``root`` that match the patterns (sorted, depth first).
 
     Unreadable sub-folders are logged and skipped; folders whose names match
-    an ignore pattern are not entered.
+    an ignore pattern are not entered. Symbolic links are followed as
+    ``links`` says (default: none); each real folder is entered once, so no
+    link (nor a bind mount or junction) can make the scan loop.
     """
     patterns, ignore = list(patterns), list(ignore)
+    links = links or LinkPolicy([root])
+    visited: set[tuple[Any, ...]] = set()
     stack = [os.fspath(root)]
     while stack:
         folder = stack.pop()
+        folder_id = _folder_id(folder)
+        if folder_id is not None:
+            if folder_id in visited:
+                log.debug("Not entering %s again (a link back to a folder already scanned)",
+                          readable(folder))
+                continue
+            visited.add(folder_id)
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            log.warning("Cannot list folder %s: %s", folder, exc.strerror or exc)
+            log.warning("Cannot list folder %s: %s", readable(folder), exc.strerror or exc)
             continue
         subfolders = []
         for entry in entries:
             try:
+                if entry.is_symlink() and not links.follows(entry.path):
+                    continue
                 is_dir = entry.is_dir()
             except OSError:
                 continue
@@ -286,6 +364,7 @@ class FolderWatcher:
         patterns: Iterable[str], ignore: Iterable[str] = (), observer: str = "auto",
         poll_interval_s: float = 5.0, rescan_interval_s: float = 300.0,
         recursive: bool = True, check_interval_s: float = 1.0,
+        follow_links_outside: bool = False,
     ) -> None:
         self._sink = sink
         self._patterns = list(patterns)
@@ -295,6 +374,8 @@ class FolderWatcher:
         self._recursive = recursive
         self._check_interval_s = check_interval_s
         self._folders: list[_Folder] = []
+        folders = list(folders)
+        self.links = LinkPolicy(folders, follow_links_outside)
         for f in folders:
             path = Path(f)
             network = is_network_path(path)
@@ -336,7 +417,7 @@ class FolderWatcher:
         """Send every candidate file under ``folder`` to the sink."""
         n = 0
         for path in iter_candidates(folder, self._patterns, self._ignore,
-                                    recursive=self._recursive):
+                                    recursive=self._recursive, links=self.links):
             if self._stop.is_set():
                 break
             self._sink(path)
@@ -354,7 +435,11 @@ class FolderWatcher:
 
     def _make_observer(self, folder: _Folder) -> BaseObserver:
         if folder.mode == "polling":
-            return PollingObserver(timeout=self._poll_interval_s)
+            # lstat: the snapshot does not walk into linked folders (a link to a
+            # parent would make it recurse until the OS refuses); the scans
+            # follow the links that LinkPolicy allows.
+            return PollingObserverVFS(os.lstat, os.scandir,
+                                      polling_interval=self._poll_interval_s)
         quiet_duplicate_watch_warning()
         return Observer()
 
@@ -438,12 +523,19 @@ class FolderWatcher:
                 log.warning("Watching %s again (%s); rescanning it.", folder.path, was)
             self.scan(folder.path)
 
+    def _scan_guarded(self, folder: _Folder) -> int:
+        try:
+            return self.scan(folder.path)
+        except Exception:  # the supervisor must outlive any one folder's failure
+            log.exception("Scanning %s failed; the next rescan tries again", folder.path)
+            return 0
+
     def _supervise(self) -> None:
         for folder in self._folders:  # start-up scan: what arrived while the agent was down
             if self._stop.is_set():
                 return
             if folder.observer is not None:
-                n = self.scan(folder.path)
+                n = self._scan_guarded(folder)
                 log.info("Start-up scan of %s: %d image files", folder.path, n)
         next_rescan = time.monotonic() + (self._rescan_interval_s or float("inf"))
         while not self._stop.wait(self._check_interval_s):
@@ -457,6 +549,6 @@ class FolderWatcher:
                 self._rescan_now.clear()
                 for folder in self._folders:
                     if folder.observer is not None and not self._stop.is_set():
-                        self.scan(folder.path)
+                        self._scan_guarded(folder)
                 log.debug("Periodic rescan done")
                 next_rescan = time.monotonic() + (self._rescan_interval_s or float("inf"))

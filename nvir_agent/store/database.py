@@ -8,6 +8,10 @@ Durability rules: a job row (state ``pending``) exists before any work on an
 image; results are committed in one transaction; work is keyed by
 (path, size, mtime), so a changed file is queued again and an unchanged one
 never twice.
+
+Paths are kept as text, or as their exact bytes (a BLOB) when the name is not
+valid UTF-8 (see ingest/pathnames.py); rows read back give the path ``open``
+takes (``ImageRecord.path``) or the readable form (``export_rows``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from nvir_agent.errors import StoreError
 from nvir_agent.ingest.filenames import ImageKey
+from nvir_agent.ingest.pathnames import readable, to_db
 from nvir_agent.paths import default_database
 from nvir_agent.store import schema
 from nvir_agent.store.reads import Reads
@@ -40,6 +45,11 @@ def database_path(config: Config) -> Path:
         return config.resolve(config.storage.database)
     return default_database()
 
+
+
+def _text(value: str | None) -> str | None:
+    """Text for a TEXT column: a message quoting an odd file name stays writable."""
+    return None if value is None else readable(str(value))
 
 
 class Store(Reads):
@@ -119,7 +129,8 @@ class Store(Reads):
         def write(conn: sqlite3.Connection) -> list[int]:
             now = time.time()
             queued: list[int] = []
-            for path, size, mtime, key in jobs:
+            for os_path, size, mtime, key in jobs:
+                path = to_db(os_path)
                 old = conn.execute(
                     "SELECT id, size, mtime FROM images WHERE path = ?", (path,)
                 ).fetchone()
@@ -181,7 +192,7 @@ class Store(Reads):
                   "skipped. Check the file, then run `nvir-agent process --force` on it.",
                   time.time(), r["id"]) for r in rows],
             )
-            return [r["path"] for r in rows]
+            return [readable(r["path"]) for r in rows]
 
         return self._write(write)
 
@@ -201,7 +212,8 @@ class Store(Reads):
                 cur = conn.execute(
                     "UPDATE images SET state = ?, error = ?, updated_at = ? "
                     "WHERE id = ? AND size = ? AND mtime = ? AND state = 'pending'",
-                    ("failed" if failed else "done", res.error, now, r.id, r.size, r.mtime),
+                    ("failed" if failed else "done", _text(res.error), now, r.id, r.size,
+                     r.mtime),
                 )
                 if cur.rowcount != 1:
                     continue
@@ -213,13 +225,48 @@ class Store(Reads):
                     "features, created_at) VALUES (?,?,?,?,?,?,?)",
                     (
                         r.id, None if m.found is None else int(bool(m.found)),
-                        None if m.viability is None else float(m.viability), m.model,
+                        None if m.viability is None else float(m.viability), _text(m.model),
                         to_json(list(m.qc)), to_json({**m.image_meta, **m.features}), now,
                     ),
                 )
             return written
 
         return self._write(write)
+
+    def fail_jobs(self, ids: Sequence[int], error: str) -> list[int]:
+        """Fail pending jobs with one error (their analysis could not be recorded);
+        returns the ids failed."""
+
+        def write(conn: sqlite3.Connection) -> list[int]:
+            now, failed = time.time(), []
+            for image_id in ids:
+                cur = conn.execute(
+                    "UPDATE images SET state = 'failed', error = ?, updated_at = ? "
+                    "WHERE id = ? AND state = 'pending'", (_text(error), now, image_id))
+                if cur.rowcount == 1:
+                    failed.append(image_id)
+            return failed
+
+        return self._write(write)
+
+    def record_failure(self, path: str, size: int | None, mtime: float | None,
+                       error: str) -> None:
+        """Record a file that could not be queued at all, as failed with ``error``
+        (its key unknown); the file is tried again once its size or mtime changes."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            conn.execute(
+                "INSERT INTO images(path, size, mtime, state, error, attempts, created_at, "
+                "updated_at) VALUES (?,?,?,'failed',?,0,?,?) ON CONFLICT(path) DO UPDATE SET "
+                "size = excluded.size, mtime = excluded.mtime, state = 'failed', "
+                "error = excluded.error, updated_at = excluded.updated_at",
+                (to_db(path), size, mtime, _text(error), now, now),
+            )
+            conn.execute("DELETE FROM measurements WHERE image_id = "
+                         "(SELECT id FROM images WHERE path = ?)", (to_db(path),))
+
+        self._write(write)
 
     def write_heartbeat(
         self, snapshot: dict[str, Any], *, started_at: float, name: str = "engine",

@@ -19,6 +19,7 @@ from typing import Any
 
 from nvir_agent.errors import StoreError
 from nvir_agent.ingest.filenames import ImageKey
+from nvir_agent.ingest.pathnames import from_db, readable, to_db
 from nvir_agent.store import schema
 from nvir_agent.store.rows import (
     SEVERITY_RANK,
@@ -57,7 +58,7 @@ def image_key(row: sqlite3.Row) -> ImageKey:
 
 
 def image_record(row: sqlite3.Row) -> ImageRecord:
-    return ImageRecord(id=row["id"], path=Path(row["path"]), key=image_key(row),
+    return ImageRecord(id=row["id"], path=Path(from_db(row["path"])), key=image_key(row),
                        size=row["size"], mtime=row["mtime"])
 
 
@@ -94,7 +95,7 @@ def alert_row(row: Sequence[Any]) -> Alert:
 def _measurement_row(row: sqlite3.Row) -> MeasurementRow:
     done = row["state"] == "done"
     return MeasurementRow(
-        id=row["id"], path=row["path"], key=image_key(row), size=row["size"],
+        id=row["id"], path=readable(row["path"]), key=image_key(row), size=row["size"],
         mtime=row["mtime"], state=row["state"], error=row["error"],
         attempts=row["attempts"] or 0, updated_at=row["updated_at"],
         found=None if not done or row["found"] is None else bool(row["found"]),
@@ -151,7 +152,7 @@ class Reads:
 
     def known_files(self) -> dict[str, tuple[int, float]]:
         """(size, mtime) of every image path the store has seen."""
-        return {r["path"]: (r["size"], r["mtime"]) for r in self._query(
+        return {from_db(r["path"]): (r["size"], r["mtime"]) for r in self._query(
             "SELECT path, size, mtime FROM images")}
 
     def pending(self, limit: int) -> list[ImageRecord]:
@@ -172,7 +173,8 @@ class Reads:
             list(ids))
         return [image_record(r) for r in rows]
 
-    def measurements(self, *, plate: str | None = None, paths: Sequence[str] | None = None,
+    def measurements(self, *, plate: str | None = None,
+                     paths: Sequence[str | os.PathLike[str]] | None = None,
                      after_id: int = 0, limit: int | None = None) -> list[MeasurementRow]:
         """Images with their state and measurement, by id, one page at a time:
         ``after_id`` is the last id of the previous page."""
@@ -187,7 +189,7 @@ class Reads:
             if not paths:
                 return []
             sql += f" AND i.path IN ({_marks(paths)})"
-            params += list(paths)
+            params += [to_db(os.fspath(p)) for p in paths]
         sql += " ORDER BY i.id"
         if limit is not None:
             sql += " LIMIT ?"
@@ -205,7 +207,8 @@ class Reads:
                 return
             after = rows[-1].id
 
-    def export_rows(self, paths: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+    def export_rows(self, paths: Sequence[str | os.PathLike[str]] | None = None
+                    ) -> Iterator[dict[str, Any]]:
         """Every image (or those at ``paths``) as flat `export` rows."""
         if paths is not None:
             for row in self.measurements(paths=paths):
@@ -216,7 +219,7 @@ class Reads:
 
     def image(self, path: str | os.PathLike[str]) -> dict[str, Any] | None:
         """One image with its measurement (as in export_rows), or None."""
-        rows = self.measurements(paths=[str(path)])
+        rows = self.measurements(paths=[os.fspath(path)])
         return rows[0].as_dict() if rows else None
 
     def image_scores(self, plates: Iterable[str] | None = None) -> list[ImageScore]:
@@ -249,7 +252,7 @@ class Reads:
         by_state = {str(s): int(n) for s, n in self._query(
             f"SELECT i.state, COUNT(*) FROM images i {where} GROUP BY i.state", params)}
         failed_where = f"{where} {'AND' if where else 'WHERE'} i.state = 'failed'"
-        failures = [(str(p), str(e or "")) for p, e in self._query(
+        failures = [(readable(p), str(e or "")) for p, e in self._query(
             f"SELECT i.path, i.error FROM images i {failed_where} "
             "ORDER BY i.updated_at DESC LIMIT ?", [*params, int(max_failures)])]
         done_where = f"{where} {'AND' if where else 'WHERE'} i.state = 'done'"
