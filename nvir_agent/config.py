@@ -57,6 +57,7 @@ class ImagingConfig:
     max_pixels_side: int = 20000
     page: int = 0
     pixel_size_um: float = 0.0  # 0: unknown unless the TIFF says
+    thumbnails: bool = True  # previews for the review window, in the user cache folder
 
 
 @dataclass

@@ -98,17 +98,12 @@ def _write_outputs(path: Path, pixels: Any, bit_depth: int, seg: Any,
     if args.mask_out is not None:
         write(args.mask_out, seg.mask.astype(np.uint8) * 255)
     if args.overlay_out is not None:
-        full = float((1 << bit_depth) - 1)
-        gray = np.clip(pixels.astype(np.float32) * (255.0 / full), 0, 255).astype(np.uint8)
-        rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-        thickness = max(2, round(max(gray.shape) / 400))
-        contours, _ = cv2.findContours(seg.mask.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                       cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(rgb, contours, -1, (0, 0, 255), thickness, cv2.LINE_AA)
+        from nvir_agent.imaging.outline import display_image, draw_outline
+
+        gray = display_image(pixels, bit_depth)
         label = "no spheroid" if not seg.found else ", ".join(seg.qc) or "ok"
-        cv2.putText(rgb, label, (10, 10 + 12 * thickness), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4 * thickness, (0, 200, 255), max(1, thickness // 2), cv2.LINE_AA)
-        write(args.overlay_out, rgb)
+        write(args.overlay_out, draw_outline(gray, seg.mask.astype(bool), label=label,
+                                             thickness=max(2, round(max(gray.shape) / 400))))
 
 
 def _print_row(row: dict[str, Any], as_json: bool) -> None:

@@ -34,6 +34,7 @@ class Analysis:
     viability: float | None = None
     model: str | None = None
     error: str | None = None
+    outline: tuple[tuple[int, int], ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -59,6 +60,7 @@ class Analysis:
             qc=list(self.qc),
             features=dict(self.features),
             image_meta=dict(self.image_meta),
+            outline=tuple(self.outline),
         )
 
 

@@ -15,8 +15,10 @@ import cv2
 
 from nvir_agent.config import Config
 from nvir_agent.errors import AnalysisError, ImageError
+from nvir_agent.imaging.outline import simplify_outline
 from nvir_agent.imaging.reading import read_image
 from nvir_agent.imaging.segmentation import segment
+from nvir_agent.imaging.thumbnails import write_thumbnail
 from nvir_agent.pipeline.contract import Analysis, Stage
 from nvir_agent.pipeline.scoring import ScoreStage
 
@@ -80,12 +82,39 @@ class SegmentStage:
                 continue
             a.found = seg.found
             a.mask = seg.mask if seg.found else None
+            a.outline = simplify_outline(seg.mask) if seg.found else ()
             a.features = dict(seg.features)
             a.qc = list(seg.qc)
             h, w = a.pixels.shape[:2]
             a.image_meta.update(width=int(w), height=int(h), bit_depth=a.bit_depth)
             if not seg.found:
                 log.info("%s: no spheroid found", a.record.path)
+
+
+class ThumbnailStage:
+    """Writes each image's preview into the user cache folder for the review window.
+    A thumbnail that cannot be written is logged; the image itself is not failed."""
+
+    name = "thumbnail"
+
+    def __init__(self, config: Config, folder: Path | None = None) -> None:
+        self.enabled = config.imaging.thumbnails
+        self.folder = folder
+        self._warned = False
+
+    def run(self, batch: list[Analysis]) -> None:
+        if not self.enabled:
+            return
+        for a in batch:
+            if a.pixels is None:
+                continue
+            try:
+                write_thumbnail(a.record.path, a.pixels, a.bit_depth, folder=self.folder)
+            except (OSError, cv2.error) as exc:
+                if not self._warned:
+                    log.warning("Cannot write thumbnails (%s); the review window makes them "
+                                "when it needs them", exc)
+                    self._warned = True
 
 
 def scoring_stages(config: Config) -> list[Stage]:
@@ -96,4 +125,5 @@ def scoring_stages(config: Config) -> list[Stage]:
 
 def build_stages(config: Config) -> list[Stage]:
     """The stages the engine runs on every image, in order."""
-    return [ReadStage(config), SegmentStage(config), *scoring_stages(config)]
+    return [ReadStage(config), SegmentStage(config), ThumbnailStage(config),
+            *scoring_stages(config)]

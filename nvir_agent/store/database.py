@@ -222,11 +222,12 @@ class Store(Reads):
                     continue
                 conn.execute(
                     "INSERT OR REPLACE INTO measurements(image_id, found, viability, model, qc, "
-                    "features, created_at) VALUES (?,?,?,?,?,?,?)",
+                    "features, created_at, outline) VALUES (?,?,?,?,?,?,?,?)",
                     (
                         r.id, None if m.found is None else int(bool(m.found)),
                         None if m.viability is None else float(m.viability), _text(m.model),
                         to_json(list(m.qc)), to_json({**m.image_meta, **m.features}), now,
+                        to_json([list(v) for v in m.outline]) if m.outline else None,
                     ),
                 )
             return written

@@ -81,6 +81,16 @@ def _qc_tuple(text: str | None) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
 
+def _outline(text: str | None) -> tuple[tuple[int, int], ...] | None:
+    value = _json_or(text, None)
+    if not isinstance(value, list):
+        return None
+    try:
+        return tuple((int(x), int(y)) for x, y in value)
+    except (TypeError, ValueError):
+        return None
+
+
 def alert_row(row: Sequence[Any]) -> Alert:
     details = {}
     if row[12]:
@@ -104,6 +114,7 @@ def _measurement_row(row: sqlite3.Row) -> MeasurementRow:
         qc=_qc_tuple(row["qc"]) if done else (),
         features=_json_or(row["features"], {}) if done else {},
         measured_at=row["measured_at"] if done else None,
+        outline=_outline(row["outline"]) if done else None,
     )
 
 
@@ -179,7 +190,7 @@ class Reads:
         """Images with their state and measurement, by id, one page at a time:
         ``after_id`` is the last id of the previous page."""
         sql = ("SELECT i.*, m.found, m.viability, m.model, m.qc, m.features, "
-               "m.created_at AS measured_at "
+               "m.created_at AS measured_at, m.outline "
                "FROM images i LEFT JOIN measurements m ON m.image_id = i.id WHERE i.id > ?")
         params: list[Any] = [after_id]
         if plate is not None:

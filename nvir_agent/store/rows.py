@@ -40,9 +40,10 @@ class Measurement:
     qc: list[str] = field(default_factory=list)
     features: dict[str, Any] = field(default_factory=dict)
     image_meta: dict[str, Any] = field(default_factory=dict)
+    outline: tuple[tuple[int, int], ...] = ()  # simplified polygon, full-image pixels
 
     def as_dict(self) -> dict[str, Any]:
-        """Flat keys as `process --json` and `export` print them."""
+        """Flat keys as `process --json` and `export` print them (no outline)."""
         out: dict[str, Any] = {}
         out.update(self.image_meta)
         out.update(self.features)
@@ -75,7 +76,7 @@ class Result:
                                    f"{measurement.viability!r}.")
             measurement = Measurement(measurement.found, value, measurement.model,
                                       list(measurement.qc), dict(measurement.features),
-                                      dict(measurement.image_meta))
+                                      dict(measurement.image_meta), measurement.outline)
         return cls(record, error, None if error is not None else measurement)
 
 
@@ -152,6 +153,7 @@ class MeasurementRow:
     qc: tuple[str, ...] = ()
     features: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     measured_at: float | None = None
+    outline: tuple[tuple[int, int], ...] | None = None  # None: not stored (older rows)
 
     def as_dict(self) -> dict[str, Any]:
         """Flat keys as `export` prints them (features only for analysed images)."""

@@ -52,8 +52,14 @@ CREATE TABLE agent_status(
     name TEXT PRIMARY KEY, pid INTEGER, started_at REAL, heartbeat_at REAL, snapshot TEXT);
 """
 
+# v3: the spheroid outline of each measurement (a simplified polygon, JSON
+# [[x, y], ...] in full-image pixels) for the review window.
+SCHEMA_V3 = """
+ALTER TABLE measurements ADD COLUMN outline TEXT;
+"""
+
 # Append-only: never edit a script that has shipped; add a new one instead.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
 
 def to_json(value: Any) -> str:
     """JSON for the store: numpy scalars/arrays become plain values, NaN/inf null."""
