@@ -271,20 +271,32 @@ def _focus(outline: Outline, diameter: float) -> float:
         m = cv2.resize(m, size, interpolation=cv2.INTER_NEAREST)
         d = FOCUS_DIAMETER
     cell = max(0.5 * d / CELLS_PER_RADIUS, 1.0)
-    outer = cv2.dilate(m, _ellipse(int(0.5 * d) | 1)) > 0
-    inner = cv2.erode(m, _ellipse(int(2 * FOCUS_RIM_CELLS * cell) | 1)) > 0
-    band = outer & ~inner
+    # square structuring elements: OpenCV's fast separable path
+    grow, shrink = int(0.5 * d) | 1, int(2 * FOCUS_RIM_CELLS * cell) | 1
+    band = (cv2.dilate(m, np.ones((grow, grow), np.uint8)) > 0) & ~(
+        cv2.erode(m, np.ones((shrink, shrink), np.uint8)) > 0)
     if np.count_nonzero(band) < 50:
         return 0.0
-    diff = np.diff(img[::2], axis=1)[band[::2, 1:]]
-    noise = 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / np.sqrt(2.0)
     s1 = max(0.7, 0.25 * cell)
-    energy = [_gradient_energy(img, band, s, noise) for s in (s1, 4.0 * s1)]
-    return round(float(energy[0] / max(energy[1], 1e-12)), 3)
-
-
-def _ellipse(size: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    # only the band and a margin for the coarse blur
+    x, y, bw, bh = cv2.boundingRect(band.view(np.uint8))
+    pad = int(np.ceil(12 * s1))
+    x0, y0 = max(0, x - pad), max(0, y - pad)
+    x1, y1 = min(img.shape[1], x + bw + pad), min(img.shape[0], y + bh + pad)
+    img, band = img[y0:y1, x0:x1], band[y0:y1, x0:x1]
+    diff = np.diff(img[::4], axis=1)[band[::4, 1:]]
+    noise = 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / np.sqrt(2.0)
+    fine = _gradient_energy(img, band, s1, noise)
+    # the coarse scale on a half-size copy (4 × fewer pixels, a 2 × smaller kernel):
+    # gradients per full pixel are half, the averaged noise is half
+    hh, hw = img.shape[0] // 2, img.shape[1] // 2
+    if min(hh, hw) >= 8:
+        half = cv2.resize(img[:2 * hh, :2 * hw], (hw, hh), interpolation=cv2.INTER_AREA)
+        half_band = band[1:2 * hh:2, 1:2 * hw:2]
+        coarse = 0.5 * _gradient_energy(half, half_band, 2.0 * s1, 0.5 * noise)
+    else:
+        coarse = _gradient_energy(img, band, 4.0 * s1, noise)
+    return round(float(fine / max(coarse, 1e-12)), 3)
 
 
 def _gradient_energy(img: np.ndarray, band: np.ndarray, sigma: float, noise: float) -> float:
