@@ -36,6 +36,10 @@ CONDITIONS: dict[str, tuple[tuple[float, float], Conditions]] = {
     "small_4x": ((0.3, 1.1), Conditions(diameter_frac=0.06)),
     "large": ((0.3, 1.1), Conditions(diameter_frac=0.55)),
     "noisy": ((0.3, 1.1), Conditions(noise=0.03)),
+    # seen on real ImageXpress plates (tests/data/real-brightfield)
+    "real_plate": ((0.6, 1.2), Conditions(streaks=0.04, dark_body=True, satellites=4, fibres=1)),
+    "satellites_loose": ((0.2, 0.6), Conditions(streaks=0.04, satellites=6, fragmented=False)),
+    "several_aggregates": ((0.5, 1.1), Conditions(streaks=0.04, aggregates=2)),
 }
 
 

@@ -98,6 +98,11 @@ FIELD_VALUES = {
     "debris": (0, 60),
     "fragmented": (False, True),
     "identity": (1, 2),
+    "streaks": (0.0, 0.05),
+    "dark_body": (False, True),
+    "satellites": (0, 4),
+    "aggregates": (0, 2),
+    "fibres": (0, 2),
 }
 
 
@@ -187,3 +192,18 @@ def test_impossible_settings_are_refused_with_a_clear_error(bad):
     v = bad.pop("viability", 1.0)
     with pytest.raises(UsageError):
         render_spheroid(v, 1, dataclasses.replace(SMALL, **bad))
+
+
+def test_real_plate_appearance_is_off_by_default_and_leaves_the_body_mask_alone():
+    base = Conditions(width=384, height=384, focus=0.1, bubbles=0, debris=0, diameter_frac=0.25)
+    plain = render_spheroid(0.9, 21, base)
+    off = render_spheroid(0.9, 21, dataclasses.replace(base, streaks=0.0, dark_body=False, satellites=0,
+                                           aggregates=0, fibres=0))
+    assert np.array_equal(plain.image, off.image)
+    on = render_spheroid(0.9, 21, dataclasses.replace(base, streaks=0.04, satellites=4, aggregates=2,
+                                          fibres=1))
+    assert np.array_equal(on.mask, plain.mask)
+    assert not np.array_equal(on.image, plain.image)
+    assert len(on.params["satellite_list"]) == 4 and len(on.params["aggregate_list"]) == 2
+    dark = render_spheroid(0.9, 21, dataclasses.replace(base, dark_body=True))
+    assert dark.image[dark.mask].mean() < 0.7 * plain.image[plain.mask].mean()

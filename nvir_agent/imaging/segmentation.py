@@ -53,6 +53,8 @@ WORK_SIDE = 512  # the working image is at most this many pixels a side
 REFINE_DIAMETER = 256  # about this many pixels across the spheroid when outlining it
 MIN_DIAMETER_FRAC = 0.02  # candidates smaller than this fraction of the width are ignored
 MIN_CONTRAST = 0.06  # a spheroid is at least this much darker than its background
+DISTANCE_WEIGHT = 1.0  # candidate score × exp(-w · (distance from centre / half diagonal)²)
+AGGREGATE_MASS = 0.3  # another dark mass this large against the body's: multiple_objects
 OUTLINE_REACH = 1.6  # the outline is searched out to this many candidate radii
 N_ANGLES = 180  # outline vertices (every 2°)
 MAX_SLOPE = 0.8  # largest radius change per unit of arc length along the outline
@@ -88,6 +90,7 @@ class _Candidate:
     area: float  # working-image pixels
     score: float
     centre: tuple[float, float]  # working-image pixels
+    mass: float = 0.0  # dark mass: area × contrast (working-image pixels)
 
 
 def segment(
@@ -118,11 +121,11 @@ def segment(
         feats, _ = measure(gray, None, full=full, pixel_size_um=pixel_size_um, work=work)
         qc = quality_flags(feats, found=False, width=w, n_other_objects=0)
         return Segmentation(False, np.zeros((h, w), bool), np.zeros((0, 2), np.int32), feats, qc)
-    best = candidates[0]
-    others = [c for c in candidates[1:]
-              if c.score >= 0.35 * best.score and c.area >= 0.15 * best.area
-              and not _inside(outline.mask, _to_full(c.centre, factor))]
+    others = _other_aggregates(candidates, outline.mask, factor)
     feats, contour = measure(gray, outline, full=full, pixel_size_um=pixel_size_um, work=work)
+    feats["n_aggregates"] = 1 + len(others)
+    feats["aggregates_area_px"] = int(feats.get("area_px", 0)
+                                      + sum(c.area for c in others) * factor * factor)
     qc = quality_flags(feats, found=True, width=w, n_other_objects=len(others))
     return Segmentation(True, outline.mask, contour, feats, qc)
 
@@ -276,11 +279,16 @@ def _candidates(smooth: np.ndarray, noise: float) -> list[_Candidate]:
         cxy = (m["m10"] / m["m00"], m["m01"] / m["m00"]) if m["m00"] else tuple(centre)
         dist = float(np.hypot(cxy[0] - centre[0], cxy[1] - centre[1])) / half_diag
         diameter_frac = np.sqrt(4 * area / np.pi) / w
-        size_term = min(1.0, diameter_frac / 0.08) * (1.0 if diameter_frac < 0.8 else 0.3)
-        score = (contrast * solidity**2 * size_term * np.exp(-2.5 * dist**2)
-                 * max(0.0, 1.0 - 3.0 * border_frac))
+        # the main body is the largest dark cell mass, compact or not, central or
+        # not: the score grows with the dark mass (area × contrast), solidity and
+        # the distance from the centre only break near ties; the well wall runs
+        # along the frame border
+        mass = area * contrast
+        size_term = (1.0 if diameter_frac < 0.8 else 0.3) / (w * w)
+        score = (mass * np.sqrt(solidity) * size_term * np.exp(-DISTANCE_WEIGHT * dist**2)
+                 * max(0.0, 1.0 - 3.0 * border_frac) ** 2)
         if score > 0:
-            out.append(_Candidate(c, area, float(score), (float(cxy[0]), float(cxy[1]))))
+            out.append(_Candidate(c, area, float(score), (float(cxy[0]), float(cxy[1])), mass))
     out.sort(key=lambda cand: cand.score, reverse=True)
     return out
 
@@ -302,6 +310,22 @@ def _group_pieces(candidates: list[_Candidate]) -> _Candidate:
     cy = sum(c.centre[1] * c.area for c in group) / area
     hull = cv2.convexHull(np.concatenate([c.contour for c in group]))
     return _Candidate(hull, max(area, 0.8 * float(cv2.contourArea(hull))), best.score, (cx, cy))
+
+
+def _other_aggregates(candidates: list[_Candidate], mask: np.ndarray,
+                      factor: int) -> list[_Candidate]:
+    """Dark masses outside the body of at least AGGREGATE_MASS of its dark mass.
+
+    The body's mass is that of the candidates whose centre lies inside its
+    mask (the pieces of a broken body count together). Satellite clusters,
+    loose cells and debris are smaller; several aggregates of similar size
+    (or a field of organoids) are not.
+    """
+    inside = [_inside(mask, _to_full(c.centre, factor)) for c in candidates]
+    body = sum(c.mass for c, ins in zip(candidates, inside, strict=True) if ins)
+    body = max(body, candidates[0].mass)
+    return [c for c, ins in zip(candidates, inside, strict=True)
+            if not ins and c is not candidates[0] and c.mass >= AGGREGATE_MASS * body]
 
 
 def _inside(mask: np.ndarray, xy: tuple[float, float]) -> bool:

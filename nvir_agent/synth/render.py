@@ -56,6 +56,16 @@ class Conditions:
     - fragmented: whether the body is broken into pieces (drawn from v if None).
     - identity: seed of the spheroid's own shape and size, so that one well
       keeps its spheroid across days while ``seed`` changes.
+
+    Appearance seen on real ImageXpress plates (tests/data/real-brightfield),
+    off unless set (None = off, so images rendered before they existed stay the same):
+
+    - streaks: amplitude of the radial streak texture of the well bottom (≈0.04).
+    - dark_body: a very dark body with almost no inner texture.
+    - satellites: how many satellite clusters of cells lie near the body.
+    - aggregates: how many other aggregates (35–60 % of the body's area) lie in
+      the well; the mask stays the main body.
+    - fibres: how many long fibres cross the frame.
     """
 
     width: int | None = None
@@ -73,6 +83,11 @@ class Conditions:
     debris: int | None = None
     fragmented: bool | None = None
     identity: int | None = None
+    streaks: float | None = None
+    dark_body: bool | None = None
+    satellites: int | None = None
+    aggregates: int | None = None
+    fibres: int | None = None
 
 
 @dataclass(frozen=True)
@@ -236,7 +251,8 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 def _render_body(v: float, r: float, cx: float, cy: float, box: tuple[int, int, int, int],
                  fragmented: bool, shape_rng: np.random.Generator,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                 rng: np.random.Generator,
+                 dark: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Transmission and mask of the spheroid, its fringe and halo, inside ``box``."""
     x0, y0, x1, y1 = box
     h, w = y1 - y0, x1 - x0
@@ -307,6 +323,9 @@ def _render_body(v: float, r: float, cx: float, cy: float, box: tuple[int, int, 
     amp = (0.30 * cv2.exp(d * np.float32(-1.0 / 0.09))
            + (0.045 + 0.04 * loss) * cv2.exp(d * np.float32(-1.0 / 0.35))
            + np.float32(0.008 + 0.03 * loss))
+    if dark:  # a dense body with almost no inner texture (real ImageXpress wells)
+        body = np.float32(0.45) * body
+        amp = amp * cv2.exp(d * np.float32(-1.0 / 0.03))
     body += amp * tex + np.float32(0.08 * loss) * patch
     np.clip(body, 0.03, 0.95, out=body)
     # thin bright rim just outside the border (fades as the border loosens)
@@ -423,6 +442,71 @@ def _draw_bubbles_and_debris(trans: np.ndarray, c: Conditions, rng: np.random.Ge
     return out
 
 
+def _draw_real_like(trans: np.ndarray, c: Conditions, rng: np.random.Generator,
+                    body: tuple[float, float, float]) -> dict[str, Any]:
+    """Satellite clusters, other aggregates, fibres and the radial streaks of the
+    well bottom, as seen on real ImageXpress plates; none of them is in the mask."""
+    h, w = trans.shape
+    bx, by, br = body
+    cell = max(br / CELLS_PER_RADIUS, 1.5)
+    out: dict[str, Any] = {"satellite_list": [], "aggregate_list": []}
+    xs, ys, wt = [np.zeros(0)], [np.zeros(0)], [np.zeros(0)]
+    for _ in range(int(c.satellites or 0)):  # compact clusters of 8–40 cells
+        ang, dist = rng.uniform(0, 2 * np.pi), br * rng.uniform(1.3, 2.6)
+        x, y = bx + dist * math.cos(ang), by + dist * math.sin(ang)
+        m = int(rng.integers(8, 41))
+        spread = cell * (0.3 + 0.18 * math.sqrt(m))
+        xs.append(x + rng.normal(0, spread, m))
+        ys.append(y + rng.normal(0, spread, m))
+        wt.append(rng.uniform(0.8, 1.2, m))
+        out["satellite_list"].append({"x": float(x), "y": float(y), "cells": m})
+    if len(xs) > 1:
+        spots = _cell_spots((h, w), np.concatenate(xs), np.concatenate(ys), np.concatenate(wt),
+                            cell)
+        trans *= 1.0 - np.float32(0.8) * np.minimum(spots, np.float32(1.1))
+    for _ in range(int(c.aggregates or 0)):  # smaller, textured, roughly round bodies
+        ra = br * math.sqrt(rng.uniform(0.35, 0.6))
+        for _try in range(12):
+            ang, dist = rng.uniform(0, 2 * np.pi), br * rng.uniform(1.8, 3.2)
+            x, y = bx + dist * math.cos(ang), by + dist * math.sin(ang)
+            if ra < x < w - ra and ra < y < h - ra:
+                break
+        disc = np.zeros((h, w), np.uint8)
+        axes = (int(round(ra * rng.uniform(0.85, 1.15) * 16)), int(round(ra * 16)))
+        cv2.ellipse(disc, (int(round(x * 16)), int(round(y * 16))), axes,
+                    float(rng.uniform(0, 180)), 0, 360, 1, -1, cv2.LINE_AA, shift=4)
+        x0, y0, x1, y1 = _bbox(disc)
+        sub = (slice(y0, y1), slice(x0, x1))
+        tex = _cell_texture(rng, (y1 - y0, x1 - x0), cell)
+        level = np.float32(rng.uniform(0.25, 0.4)) + np.float32(0.08) * tex
+        alpha = cv2.GaussianBlur(disc[sub].astype(np.float32), (0, 0), 1.0)
+        trans[sub] = trans[sub] * (1.0 - alpha) + np.clip(level, 0.05, 0.9) * alpha
+        out["aggregate_list"].append({"x": float(x), "y": float(y), "r": float(ra)})
+    for _ in range(int(c.fibres or 0)):  # long, thin, slightly curved fibres
+        ang = rng.uniform(0, np.pi)
+        x, y, ln = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.25, 0.6) * w
+        t = np.linspace(-0.5, 0.5, 24) * ln
+        bend = rng.normal(0, 0.04) * ln * (1 - (2 * t / ln) ** 2)
+        pts = np.stack([x + t * math.cos(ang) - bend * math.sin(ang),
+                        y + t * math.sin(ang) + bend * math.cos(ang)], 1)
+        cv2.polylines(trans, [np.rint(pts * 16).astype(np.int32)], False,
+                      float(rng.uniform(0.3, 0.6)), max(1, int(round(w / 512))), cv2.LINE_AA,
+                      shift=4)
+    if c.streaks:  # radial streaks of the well bottom, from the well centre outward
+        f = 4 if min(w, h) >= 256 else 1
+        gy, gx = np.mgrid[0:h:f, 0:w:f].astype(np.float32)
+        theta = np.arctan2(gy - by, gx - bx)
+        rad = np.hypot(gx - bx, gy - by) / max(w, h)
+        n_ang = 1440
+        profile = rng.standard_normal(n_ang).astype(np.float32)
+        idx = ((theta + np.pi) / (2 * np.pi) * n_ang).astype(np.int32) % n_ang
+        along = _cell_texture(rng, gx.shape, 24.0 / f)  # streaks break up along their length
+        field_ = profile[idx] * np.clip(rad / 0.15, 0.0, 1.0) * (0.6 + 0.4 * along)
+        field_ = cv2.resize(field_, (w, h), interpolation=cv2.INTER_LINEAR)
+        trans *= 1.0 + np.float32(c.streaks) * field_
+    return out
+
+
 def _defocus(img: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian defocus; wide blurs run on a reduced copy (same look, far faster)."""
     if sigma <= 0.3:
@@ -448,8 +532,9 @@ def render_spheroid(viability: float, seed: int, conditions: Conditions | None =
     """
     v = float(viability)
     ss = np.random.SeedSequence(int(seed) & 0xFFFFFFFFFFFFFFFF)
-    nuis_rng, bio_rng, layout_rng, optics_rng, noise_rng = (
-        np.random.default_rng(s) for s in ss.spawn(5))
+    # a sixth stream for the real-plate appearance leaves the first five unchanged
+    nuis_rng, bio_rng, layout_rng, optics_rng, noise_rng, real_rng = (
+        np.random.default_rng(s) for s in ss.spawn(6))
     c = _draw_nuisances(nuis_rng, ranges, conditions or Conditions())
     _check(c, v)
     shape_rng = np.random.default_rng(int(c.identity))
@@ -474,11 +559,12 @@ def render_spheroid(viability: float, seed: int, conditions: Conditions | None =
     info: dict[str, Any] = {}
     if x1 - x0 > 2 and y1 - y0 > 2:
         body_t, body_m, info = _render_body(v, r, cx, cy, (x0, y0, x1, y1), fragmented,
-                                            shape_rng, bio_rng)
+                                            shape_rng, bio_rng, dark=bool(c.dark_body))
         trans[y0:y1, x0:x1] = body_t
         mask[y0:y1, x0:x1] = body_m
 
     bubbles = _draw_bubbles_and_debris(trans, c, layout_rng, (cx, cy, r))
+    real_like = _draw_real_like(trans, c, real_rng, (cx, cy, r))
 
     # the round-bottom well is centred near the spheroid; well_wall brings its edge into view
     half_diag = 0.5 * math.hypot(w, h)
@@ -508,5 +594,6 @@ def render_spheroid(viability: float, seed: int, conditions: Conditions | None =
     params.update({"fragmented": bool(fragmented), "seed": int(seed), "viability": v,
                    "center": [float(cx), float(cy)], "size_factor": _size_factor(v),
                    "well_center": [float(wc[0]), float(wc[1])], "well_radius_px": float(well_r),
-                   "blur_sigma_px": float(sigma), "bubble_list": bubbles, **optics, **info})
+                   "blur_sigma_px": float(sigma), "bubble_list": bubbles, **optics, **info,
+                   **real_like})
     return Rendered(image=image, mask=mask, viability=v, params=params)
