@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from nvir_agent.imageio import read_image
-from nvir_agent.segmentation import segment
+from nvir_agent.imaging.reading import read_image
+from nvir_agent.imaging.segmentation import segment
 
 DATA = Path(__file__).parent / "data" / "real-brightfield"
 
