@@ -91,6 +91,10 @@ class AlertsConfig:
     qc_fail_fraction: float = 0.25
     qc_ignore: list[str] = field(default_factory=list)  # QC flags that do not disqualify a well
     enabled: bool = True
+    # acquisition stalled: no image for this many of the plate's read intervals (0: off) …
+    stall_after: float = 1.5
+    # … until this many intervals, after which the plate counts as finished
+    stall_give_up: float = 4.0
 
 
 @dataclass
@@ -282,6 +286,8 @@ def _validate(cfg: Config, where: str, check_folders: bool) -> None:
     positive("model", "batch_size")
     positive("alerts", "confirm")
     positive("alerts", "min_controls")
+    positive("alerts", "stall_after", allow_zero=True)
+    positive("alerts", "stall_give_up", allow_zero=True)
     positive("notify", "min_interval_s", allow_zero=True)
     positive("plates", "read_gap_s")
     for key in ("threshold", "critical", "drop", "hysteresis", "control_cv",

@@ -212,3 +212,21 @@ def test_agent_killed_mid_run_loses_nothing_and_processes_nothing_twice(tmp_path
         else:  # interrupted or not started: analysed once more, to completion
             assert after[path][1] == attempts + 1
     assert "Engine stopped" in err and "Traceback" not in err
+
+
+def test_a_paused_engine_records_new_images_and_analyses_them_on_resume(tmp_path):
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    cfg = make_config(tmp_path, [acq])
+    stage = RecordingStage()
+    with running(cfg, stage) as engine:
+        engine.pause()
+        assert engine.status().paused
+        files = [write_file(acq / f"P_E{c:02d}_s1_w1.tif") for c in range(1, 4)]
+        assert wait_until(lambda: engine.status().pending == 3)  # recorded, not analysed
+        assert stage.paths() == []
+        assert wait_until(lambda: read_status(cfg).paused)  # other processes see it
+        engine.resume()
+        assert wait_until(lambda: engine.status().done == 3)
+        assert not engine.status().paused
+    assert sorted(stage.paths()) == sorted(map(str, files))

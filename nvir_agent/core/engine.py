@@ -93,6 +93,7 @@ class Engine:
         self._stopped = threading.Event()
         self._wake = threading.Event()
         self._busy = threading.Event()
+        self._paused = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started_at: float | None = None
         self._error: AgentError | None = None
@@ -234,8 +235,28 @@ class Engine:
             folders=self._watcher.status() if self._watcher else [],
             started_at=self._started_at, heartbeat_at=time.time(), pid=os.getpid(),
             error=self._error.message if self._error else None,
-            model=describe_model_source(self.config),
+            model=describe_model_source(self.config), paused=self.paused,
         )
+
+    # --- pause ------------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def pause(self) -> None:
+        """Stop analysing after the batch in hand (e.g. while the microscope needs the
+        machine). New files are still noticed and recorded as pending jobs, so nothing
+        is lost; :meth:`resume` analyses them."""
+        if not self._paused.is_set():
+            self._paused.set()
+            log.info("Analysis paused by the operator; new images are recorded and wait")
+
+    def resume(self) -> None:
+        if self._paused.is_set():
+            self._paused.clear()
+            self._wake.set()
+            log.info("Analysis resumed")
 
     def idle(self) -> bool:
         """Nothing queued, settling, pending or in analysis."""
@@ -402,15 +423,33 @@ class Engine:
     def _worker_loop(self) -> None:
         batch_size = self.config.model.batch_size
         while not self._stop.is_set():
+            if self._paused.is_set():
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
             self._busy.set()
             records = self.store.pending(batch_size)
             if records:
                 self._analyse_guarded(records)
                 continue
             self._busy.clear()
+            self._tell_idle()
             self._wake.wait(0.5)
             self._wake.clear()
         self._busy.clear()
+
+    def _tell_idle(self) -> None:
+        """Let listeners with time-driven rules (``on_idle``) run while nothing waits."""
+        for listener in self.listeners:
+            on_idle = getattr(listener, "on_idle", None)
+            if not callable(on_idle):
+                continue
+            try:
+                on_idle()
+            except AgentError:
+                raise
+            except Exception:  # a listener must never stop the engine
+                log.exception("Result listener %r failed while idle", listener)
 
     def _analyse_guarded(self, records: Sequence[ImageRecord]) -> None:
         """``analyse``, but an unexpected error (in recording the results, say)

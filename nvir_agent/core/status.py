@@ -38,6 +38,7 @@ class EngineStatus:
     pid: int | None = None
     error: str | None = None
     model: str = ""  # which model scores, or why scoring is off
+    paused: bool = False  # analysis paused by the operator (new files are still recorded)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,5 +70,6 @@ def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> En
         started_at=beat.started_at if beat else None,
         heartbeat_at=beat.heartbeat_at if beat else None,
         pid=beat.pid if beat else None, error=snap.get("error"),
+        paused=bool(snap.get("paused")) if running else False,
         model=describe_model_source(config),
     )

@@ -21,6 +21,7 @@ from nvir_agent.monitor.alerts import AlertChange, reconcile
 from nvir_agent.monitor.notify import Notice, Notifier, build_notifier
 from nvir_agent.monitor.platemap import PlateMapLibrary
 from nvir_agent.monitor.rules import evaluate_plate
+from nvir_agent.monitor.stall import stall_condition
 from nvir_agent.monitor.timecourse import (
     load_plate_timecourses,
     save_plate_map,
@@ -77,6 +78,10 @@ class Monitor:
         self._unmapped_logged: set[str] = set()
         self._dirty: set[str] = set()
         self._last_eval = -float("inf")
+        self._last_idle_check = -float("inf")
+        self.idle_check_s = 60.0
+        # plates with no new image for longer than this are not re-checked when idle
+        self.followed_for_s = 14 * 86400.0
 
     # ----------------------------------------------------------------- listener
 
@@ -101,6 +106,21 @@ class Monitor:
         plates, self._dirty = sorted(self._dirty), set()
         self._last_eval = time.monotonic()
         self.evaluate(plates)
+
+    def on_idle(self) -> None:
+        """Called by the engine while no image waits for analysis: at most every
+        ``idle_check_s``, re-evaluate the plates seen recently, so that time-driven
+        rules (an acquisition that stalled) hold even though no result arrives."""
+        now = time.monotonic()
+        if now - self._last_idle_check < self.idle_check_s:
+            return
+        self._last_idle_check = now
+        if not self.config.alerts.enabled or self.config.alerts.stall_after <= 0:
+            return
+        horizon = time.time() - self.followed_for_s
+        plates = [p.plate for p in self.store.plates() if (p.last_seen or 0) >= horizon]
+        if plates:
+            self.evaluate(plates)
 
     def _maps_changed(self) -> bool:
         current = self.library.version
@@ -135,6 +155,9 @@ class Monitor:
                     if tc is None:
                         continue
                     ev = evaluate_plate(tc, self.config.alerts)
+                    stalled = stall_condition(tc, self.config.alerts, time.time())
+                    if stalled is not None:
+                        ev.conditions.append(stalled)
                     changes += reconcile(tx, [plate], ev.conditions, ev.suppressed)
         for c in changes:
             a = c.alert

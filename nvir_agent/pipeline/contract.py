@@ -75,7 +75,9 @@ class Stage(Protocol):
 
 @runtime_checkable
 class ResultListener(Protocol):
-    """Told after a batch of results is committed (the monitor is one)."""
+    """Told after a batch of results is committed (the monitor is one). A listener
+    may also have ``on_idle()``, called from the worker while nothing waits for
+    analysis (time-driven rules), and ``close()``, called at shutdown."""
 
     def on_results(self, image_ids: list[int]) -> None: ...
 

@@ -1,0 +1,60 @@
+"""The acquisition-stalled rule: a followed plate whose next read is overdue.
+
+A plate imaged at a steady rhythm (at least two reads) has an expected
+interval: the median gap between the starts of its reads. When no image of
+the plate has arrived for more than ``stall_after`` intervals since the last
+one, the plate's acquisition has stalled (imager stopped, share unreachable,
+plate left in the incubator) and a warning holds. A plate silent for more than
+``stall_give_up`` intervals is taken as finished and no longer followed, so a
+finished experiment does not alert for ever. The next read clears it; an
+operator who dismisses it is not told again until the plate has a new read.
+
+Pure: the time is passed in, so the monitor evaluates it on a timer while the
+worker is idle (a stall is exactly when no results arrive).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from nvir_agent.config import AlertsConfig
+from nvir_agent.monitor.rules import Condition
+from nvir_agent.monitor.timecourse import PlateTimecourse
+
+RULE = "acquisition_stalled"
+
+
+def _hours(seconds: float) -> str:
+    hours = seconds / 3600.0
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
+
+
+def stall_condition(tc: PlateTimecourse, cfg: AlertsConfig, now: float | None = None
+                    ) -> Condition | None:
+    """The stalled-acquisition condition of this plate at ``now``, or None."""
+    if cfg.stall_after <= 0:
+        return None
+    reads = sorted((r for r in tc.reads if r.acquired_at), key=lambda r: r.timepoint)
+    if len(reads) < 2:
+        return None
+    starts = [r.acquired_at for r in reads]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False) if b > a]
+    if not gaps:
+        return None
+    interval = statistics.median(gaps)
+    last_tp = reads[-1].timepoint
+    last_image = max([p.acquired_at for p in tc.points if p.timepoint == last_tp]
+                     + [reads[-1].acquired_at])
+    now = time.time() if now is None else now
+    silent = now - last_image
+    if not (cfg.stall_after * interval < silent <= max(cfg.stall_give_up, cfg.stall_after)
+            * interval):
+        return None
+    return Condition(
+        tc.plate, "plate", RULE, "warning", last_tp, last_tp, silent / 3600.0,
+        f"{tc.plate}: no new image for {_hours(silent)}; this plate has been read every "
+        f"{_hours(interval)} (last read: time point {last_tp}). Check the imager's schedule, "
+        "the plate and the acquisition folder or share.",
+        {"since": last_tp, "interval_s": interval, "silent_s": silent,
+         "last_image_at": last_image})
