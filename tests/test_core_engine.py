@@ -146,11 +146,21 @@ def test_a_second_agent_on_the_same_database_is_refused(tmp_path):
         assert third.status().running
 
 
-def test_importing_the_engine_does_not_import_qt():
-    code = "import sys, nvir_agent.core.engine, nvir_agent.cli.core; print('PySide6' in sys.modules)"
+def test_importing_the_engine_imports_no_torch_opencv_or_qt():
+    heavy = ("torch", "torchvision", "cv2", "PySide6")
+    code = ("import sys, nvir_agent.core.engine, nvir_agent.cli.core; "
+            f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == ""
+
+
+def test_an_engine_runs_only_the_stages_and_listeners_it_is_given(tmp_path):
+    engine = Engine(make_config(tmp_path, []))
+    try:
+        assert engine.stages == [] and engine.listeners == []
+    finally:
+        engine.close()
 
 
 def _done_snapshot(db: Path) -> dict[str, tuple]:

@@ -9,8 +9,9 @@ Three threads of its own besides the watcher's:
   listeners;
 - the watcher's supervisor (see watch.py).
 
-The engine never prints and never imports Qt; the CLI and the UI read its
-``status()`` snapshot or the store.
+The engine never prints and imports no Qt, torch or OpenCV: it is given its
+stages and listeners (``nvir_agent.app.build_engine`` wires the real ones).
+The CLI and the UI read its ``status()`` snapshot or the store.
 """
 
 from __future__ import annotations
@@ -31,26 +32,19 @@ from nvir_agent.errors import AgentError, ImageError, StoreError, UsageError
 from nvir_agent.ingest.filenames import try_parse_path
 from nvir_agent.ingest.watch import FolderWatcher, SettleTracker, iter_candidates
 from nvir_agent.model.locate import describe_model_source
-from nvir_agent.monitor.listener import Monitor
-from nvir_agent.pipeline import stages as analysis
 from nvir_agent.pipeline.contract import Analysis, ImageRecord, ResultListener, Stage, run_stages
 from nvir_agent.store.database import Counts, Store, database_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "EngineStatus", "default_listeners", "read_status"]
+__all__ = ["Engine", "EngineStatus", "read_status"]
 
 MAX_ATTEMPTS = 3  # an image whose analysis was interrupted this often is failed
 
 
-def default_listeners(config: Config, store: Store) -> list[ResultListener]:
-    """Listeners told after each committed batch: the monitor (alerts, notifications)."""
-    return [Monitor(config, store)]
-
-
-def _close_listeners(listeners: Sequence[ResultListener] | None) -> None:
+def _close_listeners(listeners: Sequence[ResultListener]) -> None:
     """Let listeners that hold resources (the monitor's notifier thread) finish."""
-    for listener in listeners or []:
+    for listener in listeners:
         close = getattr(listener, "close", None)
         if callable(close):
             try:
@@ -65,17 +59,21 @@ class Engine:
     ``start()`` opens the store, resumes pending jobs and starts watching;
     ``stop()`` ends all threads. ``process_paths()`` is the one-shot path
     used by `nvir-agent process` (no watching, no settle wait).
+
+    ``stages`` run on every batch, in order; ``listeners`` are told after each
+    commit; ``store`` is the open database to use (default: opened on first
+    use). The engine closes the store and the listeners when it stops.
     """
 
     def __init__(
-        self, config: Config, stages: Sequence[Stage] | None = None,
-        listeners: Sequence[ResultListener] | None = None,
+        self, config: Config, stages: Sequence[Stage] = (),
+        listeners: Sequence[ResultListener] = (), store: Store | None = None,
     ) -> None:
         self.config = config
-        self.database = database_path(config)
-        self._stages = list(stages) if stages is not None else None
-        self._listeners = list(listeners) if listeners is not None else None
-        self._store: Store | None = None
+        self.database = store.path if store is not None else database_path(config)
+        self._stages = list(stages)
+        self._listeners = list(listeners)
+        self._store: Store | None = store
         self._watcher: FolderWatcher | None = None
         self._candidates: queue.Queue[str] = queue.Queue()
         self._tracker = SettleTracker(config.watch.settle_s)
@@ -99,14 +97,10 @@ class Engine:
 
     @property
     def stages(self) -> list[Stage]:
-        if self._stages is None:
-            self._stages = list(analysis.build_stages(self.config))
         return self._stages
 
     @property
     def listeners(self) -> list[ResultListener]:
-        if self._listeners is None:
-            self._listeners = list(default_listeners(self.config, self.store))
         return self._listeners
 
     @property
@@ -117,7 +111,7 @@ class Engine:
     def start(self) -> None:
         """Open the store, resume pending jobs and start watching."""
         self._refuse_second_agent()
-        store, _stages, _listeners = self.store, self.stages, self.listeners
+        store = self.store
         self._started_at = time.time()
         for path in store.fail_exhausted(MAX_ATTEMPTS):
             log.error("Giving up on %s: the agent stopped %d times while analysing it.",

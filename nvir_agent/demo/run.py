@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from nvir_agent.app import build_engine
 from nvir_agent.config import Config, load_config
 from nvir_agent.core.engine import Engine
 from nvir_agent.errors import AgentError, ModelLoadError, StoreError, UsageError
@@ -303,7 +304,7 @@ class DemoRun:
         wells = self.sim.wells()
         total = len(wells) * len(self.sim.reads)
         timings: dict[str, float] = {"imager_s": 0.0}
-        engine = Engine(self.config)
+        engine = build_engine(self.config)
         try:
             engine.start()
             timings["engine_start_s"] = time.perf_counter() - t0
