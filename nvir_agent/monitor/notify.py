@@ -22,10 +22,10 @@ from typing import Any, Protocol
 
 from nvir_agent.config import NotifyConfig
 from nvir_agent.errors import AgentError, ConfigError
+from nvir_agent.monitor.rules import SEVERITY_RANK
 
 log = logging.getLogger(__name__)
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 MAX_LINES = 20
 MAX_ATTEMPTS = 8
 

@@ -37,7 +37,7 @@ from nvir_agent.config import AlertsConfig
 from nvir_agent.errors import listing
 from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}  # the one order of alert severities
 Key = tuple[str, str, str]
 
 
