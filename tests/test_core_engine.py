@@ -14,7 +14,7 @@ import pytest
 from core_helpers import RecordingStage, make_config, running, wait_until, write_file
 
 from nvir_agent.core.engine import Engine, read_status
-from nvir_agent.errors import ModelLoadError, UsageError
+from nvir_agent.errors import ConfigError, ModelLoadError
 from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.store.database import Store, StoreReader, database_path
 
@@ -137,7 +137,7 @@ def test_a_second_agent_on_the_same_database_is_refused(tmp_path):
         s.write_heartbeat({"running": True}, started_at=0.0)
         s._conn.execute("UPDATE agent_status SET pid = ?", (os.getppid(),))
     second = Engine(cfg, stages=[RecordingStage()], listeners=[])
-    with pytest.raises(UsageError, match="already running"):
+    with pytest.raises(ConfigError, match="already running"):
         second.start()
     second.stop()
     with Store(database_path(cfg)) as s:  # a killed agent's last beat does not block

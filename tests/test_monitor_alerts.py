@@ -12,7 +12,7 @@ import pytest
 
 from nvir_agent.app import build_engine
 from nvir_agent.config import Config
-from nvir_agent.errors import UsageError
+from nvir_agent.errors import DataError
 from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.monitor import alerts
 from nvir_agent.monitor.listener import Monitor
@@ -138,10 +138,10 @@ def test_operator_actions_record_who_when_and_comment(store):
 def test_unknown_or_closed_alert_ids_are_clear_errors(store):
     (opened,) = run(store, [cond()])
     with store.transaction() as conn:
-        with pytest.raises(UsageError, match="no alert with ID 999"):
+        with pytest.raises(DataError, match="no alert with ID 999"):
             alerts.acknowledge(conn, 999)
         alerts.dismiss(conn, opened.alert.id)
-        with pytest.raises(UsageError, match="already dismissed"):
+        with pytest.raises(DataError, match="already dismissed"):
             alerts.acknowledge(conn, opened.alert.id)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from nvir_agent.config import Config
 from nvir_agent.core.status import HEARTBEAT_S, EngineStatus, read_status
-from nvir_agent.errors import AgentError, ImageError, StoreError, UsageError
+from nvir_agent.errors import AgentError, ConfigError, DataError, ImageError, StoreError
 from nvir_agent.ingest.filenames import try_parse_path
 from nvir_agent.ingest.watch import FolderWatcher, SettleTracker, iter_candidates
 from nvir_agent.model.locate import describe_model_source
@@ -155,7 +155,7 @@ class Engine:
                 return  # it died without stopping (killed, power loss)
             except PermissionError:
                 pass  # alive, another user's process
-        raise UsageError(
+        raise ConfigError(
             f"Another NViR Agent (process {pid}) is already running on the database "
             f"{self.database}.",
             "Stop it first, or give this one its own storage.database in agent.toml.",
@@ -387,16 +387,16 @@ class Engine:
             elif p.is_file():
                 files.append(str(p))
             else:
-                raise UsageError(f"{p} is neither a file nor a folder.",
-                                 "Check the path; give image files or folders of images.")
+                raise DataError(f"{p} is neither a file nor a folder.",
+                                "Check the path; give image files or folders of images.")
         files = list(dict.fromkeys(os.path.abspath(f) for f in files))
         jobs = []
         for f in files:
             try:
                 st = os.stat(f)
             except OSError as exc:
-                raise UsageError(f"Cannot read {f}: {exc.strerror or exc}.",
-                                 "Check that the file exists and that you may read it.") from exc
+                raise DataError(f"Cannot read {f}: {exc.strerror or exc}.",
+                                "Check that the file exists and that you may read it.") from exc
             jobs.append((f, st.st_size, st.st_mtime, try_parse_path(f, w.naming, w.regex or None)))
         ids = self.store.add_jobs(jobs, force=force)
         size = self.config.model.batch_size

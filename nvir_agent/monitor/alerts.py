@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nvir_agent.errors import StoreError, UsageError
+from nvir_agent.errors import DataError, StoreError
 from nvir_agent.monitor.rules import SEVERITY_RANK, Condition, Key
 from nvir_agent.store.database import Store
 
@@ -115,11 +115,11 @@ def _event(conn: sqlite3.Connection, alert_id: int, action: str, now: float,
 
 
 def get_alert(conn: sqlite3.Connection, alert_id: int) -> Alert:
-    """The alert with this ID; UsageError when there is none."""
+    """The alert with this ID; DataError when there is none."""
     row = conn.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = ?", (alert_id,)).fetchone()
     if row is None:
-        raise UsageError(f"There is no alert with ID {alert_id}.",
-                         "`nvir-agent alerts --all` lists every alert with its ID.")
+        raise DataError(f"There is no alert with ID {alert_id}.",
+                        "`nvir-agent alerts --all` lists every alert with its ID.")
     return _alert(row)
 
 
@@ -159,7 +159,7 @@ def _operator_change(conn: sqlite3.Connection, alert_id: int, action: str, new_s
                      comment: str | None, user: str | None, now: float | None) -> Alert:
     a = get_alert(conn, alert_id)
     if not a.active:
-        raise UsageError(
+        raise DataError(
             f"Alert {alert_id} is already {a.state}; it cannot be {action}.",
             "`nvir-agent alerts` lists the alerts that are still open.")
     now = time.time() if now is None else now
@@ -203,8 +203,8 @@ def act_on_alert(database: str | os.PathLike[str], alert_id: int, action: str, *
         raise StoreError(f"There is no database at {path} yet, so there are no alerts.",
                          "Start the agent (`nvir-agent run`) first, or check --config.")
     if action not in OPERATOR_ACTIONS:
-        raise UsageError(f"Unknown alert action '{action}'.",
-                         f"Use one of: {', '.join(sorted(OPERATOR_ACTIONS))}.")
+        raise DataError(f"Unknown alert action '{action}'.",
+                        f"Use one of: {', '.join(sorted(OPERATOR_ACTIONS))}.")
     with Store(path) as store, store.transaction() as conn:
         return OPERATOR_ACTIONS[action](conn, alert_id, comment=comment, user=user)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nvir_agent.errors import DataError, StoreError, UsageError
+from nvir_agent.errors import DataError, StoreError
 from nvir_agent.monitor.timecourse import (
     MapLookup,
     PlateTimecourse,
@@ -419,8 +419,8 @@ def write_report(store_or_conn: object, out: str | os.PathLike[str], **kwargs: A
     """Collect, render and write the report (kwargs as for :func:`collect_report`)."""
     path = Path(out)
     if not path.parent.is_dir():
-        raise UsageError(f"Cannot write the report {path}: the folder {path.parent} does not exist.",
-                         "Create the folder first or choose another --out.")
+        raise DataError(f"Cannot write the report {path}: the folder {path.parent} does not exist.",
+                        "Create the folder first or choose another place for the report.")
     data = collect_report(store_or_conn, **kwargs)
     text = render_html(data)
     tmp = path.with_name(path.name + ".part")
@@ -428,6 +428,6 @@ def write_report(store_or_conn: object, out: str | os.PathLike[str], **kwargs: A
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
-        raise UsageError(f"Cannot write the report {path}: {exc.strerror or exc}.",
-                         "Choose a folder you may write to with --out.") from exc
+        raise DataError(f"Cannot write the report {path}: {exc.strerror or exc}.",
+                        "Choose a folder you may write to.") from exc
     return path
