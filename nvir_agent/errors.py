@@ -22,10 +22,9 @@ class AgentError(Exception):
     """Root of all errors shown to users.
 
     ``message`` says what happened (naming the file or setting), ``hint`` says
-    what to do. ``exit_code`` is what the command line returns for it.
+    what to do. The command line decides the exit status from the class
+    (see ``nvir_agent.cli.main``).
     """
-
-    exit_code = 1
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -39,15 +38,12 @@ class AgentError(Exception):
 
 
 class UsageError(AgentError):
-    """Wrong command-line use."""
-
-    exit_code = 2
+    """Wrong command-line use; raised by the command line only."""
 
 
 class ConfigError(AgentError):
-    """agent.toml is unreadable or holds a wrong value."""
-
-    exit_code = 2
+    """A setting is wrong: agent.toml is unreadable or holds a wrong value, or
+    settings conflict (another agent on the same database, training options)."""
 
 
 class NamingError(AgentError):
@@ -73,19 +69,18 @@ class AnalysisError(ImageError):
 class ModelLoadError(AgentError):
     """A model file is missing, corrupt, truncated or of the wrong kind."""
 
-    exit_code = 2
-
 
 class PlateMapError(AgentError):
     """A plate map file is malformed."""
 
-    exit_code = 2
-
 
 class DataError(AgentError):
-    """Training or evaluation input (labels, images) is unusable."""
+    """Input a person gave is unusable or names nothing: files and folders,
+    training labels, compound tables, values for synthetic images, alert IDs."""
 
-    exit_code = 2
+
+class TrainingInterrupted(AgentError):
+    """Training stopped before the end; the resume checkpoint holds the last epoch."""
 
 
 def read_text_file(path: str | os.PathLike[str], what: str, error: type[AgentError], *,

@@ -198,3 +198,24 @@ def test_status_says_which_model_scores_or_how_to_get_one(tmp_path, capsys):
     )
     rc, out, _ = cli(capsys, "--config", str(cfg), "status", "--json")
     assert "switched off" in json.loads(out)["model"]
+
+
+def test_exit_codes_are_chosen_by_error_class():
+    from nvir_agent.cli.main import exit_code
+    from nvir_agent.errors import (
+        AgentError,
+        ConfigError,
+        DataError,
+        ImageReadError,
+        ModelLoadError,
+        PlateMapError,
+        StoreError,
+        TrainingInterrupted,
+        UsageError,
+    )
+
+    for cls in (UsageError, ConfigError, DataError, ModelLoadError, PlateMapError):
+        assert exit_code(cls("x")) == 2
+    assert exit_code(TrainingInterrupted("x")) == 130
+    for cls in (AgentError, StoreError, ImageReadError):
+        assert exit_code(cls("x")) == 1

@@ -14,7 +14,7 @@ import pytest
 from core_helpers import RecordingStage, make_config, running, wait_until, write_file
 
 from nvir_agent.core.engine import Engine, read_status
-from nvir_agent.errors import ModelLoadError, UsageError
+from nvir_agent.errors import ConfigError, ModelLoadError
 from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.store import Store, StoreReader, database_path
 
@@ -136,7 +136,7 @@ def test_a_second_agent_on_the_same_database_is_refused(tmp_path):
     with Store(database_path(cfg)) as s:  # a live agent (our parent process) beats
         s.write_heartbeat({"running": True}, started_at=0.0, pid=os.getppid())
     second = Engine(cfg, stages=[RecordingStage()], listeners=[])
-    with pytest.raises(UsageError, match="already running"):
+    with pytest.raises(ConfigError, match="already running"):
         second.start()
     second.stop()
     with Store(database_path(cfg)) as s:  # a killed agent's last beat does not block
@@ -145,11 +145,21 @@ def test_a_second_agent_on_the_same_database_is_refused(tmp_path):
         assert third.status().running
 
 
-def test_importing_the_engine_does_not_import_qt():
-    code = "import sys, nvir_agent.core.engine, nvir_agent.cli.core; print('PySide6' in sys.modules)"
+def test_importing_the_engine_imports_no_torch_opencv_or_qt():
+    heavy = ("torch", "torchvision", "cv2", "PySide6")
+    code = ("import sys, nvir_agent.core.engine, nvir_agent.cli.core; "
+            f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == ""
+
+
+def test_an_engine_runs_only_the_stages_and_listeners_it_is_given(tmp_path):
+    engine = Engine(make_config(tmp_path, []))
+    try:
+        assert engine.stages == [] and engine.listeners == []
+    finally:
+        engine.close()
 
 
 def _done_snapshot(db: Path) -> dict[str, tuple]:

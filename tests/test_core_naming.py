@@ -234,3 +234,11 @@ def test_plate_from_folders_skips_structural_folders():
 def test_candidate_rules_skip_previews_temporary_and_foreign_files(name, expected):
     patterns = ["*.tif", "*.tiff", "*.png"]
     assert is_candidate(f"/acq/{name}", patterns, [".*"]) is expected
+
+
+def test_parse_well_checks_the_plate_format_when_given():
+    assert parse_well("P24", 384) == (16, 24)
+    with pytest.raises(ValueError, match="does not exist on a 96-well plate"):
+        parse_well("P24", 96)
+    with pytest.raises(ValueError, match="not a well name"):
+        parse_well("AG01", 1536)

@@ -16,7 +16,7 @@ from nvir_agent.demo.summary import (
     format_summary,
     summarise,
 )
-from nvir_agent.errors import UsageError
+from nvir_agent.errors import DataError
 from nvir_agent.monitor.alerts import Alert
 from nvir_agent.monitor.platemap import read_plate_maps
 from nvir_agent.report.html import Ic50Row
@@ -67,7 +67,7 @@ def test_workspace_holds_a_valid_config_watching_the_acquisition_folder(tmp_path
 
 def test_workspace_refuses_a_folder_with_other_files(tmp_path):
     (tmp_path / "old.txt").write_text("x")
-    with pytest.raises(UsageError, match="not an empty folder"):
+    with pytest.raises(DataError, match="not an empty folder"):
         prepare_workspace(tmp_path, DemoOptions())
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from nvir_agent.app import build_engine
 from nvir_agent.config import Config
-from nvir_agent.core.engine import Engine
-from nvir_agent.errors import StoreError, UsageError
+from nvir_agent.errors import DataError, StoreError
 from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.monitor import alerts
 from nvir_agent.monitor.listener import Monitor
@@ -138,10 +138,10 @@ def test_operator_actions_record_who_when_and_comment(store):
 def test_unknown_or_closed_alert_ids_are_clear_errors(store):
     (opened,) = run(store, [cond()])
     with store.transaction() as tx:
-        with pytest.raises(UsageError, match="no alert with ID 999"):
+        with pytest.raises(DataError, match="no alert with ID 999"):
             alerts.acknowledge(tx, 999)
         alerts.dismiss(tx, opened.alert.id)
-        with pytest.raises(UsageError, match="already dismissed"):
+        with pytest.raises(DataError, match="already dismissed"):
             alerts.acknowledge(tx, opened.alert.id)
 
 
@@ -255,7 +255,7 @@ class ScoreFromTable:
             a.viability = self.table[a.record.path.name + a.record.path.parent.name]
 
 
-def test_engine_runs_the_monitor_as_its_default_listener(tmp_path):
+def test_built_engine_runs_the_monitor_after_its_stages(tmp_path):
     cfg = make_config(tmp_path)
     acq = tmp_path / "acq"
     table = {}
@@ -265,7 +265,7 @@ def test_engine_runs_the_monitor_as_its_default_listener(tmp_path):
         for w in ("A01", "A02", "A03", "A04", "B01", "B02", "B03", "C01", "C02", "C03"):
             (folder / f"P1_{w}_s1_w1.tif").write_bytes(b"x")
             table[f"P1_{w}_s1_w1.tif" + folder.name] = tox if w.startswith("B") else 1.0
-    engine = Engine(cfg, stages=[ScoreFromTable(table)])
+    engine = build_engine(cfg, stages=[ScoreFromTable(table)])
     try:
         engine.process_paths([acq])
     finally:

@@ -20,7 +20,6 @@ from nvir_agent.monitor.notify import (
     Notice,
     Notifier,
     build_notifier,
-    register_sink_factory,
     summarise,
 )
 
@@ -173,15 +172,12 @@ def test_unknown_notification_url_is_a_config_error():
         build_notifier(NotifyConfig(urls=["nosuchscheme://x"]))
 
 
-def test_registered_tray_sink_is_used_unless_tray_is_off():
-    tray = Recorder()
-    unregister = register_sink_factory("tray", lambda cfg: tray)
-    try:
-        assert tray in build_notifier(NotifyConfig()).sinks
-        assert tray not in build_notifier(NotifyConfig(tray=False)).sinks
-    finally:
-        unregister()
-    assert tray not in build_notifier(NotifyConfig()).sinks
+def test_given_tray_sink_is_used_unless_tray_is_off():
+    tray, mail = Recorder(), Recorder()
+    tray.name = "tray"
+    assert build_notifier(NotifyConfig(), sinks=[tray, mail]).sinks[1:] == [tray, mail]
+    assert build_notifier(NotifyConfig(tray=False), sinks=[tray, mail]).sinks[1:] == [mail]
+    assert tray not in build_notifier(NotifyConfig()).sinks  # nothing is kept between notifiers
 
 
 def test_log_sink_shows_alerts_on_the_console_level(caplog):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from nvir_agent.errors import DataError, UsageError
+from nvir_agent.errors import DataError
 from nvir_agent.ingest.filenames import ImageKey, parse_well
 from nvir_agent.monitor.platemap import parse_csv
 from nvir_agent.monitor.timecourse import save_plate_map
@@ -190,11 +190,11 @@ def test_report_for_one_plate_and_day(database):
 
 
 def test_report_to_unwritable_place_is_a_clear_error(database, tmp_path):
-    with pytest.raises(UsageError, match="Cannot write the report"):
+    with pytest.raises(DataError, match="Cannot write the report"):
         write_report(database, tmp_path / "no" / "such" / "dir" / "r.html")
     blocker = tmp_path / "taken"
     blocker.mkdir()
-    with pytest.raises(UsageError, match="Cannot write the report"):
+    with pytest.raises(DataError, match="Cannot write the report"):
         write_report(database, blocker, plate="P2")  # a folder where the file should go
 
 

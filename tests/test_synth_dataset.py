@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from nvir_agent.errors import UsageError
+from nvir_agent.errors import DataError
 from nvir_agent.synth.dataset import LABEL_COLUMNS, SITES, plan_dataset, write_dataset
 from nvir_agent.synth.render import TRAINING
 
@@ -103,5 +103,5 @@ def test_sites_have_their_own_illumination_and_noise_habits():
 
 @pytest.mark.parametrize("kwargs", [{"n": 0}, {"n": 5, "bits": 12}, {"n": 5, "sites": 9}])
 def test_impossible_requests_are_refused(kwargs):
-    with pytest.raises(UsageError):
+    with pytest.raises(DataError):
         plan_dataset(**kwargs)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from nvir_agent.errors import DataError, UsageError
+from nvir_agent.errors import DataError
 from nvir_agent.ingest.filenames import parse_path
 from nvir_agent.monitor.platemap import parse_csv
 from nvir_agent.synth.plate import (
@@ -154,7 +154,7 @@ def test_plate_map_compound_without_truth_is_refused():
 
 def test_unknown_read_or_naming_is_refused(tmp_path):
     sim = _sim(days=2)
-    with pytest.raises(UsageError):
+    with pytest.raises(DataError):
         sim.write_read(3, tmp_path)
-    with pytest.raises(UsageError):
+    with pytest.raises(DataError):
         image_name("P", "A01", 1, "nikon")

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from nvir_agent.errors import UsageError
+from nvir_agent.errors import DataError
 from nvir_agent.synth import WIDE, Conditions, render_spheroid
 
 SMALL = Conditions(width=384, height=384)
@@ -190,7 +190,7 @@ def test_wide_ranges_draw_varied_frames_and_bit_depths():
 ])
 def test_impossible_settings_are_refused_with_a_clear_error(bad):
     v = bad.pop("viability", 1.0)
-    with pytest.raises(UsageError):
+    with pytest.raises(DataError):
         render_spheroid(v, 1, dataclasses.replace(SMALL, **bad))
 
 

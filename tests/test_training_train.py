@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from nvir_agent.cli.main import main
-from nvir_agent.errors import DataError, ModelLoadError, UsageError
+from nvir_agent.errors import ConfigError, DataError, ModelLoadError
 from nvir_agent.model.modelfile import load_model
 from nvir_agent.model.network import build_nvir
 from nvir_agent.synth.render import Conditions, render_spheroid
@@ -112,9 +112,9 @@ def test_interrupted_run_resumes_to_the_same_model_as_an_uninterrupted_one(datas
     out = tmp_path / "part.safetensors"
     paused = train(options(dataset, out, epochs=2, stop_after=1))
     assert paused.path is None and paused.stopped == "paused" and resume_path(out).is_file()
-    with pytest.raises(UsageError, match="interrupted training run"):
+    with pytest.raises(ConfigError, match="interrupted training run"):
         train(options(dataset, out, epochs=2))
-    with pytest.raises(UsageError, match="different settings.*lr"):
+    with pytest.raises(ConfigError, match="different settings.*lr"):
         train(options(dataset, out, epochs=2, lr=1e-3, resume=True))
     resumed = train(options(dataset, out, epochs=2, resume=True))
     assert resumed.epochs_run == 2 and not resume_path(out).exists()
@@ -147,7 +147,7 @@ def test_fine_tuning_starts_from_a_model_file_and_keeps_its_preprocessing(datase
     assert resolve_spec(options(dataset, tmp_path / "d.safetensors", intensity="bitdepth"),
                         None).percentile_side == 0
     assert meta["provenance"]["trained_from"].startswith("fine-tuned from a.safetensors@")
-    with pytest.raises(UsageError, match="no such file"):
+    with pytest.raises(DataError, match="no such file"):
         train(options(dataset, tmp_path / "c.safetensors", init=str(tmp_path / "none.pth")))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a state dict")
@@ -158,7 +158,7 @@ def test_fine_tuning_starts_from_a_model_file_and_keeps_its_preprocessing(datase
 def test_a_split_with_nothing_to_validate_is_refused_clearly(dataset, tmp_path):
     with pytest.raises(DataError, match="site 'other' is not in the labels"):
         train(options(dataset, tmp_path / "m.safetensors", split="site:other"))
-    with pytest.raises(UsageError, match="--batch-size 1"):
+    with pytest.raises(ConfigError, match="--batch-size 1"):
         train(options(dataset, tmp_path / "m.safetensors", batch_size=1))
 
 

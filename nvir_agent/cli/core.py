@@ -72,9 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # before the heavy imports: config errors come fast
-    from nvir_agent.core.engine import Engine
+    from nvir_agent.app import build_engine
 
-    engine = Engine(config)
+    engine = build_engine(config)
     try:
         engine.start()
     except BaseException:
@@ -116,9 +116,9 @@ def _where(row: dict[str, Any]) -> str:
 
 def cmd_process(args: argparse.Namespace) -> int:
     config = load_config(args.config, check_folders=False)
-    from nvir_agent.core.engine import Engine
+    from nvir_agent.app import build_engine
 
-    engine = Engine(config)
+    engine = build_engine(config)
     try:
         rows = engine.process_paths(args.paths, force=args.force)
     finally:

@@ -37,8 +37,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     from nvir_agent.config import load_config
     from nvir_agent.errors import AgentError, ImageError, UsageError
-    from nvir_agent.imaging.reading import read_image
-    from nvir_agent.imaging.segmentation import segment
+    from nvir_agent.imaging.analyse import analyse
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     cfg = load_config(args.config, check_folders=False)
@@ -58,9 +57,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         row: dict[str, Any] = {k: None for k in SEGMENT_KEYS}
         row.update(path=str(path), qc=[])
         try:
-            img = read_image(path, max_side=cfg.imaging.max_pixels_side, page=cfg.imaging.page)
-            pixel_size = cfg.imaging.pixel_size_um or img.meta.get("pixel_size_um")
-            seg = segment(img.pixels, bit_depth=img.bit_depth, pixel_size_um=pixel_size)
+            img = analyse(path, max_side=cfg.imaging.max_pixels_side, page=cfg.imaging.page,
+                          pixel_size_um=cfg.imaging.pixel_size_um or None)
+            seg = img.segmentation
         except ImageError as exc:
             failures += 1
             row["error"] = exc.message

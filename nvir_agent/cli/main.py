@@ -1,6 +1,6 @@
 """Entry point of `nvir-agent`: builds the parser from each area's module and
-turns every AgentError into a plain message and an exit code (2 for usage and
-config errors) — no traceback unless --debug.
+turns every AgentError into a plain message and an exit code chosen by its
+class (:data:`EXIT_CODES`) — no traceback unless --debug.
 
 An area module exposes ``register(subparsers)``; each command it adds sets
 ``func`` (``func(args) -> int``) with ``parser.set_defaults``. Area modules
@@ -16,10 +16,29 @@ import sys
 
 from nvir_agent import __version__
 from nvir_agent.cli import core, demo, imaging, model, monitor, report, synth, training
-from nvir_agent.errors import AgentError
+from nvir_agent.errors import (
+    AgentError,
+    ConfigError,
+    DataError,
+    ModelLoadError,
+    PlateMapError,
+    TrainingInterrupted,
+    UsageError,
+)
 from nvir_agent.logsetup import setup_logging
 
 AREAS = [core, demo, imaging, model, monitor, report, synth, training]
+
+# Exit status by error class (the nearest class in its ancestry); any other
+# AgentError exits with 1.
+EXIT_CODES: dict[type[AgentError], int] = {
+    UsageError: 2,
+    ConfigError: 2,
+    DataError: 2,
+    ModelLoadError: 2,
+    PlateMapError: 2,
+    TrainingInterrupted: 130,
+}
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_code(exc: AgentError) -> int:
+    """The exit status of a command that failed with ``exc``."""
+    for cls in type(exc).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -65,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             log.exception("command failed")
         print(f"nvir-agent: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exit_code(exc)
     except KeyboardInterrupt:
         print("nvir-agent: interrupted", file=sys.stderr)
         return 130

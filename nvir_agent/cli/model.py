@@ -184,8 +184,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
 
     from nvir_agent.errors import AnalysisError, ImageError
+    from nvir_agent.imaging.analyse import analyse
     from nvir_agent.imaging.reading import read_image
-    from nvir_agent.imaging.segmentation import segment
     from nvir_agent.model.scorer import Scorer
 
     cfg = load_config(args.config, check_folders=False)
@@ -225,13 +225,15 @@ def cmd_score(args: argparse.Namespace) -> int:
         }
         x = None
         try:
-            img = read_image(path, max_side=cfg.imaging.max_pixels_side, page=cfg.imaging.page)
+            where = {"max_side": cfg.imaging.max_pixels_side, "page": cfg.imaging.page}
             mask = None
             if needs_mask:
-                seg = segment(img.pixels, bit_depth=img.bit_depth)
-                if not seg.found:
+                img = analyse(path, **where)
+                if not img.segmentation.found:
                     raise AnalysisError(f"{path}: no spheroid found to crop around.")
-                mask = seg.mask
+                mask = img.segmentation.mask
+            else:
+                img = read_image(path, **where)
             x = scorer.preprocess(img.pixels, bit_depth=img.bit_depth, mask=mask)
         except ImageError as exc:
             row["error"] = exc.message

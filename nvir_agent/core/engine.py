@@ -15,8 +15,9 @@ is logged with the path and recorded against it as a failed image, and the
 thread carries on. Only an ``AgentError`` (the database unusable, the model
 cannot load) stops the engine.
 
-The engine never prints and never imports Qt; the CLI and the UI read its
-``status()`` snapshot or the store.
+The engine never prints and imports no Qt, torch or OpenCV: it is given its
+stages and listeners (``nvir_agent.app.build_engine`` wires the real ones).
+The CLI and the UI read its ``status()`` snapshot or the store.
 """
 
 from __future__ import annotations
@@ -33,31 +34,24 @@ from typing import Any
 
 from nvir_agent.config import Config
 from nvir_agent.core.status import HEARTBEAT_S, EngineStatus, read_status
-from nvir_agent.errors import AgentError, ImageError, StoreError, UsageError
+from nvir_agent.errors import AgentError, ConfigError, DataError, ImageError, StoreError
 from nvir_agent.ingest.filenames import ImageKey, try_parse_path
 from nvir_agent.ingest.pathnames import readable
 from nvir_agent.ingest.watch import FolderWatcher, LinkPolicy, SettleTracker, iter_candidates
 from nvir_agent.model.locate import describe_model_source
-from nvir_agent.monitor.listener import Monitor
-from nvir_agent.pipeline import stages as analysis
 from nvir_agent.pipeline.contract import Analysis, ImageRecord, ResultListener, Stage, run_stages
 from nvir_agent.store import Counts, Store, database_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "EngineStatus", "default_listeners", "read_status"]
+__all__ = ["Engine", "EngineStatus", "read_status"]
 
 MAX_ATTEMPTS = 3  # an image whose analysis was interrupted this often is failed
 
 
-def default_listeners(config: Config, store: Store) -> list[ResultListener]:
-    """Listeners told after each committed batch: the monitor (alerts, notifications)."""
-    return [Monitor(config, store)]
-
-
-def _close_listeners(listeners: Sequence[ResultListener] | None) -> None:
+def _close_listeners(listeners: Sequence[ResultListener]) -> None:
     """Let listeners that hold resources (the monitor's notifier thread) finish."""
-    for listener in listeners or []:
+    for listener in listeners:
         close = getattr(listener, "close", None)
         if callable(close):
             try:
@@ -72,17 +66,21 @@ class Engine:
     ``start()`` opens the store, resumes pending jobs and starts watching;
     ``stop()`` ends all threads. ``process_paths()`` is the one-shot path
     used by `nvir-agent process` (no watching, no settle wait).
+
+    ``stages`` run on every batch, in order; ``listeners`` are told after each
+    commit; ``store`` is the open database to use (default: opened on first
+    use). The engine closes the store and the listeners when it stops.
     """
 
     def __init__(
-        self, config: Config, stages: Sequence[Stage] | None = None,
-        listeners: Sequence[ResultListener] | None = None,
+        self, config: Config, stages: Sequence[Stage] = (),
+        listeners: Sequence[ResultListener] = (), store: Store | None = None,
     ) -> None:
         self.config = config
-        self.database = database_path(config)
-        self._stages = list(stages) if stages is not None else None
-        self._listeners = list(listeners) if listeners is not None else None
-        self._store: Store | None = None
+        self.database = store.path if store is not None else database_path(config)
+        self._stages = list(stages)
+        self._listeners = list(listeners)
+        self._store: Store | None = store
         self._watcher: FolderWatcher | None = None
         self._candidates: queue.Queue[str] = queue.Queue()
         self._tracker = SettleTracker(config.watch.settle_s)
@@ -109,14 +107,10 @@ class Engine:
 
     @property
     def stages(self) -> list[Stage]:
-        if self._stages is None:
-            self._stages = list(analysis.build_stages(self.config))
         return self._stages
 
     @property
     def listeners(self) -> list[ResultListener]:
-        if self._listeners is None:
-            self._listeners = list(default_listeners(self.config, self.store))
         return self._listeners
 
     @property
@@ -127,7 +121,7 @@ class Engine:
     def start(self) -> None:
         """Open the store, resume pending jobs and start watching."""
         self._refuse_second_agent()
-        store, _stages, _listeners = self.store, self.stages, self.listeners
+        store = self.store
         self._started_at = time.time()
         for path in store.fail_exhausted(MAX_ATTEMPTS):
             log.error("Giving up on %s: the agent stopped %d times while analysing it.",
@@ -173,7 +167,7 @@ class Engine:
                 return  # it died without stopping (killed, power loss)
             except PermissionError:
                 pass  # alive, another user's process
-        raise UsageError(
+        raise ConfigError(
             f"Another NViR Agent (process {pid}) is already running on the database "
             f"{self.database}.",
             "Stop it first, or give this one its own storage.database in agent.toml.",
@@ -541,16 +535,16 @@ class Engine:
             elif p.is_file():
                 files.append(str(p))
             else:
-                raise UsageError(f"{p} is neither a file nor a folder.",
-                                 "Check the path; give image files or folders of images.")
+                raise DataError(f"{p} is neither a file nor a folder.",
+                                "Check the path; give image files or folders of images.")
         files = list(dict.fromkeys(os.path.abspath(f) for f in files))
         jobs = []
         for f in files:
             try:
                 st = os.stat(f)
             except OSError as exc:
-                raise UsageError(f"Cannot read {f}: {exc.strerror or exc}.",
-                                 "Check that the file exists and that you may read it.") from exc
+                raise DataError(f"Cannot read {f}: {exc.strerror or exc}.",
+                                "Check that the file exists and that you may read it.") from exc
             jobs.append((f, st.st_size, st.st_mtime, try_parse_path(f, w.naming, w.regex or None)))
         ids = self.store.add_jobs(jobs, force=force)
         size = self.config.model.batch_size

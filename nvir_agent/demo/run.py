@@ -34,9 +34,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from nvir_agent.app import build_engine
 from nvir_agent.config import Config, load_config
 from nvir_agent.core.engine import Engine
-from nvir_agent.errors import AgentError, ModelLoadError, StoreError, UsageError
+from nvir_agent.errors import AgentError, DataError, ModelLoadError, StoreError
 from nvir_agent.model import locate
 from nvir_agent.monitor.alerts import Alert, list_alerts
 from nvir_agent.report.html import Ic50Row, collect_report, ic50_rows, render_html
@@ -146,8 +147,8 @@ def demo_compounds(names: tuple[str, ...] | None = None) -> dict[str, Compound]:
     chosen = tests if names is None else list(names)
     unknown = [n for n in chosen if n not in tests]
     if unknown:
-        raise UsageError(f"Unknown demo compound(s): {', '.join(unknown)}.",
-                         f"Choose from: {', '.join(tests)}.")
+        raise DataError(f"Unknown demo compound(s): {', '.join(unknown)}.",
+                        f"Choose from: {', '.join(tests)}.")
     return {POSITIVE_CONTROL.name: POSITIVE_CONTROL,
             **{n: DEFAULT_COMPOUNDS[n] for n in chosen}}
 
@@ -197,9 +198,9 @@ def prepare_workspace(root: str | Path, options: DemoOptions) -> DemoWorkspace:
     """
     ws = DemoWorkspace.at(Path(root).absolute())
     if ws.root.exists() and (not ws.root.is_dir() or any(ws.root.iterdir())):
-        raise UsageError(f"{ws.root} is not an empty folder.",
-                         "Give --keep a new or empty folder; the demo does not mix with "
-                         "other files.")
+        raise DataError(f"{ws.root} is not an empty folder.",
+                        "Give the demo a new or empty folder; it does not mix with "
+                        "other files.")
     compounds = demo_compounds(options.compounds)
     try:
         ws.acquisition.mkdir(parents=True, exist_ok=True)
@@ -207,8 +208,8 @@ def prepare_workspace(root: str | Path, options: DemoOptions) -> DemoWorkspace:
         write_plate_map(ws.plate_maps / f"{DEMO_PLATE}.csv", demo_plate(compounds))
         ws.config.write_text(config_text(ws, options), encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"Cannot create the demo folder {ws.root}: {exc.strerror or exc}.",
-                         "Choose a folder you may write to.") from exc
+        raise DataError(f"Cannot create the demo folder {ws.root}: {exc.strerror or exc}.",
+                        "Choose a folder you may write to.") from exc
     return ws
 
 
@@ -302,7 +303,7 @@ class DemoRun:
         wells = self.sim.wells()
         total = len(wells) * len(self.sim.reads)
         timings: dict[str, float] = {"imager_s": 0.0}
-        engine = Engine(self.config)
+        engine = build_engine(self.config)
         try:
             engine.start()
             timings["engine_start_s"] = time.perf_counter() - t0

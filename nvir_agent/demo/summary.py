@@ -26,12 +26,12 @@ from typing import Any
 from nvir_agent.config import AlertsConfig
 from nvir_agent.monitor.alerts import Alert
 from nvir_agent.report.html import Ic50Row
+from nvir_agent.store.rows import SEVERITY_RANK
 from nvir_agent.synth.plate import Compound
 
 MARGIN_BELOW = 0.10
 MARGIN_ABOVE = 0.15
 IC50_FACTOR = 2.0
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 GroupKey = tuple[str, float]  # (compound, concentration µM)
 

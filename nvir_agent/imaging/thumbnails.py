@@ -61,10 +61,15 @@ def write_thumbnail(image: str | os.PathLike[str], pixels: np.ndarray,
                     bit_depth: int | None = None, *, size: int = SIZE,
                     folder: Path | None = None) -> Path:
     """Write the preview of ``image`` (whose pixels are given) into the cache; returns
-    its path. Written to a temporary file first, so a reader never sees half a PNG."""
+    its path. Written to a temporary file first, so a reader never sees half a PNG.
+    Raises OSError when it cannot be encoded or written."""
     target = thumbnail_path(image, size=size, folder=folder)
     target.parent.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(".png", make_thumbnail(pixels, bit_depth, size=size))
+    try:
+        ok, data = cv2.imencode(".png", make_thumbnail(pixels, bit_depth, size=size))
+    except cv2.error as exc:
+        raise OSError(f"OpenCV could not encode the thumbnail of {image}: {exc.err or exc}"
+                      ) from exc
     if not ok:
         raise OSError(f"OpenCV could not encode the thumbnail of {image}")
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")

@@ -47,6 +47,7 @@ class ImageKey:
 
 MAX_ROWS = 32  # 1536-well plates: rows A–AF
 MAX_COLUMNS = 48
+FORMATS = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}  # wells → (rows, columns)
 
 # Rows A–Z then AA–AF; columns 1–48, zero-padded or not.
 _WELL = r"(?:A[A-F]|[A-Z])\d{1,2}"
@@ -131,15 +132,22 @@ def well_name(row: int, column: int) -> str:
     return f"{row_letters(row)}{column:02d}"
 
 
-def parse_well(text: str) -> tuple[int, int]:
-    """'B3', 'b03', 'AF48' → (row, column); ValueError for anything else."""
-    m = re.fullmatch(r"([A-Za-z]{1,2})0*(\d{1,2})", text.strip())
-    if not m:
-        raise ValueError(f"not a well name: {text!r}")
-    row = row_number(m.group(1))
-    column = int(m.group(2))
-    if not 1 <= column <= MAX_COLUMNS:
-        raise ValueError(f"plate column {column} is outside 1–{MAX_COLUMNS}")
+def parse_well(text: str, plate_format: int | None = None) -> tuple[int, int]:
+    """'B3', 'b03', 'AF48' → (row, column); ValueError for anything else, and for
+    a well that is not on a ``plate_format``-well plate (96, 384, 1536) when given."""
+    m = re.fullmatch(r"([A-Za-z]{1,2})0*(\d{1,2})", str(text).strip())
+    try:
+        row = row_number(m.group(1)) if m else 0
+    except ValueError:
+        row = 0
+    column = int(m.group(2)) if m else 0
+    if not row or not 1 <= column <= MAX_COLUMNS:
+        raise ValueError(f"'{text}' is not a well name (expected e.g. B03)")
+    if plate_format is not None:
+        rows, columns = FORMATS[plate_format]
+        if row > rows or column > columns:
+            raise ValueError(f"well '{text}' does not exist on a {plate_format}-well plate "
+                             f"(rows A–{row_letters(rows)}, columns 1–{columns})")
     return row, column
 
 

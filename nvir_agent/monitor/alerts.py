@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nvir_agent.errors import StoreError, UsageError
+from nvir_agent.errors import DataError, StoreError
 from nvir_agent.monitor.rules import Condition
 from nvir_agent.store import (
     CLOSED_STATES,
@@ -54,11 +54,11 @@ class AlertChange:
 
 
 def get_alert(reads: Reads, alert_id: int) -> Alert:
-    """The alert with this ID; UsageError when there is none."""
+    """The alert with this ID; DataError when there is none."""
     alert = reads.alert(alert_id)
     if alert is None:
-        raise UsageError(f"There is no alert with ID {alert_id}.",
-                         "`nvir-agent alerts --all` lists every alert with its ID.")
+        raise DataError(f"There is no alert with ID {alert_id}.",
+                        "`nvir-agent alerts --all` lists every alert with its ID.")
     return alert
 
 
@@ -87,7 +87,7 @@ def _operator_change(tx: Transaction, alert_id: int, action: str, new_state: str
                      comment: str | None, user: str | None, now: float | None) -> Alert:
     a = get_alert(tx, alert_id)
     if not a.active:
-        raise UsageError(
+        raise DataError(
             f"Alert {alert_id} is already {a.state}; it cannot be {action}.",
             "`nvir-agent alerts` lists the alerts that are still open.")
     now = time.time() if now is None else now
@@ -130,8 +130,8 @@ def act_on_alert(database: str | os.PathLike[str], alert_id: int, action: str, *
         raise StoreError(f"There is no database at {path} yet, so there are no alerts.",
                          "Start the agent (`nvir-agent run`) first, or check --config.")
     if action not in OPERATOR_ACTIONS:
-        raise UsageError(f"Unknown alert action '{action}'.",
-                         f"Use one of: {', '.join(sorted(OPERATOR_ACTIONS))}.")
+        raise DataError(f"Unknown alert action '{action}'.",
+                        f"Use one of: {', '.join(sorted(OPERATOR_ACTIONS))}.")
     with Store(path) as store, store.transaction() as tx:
         return OPERATOR_ACTIONS[action](tx, alert_id, comment=comment, user=user)
 

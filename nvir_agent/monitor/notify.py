@@ -1,8 +1,7 @@
 """Notifications: one Notifier, several sinks.
 
 Sinks: the log (always; shown on the console unless ``notify.console`` is
-false), the tray (registered by the UI through :func:`register_sink_factory`),
-and optional e-mail/Teams/Slack/… channels through apprise URLs
+false), the tray (handed to :func:`build_notifier` by the UI), and optional e-mail/Teams/Slack/… channels through apprise URLs
 (``notify.urls``; ``pip install nvir-agent[notify]``).
 
 The Notifier coalesces: at most one notification per ``notify.min_interval_s``,
@@ -23,10 +22,10 @@ from typing import Any, Protocol
 
 from nvir_agent.config import NotifyConfig
 from nvir_agent.errors import AgentError, ConfigError
+from nvir_agent.store.rows import SEVERITY_RANK
 
 log = logging.getLogger(__name__)
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 MAX_LINES = 20
 MAX_ATTEMPTS = 8
 
@@ -63,23 +62,6 @@ class Sink(Protocol):
     name: str
 
     def send(self, message: Message) -> None: ...
-
-
-SinkFactory = Callable[[NotifyConfig], "Sink | None"]
-_FACTORIES: dict[str, SinkFactory] = {}
-
-
-def register_sink_factory(name: str, factory: SinkFactory) -> Callable[[], None]:
-    """Add a sink to every notifier built from now on (the UI registers 'tray').
-
-    Returns a function that unregisters it."""
-    _FACTORIES[name] = factory
-
-    def unregister() -> None:
-        if _FACTORIES.get(name) is factory:
-            del _FACTORIES[name]
-
-    return unregister
 
 
 def summarise(notices: Sequence[Notice]) -> Message:
@@ -288,16 +270,12 @@ class Notifier:
             self._cond.notify_all()
 
 
-def build_notifier(config: NotifyConfig) -> Notifier:
-    """The notifier for this config: log sink, apprise channels, registered sinks."""
-    sinks: list[Sink] = [LogSink(console=config.console)]
+def build_notifier(config: NotifyConfig, sinks: Sequence[Sink] = ()) -> Notifier:
+    """The notifier for this config: the log sink, the apprise channels, then the
+    given ``sinks`` (a sink named ``tray`` only while ``notify.tray`` is on)."""
+    channels: list[Sink] = [LogSink(console=config.console)]
     if config.urls:
-        sinks.append(AppriseSink(config.urls))
-    for name, factory in list(_FACTORIES.items()):
-        if name == "tray" and not config.tray:
-            continue
-        sink = factory(config)
-        if sink is not None:
-            sinks.append(sink)
-    return Notifier(sinks, min_interval_s=config.min_interval_s,
+        channels.append(AppriseSink(config.urls))
+    channels += [s for s in sinks if config.tray or s.name != "tray"]
+    return Notifier(channels, min_interval_s=config.min_interval_s,
                     retry_max_s=config.retry_max_s)

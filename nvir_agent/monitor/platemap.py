@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.errors import PlateMapError, read_text_file
-from nvir_agent.ingest import filenames as naming
-from nvir_agent.ingest.filenames import row_letters
+from nvir_agent.ingest.filenames import FORMATS, parse_well, row_letters, well_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,7 +36,6 @@ log = logging.getLogger(__name__)
 ROLES = ("vehicle", "treated", "positive", "untreated", "empty", "ignore")
 ROLE_LETTERS = {"vehicle": "V", "treated": "T", "positive": "P", "untreated": "U",
                 "empty": ".", "ignore": "x"}
-FORMATS = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}
 UNITS_TO_UM = {"um": 1.0, "µm": 1.0, "μm": 1.0, "micromolar": 1.0, "nm": 1e-3, "mm": 1e3,
                "pm": 1e-6, "m": 1e6}
 MAP_SUFFIXES = (".csv", ".toml")
@@ -90,21 +88,6 @@ class PlateMap:
 # --------------------------------------------------------------------------- wells
 
 
-def parse_well(text: str, plate_format: int = 96) -> tuple[int, int, str]:
-    """'b3', 'B03' or 'AF48' → (row, column, canonical 'B03'); ValueError when invalid."""
-    rows, cols = FORMATS[plate_format]
-    try:
-        row, col = naming.parse_well(str(text))
-    except ValueError as exc:
-        raise ValueError(f"'{text}' is not a well name (expected e.g. B03)") from exc
-    if not (1 <= row <= rows and 1 <= col <= cols):
-        raise ValueError(
-            f"well '{text}' does not exist on a {plate_format}-well plate "
-            f"(rows A–{row_letters(rows)}, columns 1–{cols})"
-        )
-    return row, col, f"{row_letters(row)}{col:02d}"
-
-
 def expand_wells(spec: str | list[str], plate_format: int = 96) -> list[str]:
     """'B02', ['B02', 'B03'] or the rectangle 'B02:D04' → canonical well names."""
     items = [spec] if isinstance(spec, str) else list(spec)
@@ -116,13 +99,13 @@ def expand_wells(spec: str | list[str], plate_format: int = 96) -> list[str]:
         for part in parts:
             m = _RANGE_RE.match(part)
             if m:
-                r1, c1, _ = parse_well(m.group(1), plate_format)
-                r2, c2, _ = parse_well(m.group(2), plate_format)
+                r1, c1 = parse_well(m.group(1), plate_format)
+                r2, c2 = parse_well(m.group(2), plate_format)
                 for r in range(min(r1, r2), max(r1, r2) + 1):
                     for c in range(min(c1, c2), max(c1, c2) + 1):
                         out.append(f"{row_letters(r)}{c:02d}")
             else:
-                out.append(parse_well(part, plate_format)[2])
+                out.append(well_name(*parse_well(part, plate_format)))
     return out
 
 

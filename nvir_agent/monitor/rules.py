@@ -36,7 +36,7 @@ from typing import Any
 from nvir_agent.config import AlertsConfig
 from nvir_agent.errors import listing
 from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
-from nvir_agent.store.rows import Key
+from nvir_agent.store.rows import Key  # the one order of alert severities
 
 
 @dataclass(frozen=True)

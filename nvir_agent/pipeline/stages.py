@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
-
 from nvir_agent.config import Config
 from nvir_agent.errors import AnalysisError, ImageError
+from nvir_agent.imaging.analyse import analyse
 from nvir_agent.imaging.outline import simplify_outline
 from nvir_agent.imaging.reading import read_image
-from nvir_agent.imaging.segmentation import segment
 from nvir_agent.imaging.thumbnails import write_thumbnail
 from nvir_agent.pipeline.contract import Analysis, Stage
 from nvir_agent.pipeline.scoring import ScoreStage
@@ -71,14 +69,10 @@ class SegmentStage:
                 a.fail(AnalysisError(f"{a.record.path}: no pixels to segment (not read)."))
                 continue
             try:
-                seg = segment(a.pixels, bit_depth=a.bit_depth,
-                              pixel_size_um=a.image_meta.get("pixel_size_um"))
+                seg = analyse(a.pixels, bit_depth=a.bit_depth, name=a.record.path,
+                              pixel_size_um=a.image_meta.get("pixel_size_um")).segmentation
             except AnalysisError as exc:
                 a.fail(exc)
-                continue
-            except cv2.error as exc:
-                a.fail(AnalysisError(f"{a.record.path}: OpenCV could not segment the image: "
-                                     f"{exc.err or exc}."))
                 continue
             a.found = seg.found
             a.mask = seg.mask if seg.found else None
@@ -110,7 +104,7 @@ class ThumbnailStage:
                 continue
             try:
                 write_thumbnail(a.record.path, a.pixels, a.bit_depth, folder=self.folder)
-            except (OSError, cv2.error) as exc:
+            except OSError as exc:
                 if not self._warned:
                     log.warning("Cannot write thumbnails (%s); the review window makes them "
                                 "when it needs them", exc)

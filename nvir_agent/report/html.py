@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nvir_agent.errors import DataError, UsageError
+from nvir_agent.errors import DataError
 from nvir_agent.monitor.timecourse import (
     MapLookup,
     PlateTimecourse,
@@ -391,8 +391,8 @@ def write_report(source: Reads | str | os.PathLike[str], out: str | os.PathLike[
     """Collect, render and write the report (kwargs as for :func:`collect_report`)."""
     path = Path(out)
     if not path.parent.is_dir():
-        raise UsageError(f"Cannot write the report {path}: the folder {path.parent} does not exist.",
-                         "Create the folder first or choose another --out.")
+        raise DataError(f"Cannot write the report {path}: the folder {path.parent} does not exist.",
+                        "Create the folder first or choose another place for the report.")
     data = collect_report(source, **kwargs)
     text = render_html(data)
     tmp = path.with_name(path.name + ".part")
@@ -400,6 +400,6 @@ def write_report(source: Reads | str | os.PathLike[str], out: str | os.PathLike[
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
-        raise UsageError(f"Cannot write the report {path}: {exc.strerror or exc}.",
-                         "Choose a folder you may write to with --out.") from exc
+        raise DataError(f"Cannot write the report {path}: {exc.strerror or exc}.",
+                        "Choose a folder you may write to.") from exc
     return path

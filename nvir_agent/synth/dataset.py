@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 import tifffile
 
-from nvir_agent.errors import DataError, UsageError
+from nvir_agent.errors import DataError
 from nvir_agent.ingest.filenames import row_letters
 from nvir_agent.synth.plate import Compound
 from nvir_agent.synth.render import TRAINING, Conditions, NuisanceRanges, render_spheroid
@@ -118,11 +118,11 @@ def plan_dataset(n: int, seed: int = 0, *, size: int = 1024, bits: int = 8,
                  masks: bool = False) -> list[Sample]:
     """Plan ``n`` labelled images (no rendering): plates, wells, days, labels."""
     if n < 1:
-        raise UsageError(f"--n {n}: nothing to render.", "Ask for at least one image.")
+        raise DataError(f"n={n}: nothing to render.", "Ask for at least one image.")
     if bits not in (8, 16):
-        raise UsageError(f"--bits {bits} is not supported.", "Use 8 or 16.")
+        raise DataError(f"bits={bits} is not supported.", "Use 8 or 16.")
     if not 1 <= sites <= len(SITES):
-        raise UsageError(f"sites={sites} is out of range.", f"Use 1 to {len(SITES)} sites.")
+        raise DataError(f"sites={sites} is out of range.", f"Use 1 to {len(SITES)} sites.")
     rng = np.random.default_rng([seed, 1])
     ext = "png" if bits == 8 else "tif"
     rows: list[dict] = []

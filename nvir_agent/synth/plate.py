@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from nvir_agent.errors import DataError, UsageError, read_text_file
+from nvir_agent.errors import DataError, read_text_file
 from nvir_agent.ingest.filenames import parse_well, row_letters
 from nvir_agent.monitor.platemap import PlateMap, read_plate_maps
 from nvir_agent.synth.render import TRAINING, Conditions, NuisanceRanges, Rendered, render_spheroid
@@ -173,8 +173,8 @@ def image_name(plate: str, well: str, read: int, naming: str) -> str:
         return f"{plate}/{plate}_phase_{row_letters(row)}{col}_1_{read:02d}d00h00m.tif"
     if naming == "harmony":
         return f"{plate}/Images/r{row:02d}c{col:02d}f01p01-ch1sk{read}fk1fl1.tiff"
-    raise UsageError(f"Unknown naming preset {naming!r} for synthetic plates.",
-                     f"Use one of: {', '.join(NAMINGS)}.")
+    raise DataError(f"Unknown naming preset {naming!r} for synthetic plates.",
+                    f"Use one of: {', '.join(NAMINGS)}.")
 
 
 def _stable(*parts: object) -> int:
@@ -202,9 +202,9 @@ class PlateSimulation:
                  vehicle_sd: float = 0.05, replicate_sd: float = 0.05) -> None:
         self.plate_maps = [plate_maps] if isinstance(plate_maps, PlateMap) else list(plate_maps)
         if not self.plate_maps:
-            raise UsageError("No plate map to simulate.", "Give a plate map with at least one plate.")
+            raise DataError("No plate map to simulate.", "Give a plate map with at least one plate.")
         if days < 1:
-            raise UsageError(f"days={days}: a plate needs at least one read.", "Use --days 1 or more.")
+            raise DataError(f"days={days}: a plate needs at least one read.", "Simulate one read or more.")
         self.compounds = dict(DEFAULT_COMPOUNDS if compounds is None else compounds)
         self.days = int(days)
         self.seed = int(seed)
@@ -233,7 +233,7 @@ class PlateSimulation:
         for pm in self.plate_maps:
             if pm.plate == plate and well in pm.wells:
                 return pm.wells[well]
-        raise UsageError(f"Well {plate} {well} is not on the plate map.", "Use wells of the map.")
+        raise DataError(f"Well {plate} {well} is not on the plate map.", "Use wells of the map.")
 
     def viability(self, plate: str, well: str, day: int) -> float:
         """The latent viability the renderer draws for a well on a day."""
@@ -279,8 +279,8 @@ class PlateSimulation:
         between, as an imager writing to a network share does.
         """
         if day not in self.reads:
-            raise UsageError(f"Read {day} is not simulated (reads 1–{self.days}).",
-                             f"Use a day from 1 to {self.days}.")
+            raise DataError(f"Read {day} is not simulated (reads 1–{self.days}).",
+                            f"Use a day from 1 to {self.days}.")
         root = Path(out_dir)
         written = []
         for plate, well in self.wells():

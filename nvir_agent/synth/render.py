@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from nvir_agent.errors import UsageError
+from nvir_agent.errors import DataError
 
 # Measured on a real healthy spheroid (DESIGN.md): background 0.65 of full
 # scale; core 0.12; 60–120 px deep (radius 277 px) 0.16; outer 30 px band 0.30.
@@ -172,13 +172,13 @@ def _draw_nuisances(rng: np.random.Generator, ranges: NuisanceRanges, c: Conditi
 
 def _check(c: Conditions, viability: float) -> None:
     if not math.isfinite(viability) or viability < 0 or viability > 2.0:
-        raise UsageError(f"viability {viability!r} is outside 0–2", "use a value like 0.0–1.2")
+        raise DataError(f"viability {viability!r} is outside 0–2", "use a value like 0.0–1.2")
     if c.bits not in (8, 16):
-        raise UsageError(f"bits={c.bits} is not supported", "use 8 or 16 (16 holds 12-bit data)")
+        raise DataError(f"bits={c.bits} is not supported", "use 8 or 16 (16 holds 12-bit data)")
     if not (16 <= c.width <= 16384 and 16 <= c.height <= 16384):
-        raise UsageError(f"frame {c.width}×{c.height} is out of range", "use 16–16384 pixels a side")
+        raise DataError(f"frame {c.width}×{c.height} is out of range", "use 16–16384 pixels a side")
     if not (0.01 <= c.diameter_frac <= 0.9):
-        raise UsageError(f"diameter_frac={c.diameter_frac} is out of range", "use 0.05–0.6")
+        raise DataError(f"diameter_frac={c.diameter_frac} is out of range", "use 0.05–0.6")
 
 
 # --------------------------------------------------------------------------- biology
@@ -528,7 +528,7 @@ def render_spheroid(viability: float, seed: int, conditions: Conditions | None =
     """Render a bright-field spheroid image for latent viability ``viability``.
 
     Deterministic for ``seed``; each non-None field of ``conditions`` replaces
-    the random draw from ``ranges``. Raises UsageError for impossible settings.
+    the random draw from ``ranges``. Raises DataError for impossible settings.
     """
     v = float(viability)
     ss = np.random.SeedSequence(int(seed) & 0xFFFFFFFFFFFFFFFF)

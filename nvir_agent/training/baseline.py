@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from nvir_agent.errors import AgentError, DataError
-from nvir_agent.imaging.reading import read_image
-from nvir_agent.imaging.segmentation import segment
+from nvir_agent.imaging.analyse import SegmentedImage, analyse
 from nvir_agent.training.data import split_labels
 from nvir_agent.training.evaluate import metrics_report
 from nvir_agent.training.labels import LabelSet, read_labels
@@ -48,11 +47,15 @@ class FeatureTable:
 def image_features(pixels: np.ndarray, *, bit_depth: int | None = None) -> list[float]:
     """The four baseline features of one image; AnalysisError-like DataError when
     no spheroid is found."""
-    seg = segment(pixels, bit_depth=bit_depth)
+    return _features(analyse(pixels, bit_depth=bit_depth))
+
+
+def _features(image: SegmentedImage) -> list[float]:
+    seg, (h, w) = image.segmentation, image.pixels.shape[:2]
     if not seg.found:
         raise DataError("no spheroid found")
     f = dict(seg.features)
-    f["area_fraction"] = float(f["area_px"]) / float(pixels.shape[0] * pixels.shape[1])
+    f["area_fraction"] = float(f["area_px"]) / float(h * w)
     missing = [k for k in FEATURES if f.get(k) is None]
     if missing:
         raise DataError(f"segmentation gave no {', '.join(missing)}")
@@ -66,8 +69,7 @@ def extract_features(labels: LabelSet, *, workers: int = 1,
 
     def work(i: int) -> tuple[int, list[float] | None, str | None]:
         try:
-            data = read_image(labels.items[i].path)
-            return i, image_features(data.pixels, bit_depth=data.bit_depth), None
+            return i, _features(analyse(labels.items[i].path)), None
         except AgentError as exc:
             return i, None, exc.message
 

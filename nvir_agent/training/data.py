@@ -35,10 +35,11 @@ from typing import Any
 import numpy as np
 
 from nvir_agent.errors import AgentError, DataError, listing
+from nvir_agent.imaging import analyse as analyse_module
 from nvir_agent.imaging import boundary, features, segmentation
 from nvir_agent.imaging import reading as imageio
+from nvir_agent.imaging.analyse import analyse
 from nvir_agent.imaging.reading import read_image
-from nvir_agent.imaging.segmentation import segment
 from nvir_agent.model import preprocess as preprocess_module
 from nvir_agent.model.preprocess import PreprocessSpec, preprocess
 from nvir_agent.training.augment import PAPER, AugmentSettings, augment
@@ -150,7 +151,7 @@ def crop_uint8(image: np.ndarray, spec: PreprocessSpec, *, bit_depth: int | None
     normalisation); segments the spheroid first when the spec crops around it."""
     mask = None
     if spec.crop == "spheroid":
-        seg = segment(image, bit_depth=bit_depth, pixel_size_um=pixel_size_um)
+        seg = analyse(image, bit_depth=bit_depth, pixel_size_um=pixel_size_um).segmentation
         if not seg.found:
             raise DataError("no spheroid found", "the spheroid crop needs a segmented spheroid")
         mask = seg.mask
@@ -169,10 +170,11 @@ def normalise(crops: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def _code_version() -> str:
     """Hash of the code and weights that make a crop (reading, segmentation and its
-    border classifier, preprocessing), so that cached crops are remade when they change."""
+    border classifier, read → segment, preprocessing), so that cached crops are remade
+    when they change."""
     h = hashlib.sha1()
     files = [inspect.getfile(m) for m in (imageio, segmentation, features, boundary,
-                                          preprocess_module)]
+                                          analyse_module, preprocess_module)]
     for file in [*files, boundary.WEIGHTS]:
         try:
             h.update(Path(file).read_bytes())

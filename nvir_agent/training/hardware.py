@@ -10,19 +10,19 @@ from typing import Any
 
 import torch
 
-from nvir_agent.errors import UsageError
+from nvir_agent.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` prefers CUDA, else the CPU; naming an absent device is a UsageError."""
+    """``auto`` prefers CUDA, else the CPU; naming an absent device is a ConfigError."""
     if name not in DEVICES:
-        raise UsageError(f"unknown device {name!r}", f"use one of {', '.join(DEVICES)}")
+        raise ConfigError(f"unknown device {name!r}", f"use one of {', '.join(DEVICES)}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but no CUDA GPU is available",
-                         "use --device cpu (or auto)")
+        raise ConfigError("device cuda was asked for, but no CUDA GPU is available",
+                          "use the cpu device (or auto)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -43,7 +43,7 @@ def cpu_has_bf16() -> bool:
 def use_bf16(device: torch.device, precision: str = "auto") -> bool:
     """Whether to run under bf16 autocast: ``auto`` = CUDA, or a CPU with native bf16."""
     if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return False
     if precision == "bf16":

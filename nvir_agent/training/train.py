@@ -32,7 +32,12 @@ import torch
 from torch import nn
 
 from nvir_agent import __version__
-from nvir_agent.errors import AgentError, DataError, ModelLoadError, UsageError
+from nvir_agent.errors import (
+    ConfigError,
+    DataError,
+    ModelLoadError,
+    TrainingInterrupted,
+)
 from nvir_agent.model.modelfile import load_model, save_model
 from nvir_agent.model.network import build_nvir
 from nvir_agent.model.preprocess import PreprocessSpec
@@ -53,12 +58,6 @@ CALIBRATION_IMAGES = 1024  # training images used to calibrate the output after 
 # options that may change between an interrupted run and its resumption
 _RESUMABLE_CHANGES = {"epochs", "resume", "workers", "stop_after", "device", "cache_dir", "out",
                       "keep"}
-
-
-class TrainingInterrupted(AgentError):
-    """Training stopped before the end; the resume checkpoint holds the last epoch."""
-
-    exit_code = 130
 
 
 @dataclass
@@ -163,8 +162,8 @@ def initial_network(init: str) -> tuple[nn.Module, PreprocessSpec | None, str]:
         return build_nvir(_load_resnet_state(path)), None, f"ImageNet ResNet18 ({path.name})"
     path = Path(init)
     if not path.is_file():
-        raise UsageError(f"--init {init}: no such file",
-                         "use imagenet, none, an NViR model file (.safetensors) or "
+        raise DataError(f"--init {init}: no such file",
+                        "use imagenet, none, an NViR model file (.safetensors) or "
                          "ResNet18 ImageNet weights (.pth)")
     if path.suffix in (".pth", ".pt"):
         return build_nvir(_load_resnet_state(path)), None, f"ImageNet ResNet18 ({path.name})"
@@ -197,7 +196,7 @@ def resolve_spec(options: TrainOptions, init_spec: PreprocessSpec | None) -> Pre
     try:
         return replace(base, **changes)
     except ValueError as exc:
-        raise UsageError(str(exc), "see nvir-agent train --help for the allowed values") from exc
+        raise ConfigError(str(exc), "see nvir-agent train --help for the allowed values") from exc
 
 
 def _check_options(o: TrainOptions) -> None:
@@ -219,7 +218,7 @@ def _check_options(o: TrainOptions) -> None:
     if o.patience < 1 or o.lr_patience < 0:
         problems.append("--patience must be ≥ 1 and --lr-patience ≥ 0")
     if problems:
-        raise UsageError("; ".join(problems))
+        raise ConfigError("; ".join(problems))
 
 
 def train(options: TrainOptions, progress: Callable[[Progress], None] | None = None
@@ -457,7 +456,7 @@ def _fingerprint(options: TrainOptions) -> dict[str, Any]:
 def _read_checkpoint(path: Path, options: TrainOptions) -> dict[str, Any] | None:
     if not options.resume:
         if path.exists():
-            raise UsageError(
+            raise ConfigError(
                 f"{path} holds an interrupted training run for {options.out}",
                 "add --resume to continue it, or delete the file to start over")
         return None
@@ -473,7 +472,7 @@ def _read_checkpoint(path: Path, options: TrainOptions) -> dict[str, Any] | None
     now = _fingerprint(options)
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
     if changed:
-        raise UsageError(
+        raise ConfigError(
             f"--resume with different settings than the interrupted run: {', '.join(changed)}",
             "use the same options as before (only --epochs, --workers and --device may change), "
             f"or delete {path} to start over")

@@ -1,0 +1,44 @@
+"""One place that wires an engine: the stages, the monitor and its notifier.
+
+The engine module itself imports no torch, OpenCV or Qt: it runs the stages
+and tells the listeners it is given. This module builds them from the config —
+read, segment and score, then the monitor (plate maps → time courses → alert
+rules → notifier) — and adds what the caller brings: notification sinks (the
+tray) and further result listeners. Nothing is registered process-wide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nvir_agent.config import Config
+from nvir_agent.core.engine import Engine
+from nvir_agent.monitor.listener import Monitor
+from nvir_agent.monitor.notify import Sink, build_notifier
+from nvir_agent.pipeline.contract import ResultListener, Stage
+from nvir_agent.pipeline.stages import build_stages
+from nvir_agent.store.database import Store, database_path
+
+__all__ = ["build_engine"]
+
+
+def build_engine(
+    config: Config, *, sinks: Sequence[Sink] = (), listeners: Sequence[ResultListener] = (),
+    stages: Sequence[Stage] | None = None,
+) -> Engine:
+    """A ready, not started, engine for ``config``.
+
+    ``sinks`` join the notifier's log and e-mail/chat channels (a sink named
+    ``tray`` only while ``notify.tray`` is on); ``listeners`` are told after the
+    monitor about every committed batch. ``stages`` replaces the read → segment
+    → score pipeline (tests and benchmarks). Opens the database; a problem with
+    the model file or a setting raises here, before anything runs.
+    """
+    store = Store(database_path(config))
+    try:
+        stage_list = list(build_stages(config) if stages is None else stages)
+        monitor = Monitor(config, store, build_notifier(config.notify, sinks=sinks))
+    except BaseException:
+        store.close()
+        raise
+    return Engine(config, stages=stage_list, listeners=[monitor, *listeners], store=store)
