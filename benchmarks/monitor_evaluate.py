@@ -18,11 +18,11 @@ from collections import Counter
 from pathlib import Path
 
 from nvir_agent.config import Config
-from nvir_agent.ingest.filenames import ImageKey, well_name
 from nvir_agent.monitor.listener import Monitor
 from nvir_agent.monitor.notify import Notifier
 from nvir_agent.monitor.platemap import FORMATS
 from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.plate import ImageKey, well_name
 from nvir_agent.store import Store
 
 

@@ -15,7 +15,7 @@ from core_helpers import RecordingStage, make_config, running, wait_until, write
 
 from nvir_agent.core.engine import Engine, read_status
 from nvir_agent.errors import ConfigError, ModelLoadError
-from nvir_agent.ingest.filenames import ImageKey
+from nvir_agent.plate import ImageKey
 from nvir_agent.store import Store, StoreReader, database_path
 
 

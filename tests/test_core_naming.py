@@ -5,15 +5,8 @@ from __future__ import annotations
 import pytest
 
 from nvir_agent.errors import NamingError
-from nvir_agent.ingest.filenames import (
-    ImageKey,
-    is_candidate,
-    parse_path,
-    parse_well,
-    plate_from_folders,
-    try_parse_path,
-    well_name,
-)
+from nvir_agent.ingest.filenames import is_candidate, parse_path, plate_from_folders, try_parse_path
+from nvir_agent.plate import ImageKey, parse_well, well_name
 
 GUID = "46C9B2CD-0BB3-4AFC-B7FD-1F6C7C08E4F7"
 

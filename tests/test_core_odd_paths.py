@@ -21,10 +21,11 @@ import pytest
 from core_helpers import RecordingStage, make_config, running, wait_until, write_file
 
 from nvir_agent.core import engine as engine_mod
-from nvir_agent.ingest.filenames import ImageKey, try_parse_path
+from nvir_agent.ingest.filenames import try_parse_path
 from nvir_agent.ingest.pathnames import from_db, readable, to_db
 from nvir_agent.ingest.watch import LinkPolicy, iter_candidates
 from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.plate import ImageKey
 from nvir_agent.store import Store, StoreReader
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="byte file names and symlinks")

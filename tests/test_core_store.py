@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from nvir_agent.errors import StoreError
-from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.plate import ImageKey
 from nvir_agent.store import MIGRATIONS, Measurement, Result, Store, StoreReader
 
 KEY = ImageKey(vendor="imagexpress", plate="P1", well="B03", row=2, column=3, field=1,

@@ -15,8 +15,8 @@ from nvir_agent.config import Config
 from nvir_agent.errors import AnalysisError
 from nvir_agent.imaging.features import QC_FLAGS
 from nvir_agent.imaging.segmentation import segment
-from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.pipeline.contract import Analysis, ImageRecord, run_stages
+from nvir_agent.plate import ImageKey
 from nvir_agent.synth.render import Conditions, render_spheroid
 
 

@@ -14,13 +14,13 @@ import torch
 from nvir_agent.cli.main import main
 from nvir_agent.config import Config
 from nvir_agent.errors import ModelLoadError
-from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.model import locate
 from nvir_agent.model.modelfile import save_model
 from nvir_agent.model.network import build_nvir
 from nvir_agent.model.preprocess import PreprocessSpec
 from nvir_agent.pipeline.contract import Analysis, ImageRecord
 from nvir_agent.pipeline.scoring import NOT_SCORED, ScoreStage
+from nvir_agent.plate import ImageKey
 from nvir_agent.synth.render import Conditions, render_spheroid
 
 

@@ -12,12 +12,12 @@ import pytest
 from nvir_agent.app import build_engine
 from nvir_agent.config import Config
 from nvir_agent.errors import DataError, StoreError
-from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.monitor import alerts
 from nvir_agent.monitor.listener import Monitor
 from nvir_agent.monitor.notify import Message, Notifier
 from nvir_agent.monitor.rules import Condition
 from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.plate import ImageKey
 from nvir_agent.store import Store
 
 MAP_CSV = ("plate,well,role,compound,concentration_uM\n"

@@ -9,10 +9,10 @@ import pytest
 
 from nvir_agent.cli.main import main
 from nvir_agent.config import Config
-from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.monitor.listener import Monitor
 from nvir_agent.monitor.notify import Notifier
 from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.plate import ImageKey
 from nvir_agent.store import Store
 
 MAP_CSV = ("plate,well,role,compound,concentration_uM,cmax_uM\n"

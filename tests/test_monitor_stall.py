@@ -8,12 +8,12 @@ import time
 from core_helpers import make_config
 
 from nvir_agent.config import AlertsConfig
-from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.monitor.listener import Monitor
 from nvir_agent.monitor.notify import Notifier
 from nvir_agent.monitor.stall import RULE, stall_condition
 from nvir_agent.monitor.timecourse import ImageScore, build_timecourses
 from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.plate import ImageKey
 from nvir_agent.store import Store
 
 HOUR = 3600.0

@@ -7,7 +7,6 @@ import itertools
 
 import pytest
 
-from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.monitor.platemap import parse_csv
 from nvir_agent.monitor.timecourse import (
     ImageScore,
@@ -17,6 +16,7 @@ from nvir_agent.monitor.timecourse import (
     save_plate_map,
 )
 from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.plate import ImageKey
 from nvir_agent.store import Store
 
 _ids = itertools.count(1)

@@ -20,8 +20,9 @@ from typing import Any, TextIO
 from nvir_agent import paths
 from nvir_agent.config import find_config_path, load_config
 from nvir_agent.errors import NamingError, UsageError
-from nvir_agent.ingest.filenames import PRESET_NAMES, ImageKey, parse_path
+from nvir_agent.ingest.filenames import PRESET_NAMES, parse_path
 from nvir_agent.ingest.pathnames import readable
+from nvir_agent.plate import ImageKey
 
 log = logging.getLogger(__name__)
 

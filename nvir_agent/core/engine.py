@@ -35,11 +35,12 @@ from typing import Any
 from nvir_agent.config import Config
 from nvir_agent.core.status import HEARTBEAT_S, EngineStatus, read_status
 from nvir_agent.errors import AgentError, ConfigError, DataError, ImageError, StoreError
-from nvir_agent.ingest.filenames import ImageKey, try_parse_path
+from nvir_agent.ingest.filenames import try_parse_path
 from nvir_agent.ingest.pathnames import readable
 from nvir_agent.ingest.watch import FolderWatcher, LinkPolicy, SettleTracker, iter_candidates
 from nvir_agent.model.locate import describe_model_source
 from nvir_agent.pipeline.contract import Analysis, ImageRecord, ResultListener, Stage, run_stages
+from nvir_agent.plate import ImageKey
 from nvir_agent.store import Counts, Store, database_path
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Vendor file names → ImageKey (plate, well, time point, field, channel, z).
+"""Vendor file names → ImageKey (plate, well, time point, field, channel, z; see plate.py).
 
 Pure functions over path strings: nothing here touches the file system.
 
@@ -18,36 +18,13 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from nvir_agent.errors import NamingError
 from nvir_agent.ingest.pathnames import readable
-
-
-@dataclass(frozen=True)
-class ImageKey:
-    """Where an image belongs. Fields a name does not give are None."""
-
-    vendor: str | None = None
-    plate: str | None = None
-    well: str | None = None  # canonical, e.g. "B03"
-    row: int | None = None  # 1-based (A = 1)
-    column: int | None = None  # 1-based
-    field: int | None = None
-    channel: str | None = None
-    z: int | None = None
-    timepoint: int | None = None
-    elapsed_s: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-MAX_ROWS = 32  # 1536-well plates: rows A–AF
-MAX_COLUMNS = 48
-FORMATS = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}  # wells → (rows, columns)
+from nvir_agent.plate import ImageKey, parse_well, row_number, well_name
 
 # Rows A–Z then AA–AF; columns 1–48, zero-padded or not.
 _WELL = r"(?:A[A-F]|[A-Z])\d{1,2}"
@@ -106,49 +83,6 @@ _ZSTEP_DIR = re.compile(r"^ZStep_(\d+)$", re.IGNORECASE)
 
 # Never images, whatever the patterns say: previews, Office locks, partial copies.
 ALWAYS_IGNORED = ("*_thumb*", "~$*", "*.tmp", "*.part", "*.partial", "*.crdownload")
-
-
-def row_number(letters: str) -> int:
-    """'A' → 1 … 'Z' → 26, 'AA' → 27 … 'AF' → 32."""
-    letters = letters.upper()
-    if len(letters) == 1 and "A" <= letters <= "Z":
-        return ord(letters) - 64
-    if len(letters) == 2 and letters[0] == "A" and "A" <= letters[1] <= "F":
-        return 26 + ord(letters[1]) - 64
-    raise ValueError(f"not a plate row: {letters!r}")
-
-
-def row_letters(row: int) -> str:
-    """1 → 'A' … 26 → 'Z', 27 → 'AA' … 32 → 'AF'."""
-    if not 1 <= row <= MAX_ROWS:
-        raise ValueError(f"plate row {row} is outside 1–{MAX_ROWS}")
-    return chr(64 + row) if row <= 26 else "A" + chr(64 + row - 26)
-
-
-def well_name(row: int, column: int) -> str:
-    """Canonical well name: row letters and a zero-padded column ('B03', 'AF48')."""
-    if not 1 <= column <= MAX_COLUMNS:
-        raise ValueError(f"plate column {column} is outside 1–{MAX_COLUMNS}")
-    return f"{row_letters(row)}{column:02d}"
-
-
-def parse_well(text: str, plate_format: int | None = None) -> tuple[int, int]:
-    """'B3', 'b03', 'AF48' → (row, column); ValueError for anything else, and for
-    a well that is not on a ``plate_format``-well plate (96, 384, 1536) when given."""
-    m = re.fullmatch(r"([A-Za-z]{1,2})0*(\d{1,2})", str(text).strip())
-    try:
-        row = row_number(m.group(1)) if m else 0
-    except ValueError:
-        row = 0
-    column = int(m.group(2)) if m else 0
-    if not row or not 1 <= column <= MAX_COLUMNS:
-        raise ValueError(f"'{text}' is not a well name (expected e.g. B03)")
-    if plate_format is not None:
-        rows, columns = FORMATS[plate_format]
-        if row > rows or column > columns:
-            raise ValueError(f"well '{text}' does not exist on a {plate_format}-well plate "
-                             f"(rows A–{row_letters(rows)}, columns 1–{columns})")
-    return row, column
 
 
 def _pure(path: str | PurePath) -> PurePath:

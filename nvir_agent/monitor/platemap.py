@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.errors import PlateMapError, read_text_file
-from nvir_agent.ingest.filenames import FORMATS, parse_well, row_letters, well_name
+from nvir_agent.plate import FORMATS, parse_well, row_letters, well_name
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -23,9 +23,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, NullLocator
 
-from nvir_agent.ingest import filenames as naming
 from nvir_agent.monitor.platemap import FORMATS
 from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
+from nvir_agent.plate import parse_well, row_letters
 from nvir_agent.report.dili import CompoundDayFit
 
 DPI = 80
@@ -70,7 +70,7 @@ def plate_grid(tc: PlateTimecourse) -> tuple[int, int]:
     rows = cols = 0
     for p in tc.points:
         try:
-            r, c = naming.parse_well(p.well)
+            r, c = parse_well(p.well)
         except ValueError:
             continue
         rows, cols = max(rows, r), max(cols, c)
@@ -98,7 +98,7 @@ def heatmap_png(tc: PlateTimecourse, reads: Sequence[int]) -> str:
                 continue
             value = p.viability_rel_control if mapped else p.viability_rel_baseline
             try:
-                r, c = naming.parse_well(p.well)
+                r, c = parse_well(p.well)
             except ValueError:
                 continue
             if value is not None and 1 <= r <= n_rows and 1 <= c <= n_cols:
@@ -109,12 +109,12 @@ def heatmap_png(tc: PlateTimecourse, reads: Sequence[int]) -> str:
         step = 1 if n_cols <= 12 else 2
         ax.set_xticks(range(0, n_cols, step), [str(c + 1) for c in range(0, n_cols, step)],
                       fontsize=6)
-        ax.set_yticks(range(n_rows), [naming.row_letters(r + 1) for r in range(n_rows)],
+        ax.set_yticks(range(n_rows), [row_letters(r + 1) for r in range(n_rows)],
                       fontsize=6)
         if tc.plate_map is not None and n_cols <= 12:
             for well, a in tc.plate_map.wells.items():
                 if a.role == "vehicle":
-                    r, c = naming.parse_well(well)
+                    r, c = parse_well(well)
                     ax.text(c - 1, r - 1, "V", ha="center", va="center", fontsize=6)
     label = "viability / vehicle median" if mapped else "viability / own first read"
     cax = fig.add_axes((0.89, 0.15, 0.015, 0.7))

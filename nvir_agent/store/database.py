@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nvir_agent.errors import StoreError
-from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.ingest.pathnames import readable, to_db
 from nvir_agent.paths import default_database
+from nvir_agent.plate import ImageKey
 from nvir_agent.store import schema
 from nvir_agent.store.reads import Reads
 from nvir_agent.store.rows import Result

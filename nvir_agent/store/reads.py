@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.errors import StoreError
-from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.ingest.pathnames import from_db, readable, to_db
+from nvir_agent.plate import ImageKey
 from nvir_agent.store import schema
 from nvir_agent.store.rows import (
     SEVERITY_RANK,

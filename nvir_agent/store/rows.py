@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nvir_agent.ingest.filenames import ImageKey
+from nvir_agent.plate import ImageKey
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 ACTIVE_STATES = ("open", "acknowledged")

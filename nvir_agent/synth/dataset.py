@@ -33,7 +33,7 @@ import numpy as np
 import tifffile
 
 from nvir_agent.errors import DataError
-from nvir_agent.ingest.filenames import row_letters
+from nvir_agent.plate import row_letters
 from nvir_agent.synth.plate import Compound
 from nvir_agent.synth.render import TRAINING, Conditions, NuisanceRanges, render_spheroid
 

@@ -26,8 +26,8 @@ import numpy as np
 import tifffile
 
 from nvir_agent.errors import DataError, read_text_file
-from nvir_agent.ingest.filenames import parse_well, row_letters
 from nvir_agent.monitor.platemap import PlateMap, read_plate_maps
+from nvir_agent.plate import parse_well, row_letters
 from nvir_agent.synth.render import TRAINING, Conditions, NuisanceRanges, Rendered, render_spheroid
 
 log = logging.getLogger(__name__)
