@@ -6,6 +6,7 @@ Plain frozen dataclasses, no SQL: a second backend returns the same rows.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,12 @@ ACTIVE_STATES = ("open", "acknowledged")
 CLOSED_STATES = ("resolved", "dismissed")
 
 Key = tuple[str, str, str]  # (plate, subject, rule): at most one active alert each
+
+
+def _flat(features: dict[str, Any], found: bool | None, qc: Sequence[str],
+          viability: float | None, model: str | None) -> dict[str, Any]:
+    """A measurement's flat keys: its features, then found, qc, viability and model."""
+    return {**features, "found": found, "qc": list(qc), "viability": viability, "model": model}
 
 
 @dataclass(frozen=True)
@@ -44,14 +51,8 @@ class Measurement:
 
     def as_dict(self) -> dict[str, Any]:
         """Flat keys as `process --json` and `export` print them (no outline)."""
-        out: dict[str, Any] = {}
-        out.update(self.image_meta)
-        out.update(self.features)
-        out["found"] = self.found
-        out["qc"] = list(self.qc)
-        out["viability"] = self.viability
-        out["model"] = self.model
-        return out
+        return _flat({**self.image_meta, **self.features}, self.found, self.qc,
+                     self.viability, self.model)
 
 
 @dataclass(frozen=True)
@@ -167,11 +168,7 @@ class MeasurementRow:
             "updated_at": self.updated_at,
         }
         if self.state == "done":
-            out.update(self.features)
-            out["found"] = self.found
-            out["qc"] = list(self.qc)
-            out["viability"] = self.viability
-            out["model"] = self.model
+            out.update(_flat(self.features, self.found, self.qc, self.viability, self.model))
         return out
 
 
