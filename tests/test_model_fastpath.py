@@ -73,6 +73,13 @@ def test_when_reduced_precision_fails_the_check_an_fp32_accurate_path_is_chosen(
     assert choice.max_delta["exact"] == 0.0
 
 
+def test_reduced_precision_must_stay_within_a_third_of_the_limit_on_the_probe(net, monkeypatch):
+    made = []
+    _fake_options(monkeypatch, 0.005, made)
+    choice = choose_fast_path(net, torch.device("cpu"), input_size=64, use_cache=False)
+    assert "reduced" in choice.rejected and choice.chosen.name == "exact"
+
+
 def test_fp32_paths_are_not_measured_when_a_reduced_precision_path_passes(net, monkeypatch):
     made = []
     _fake_options(monkeypatch, 0.0, made)

@@ -1,9 +1,11 @@
 """Pick the fastest correct way to run NViR on this machine.
 
 At load time the scorer measures the inference options this machine has on
-a short probe batch and validates each against fp32 eager torch (the
-reference code's way): an option whose viability differs by more than
-``MAX_DELTA`` anywhere on the probe is rejected, with a warning.
+a probe batch of 16 spheroid-like images and validates each against fp32
+eager torch (the reference code's way): an option whose viability differs by
+more than ``MAX_DELTA`` anywhere on the probe is rejected, with a warning —
+a reduced-precision one already at a third of that, because the probe's
+largest difference underestimates the largest over many real images.
 
 Options come in two tiers. Reduced-precision ones (bf16 autocast, bf16
 weights, mixed bf16/fp32, OpenVINO bf16 on CPUs with native bf16; fp16, bf16
@@ -38,6 +40,12 @@ from nvir_agent.paths import user_cache_dir
 log = logging.getLogger(__name__)
 
 MAX_DELTA = 0.01
+# The probe's largest difference underestimates the largest over many real images:
+# on trained-like weights, bf16 inner blocks differed by 0.0048 on the 16 probe
+# images and by 0.0104 on 64 rendered spheroids. Reduced-precision options must
+# therefore stay within MAX_DELTA / REDUCED_MARGIN on the probe.
+REDUCED_MARGIN = 3.0
+PROBE_IMAGES = 16
 # Every option by name ([model] fast_path); "auto" measures and chooses.
 FAST_PATHS = (
     "auto",
@@ -366,7 +374,7 @@ def choose_fast_path(
         fast = [c for c in fast if c.name == cached["chosen"]]
     else:
         cached = None
-    x = probe_batch(input_size, n=4)
+    x = probe_batch(input_size, n=PROBE_IMAGES)
     choice = FastPathChoice(chosen=reference, reference=reference)
     speed, ref_out = measure(reference, x, repeats=0 if cached else 1)
     if not cached:
@@ -431,14 +439,15 @@ def _validate(
             continue
         delta = float(np.max(np.abs(out - ref_out)))
         choice.max_delta[cand.name] = delta
-        if not np.isfinite(delta) or delta > MAX_DELTA:
-            choice.rejected[cand.name] = f"max |Δ viability| {delta:.4f} > {MAX_DELTA}"
+        limit = MAX_DELTA if cand.exact else round(MAX_DELTA / REDUCED_MARGIN, 4)
+        if not np.isfinite(delta) or delta > limit:
+            choice.rejected[cand.name] = f"max |Δ viability| {delta:.4f} > {limit}"
             log.warning(
                 "Fast path %s differs from fp32 by %.4f viability on the probe batch "
                 "(limit %s); not using it.",
                 cand.description,
                 delta,
-                MAX_DELTA,
+                limit,
             )
             continue
         if repeats:
