@@ -64,9 +64,10 @@ class ImagingConfig:
 class ModelConfig:
     path: str = ""  # empty: the bundled demo model (with a warning)
     device: str = "auto"  # auto | cpu | cuda | mps
-    threads: int = 0  # 0: all cores but one
-    batch_size: int = 8
-    fast_path: str = "auto"  # auto | fp32 | bf16 | onnx | fp16
+    threads: int = 0  # the watching agent; 0: all cores but one
+    one_shot_threads: int = 0  # score, process, evaluate, bench; 0: all cores
+    batch_size: int = 8  # on a GPU, `score` measures its own
+    fast_path: str = "auto"  # auto | fp32 | fp32-cl | onnx | openvino | bf16 | … (see FAST_PATHS)
     low_priority: bool = True
     enabled: bool = True
 
@@ -135,7 +136,10 @@ _CHOICES = {
     ("watch", "observer"): ("auto", "native", "polling"),
     ("watch", "naming"): PRESET_NAMES,
     ("model", "device"): ("auto", "cpu", "cuda", "mps"),
-    ("model", "fast_path"): ("auto", "fp32", "bf16", "onnx", "fp16"),
+    ("model", "fast_path"): (
+        "auto", "fp32", "fp32-cl", "onnx", "openvino", "compile", "bf16", "bf16-weights",
+        "bf16-encoder", "bf16-inner", "openvino-bf16", "fp16", "tf32",
+    ),
     ("plates", "format"): (96, 384, 1536),
 }
 
@@ -283,6 +287,7 @@ def _validate(cfg: Config, where: str, check_folders: bool) -> None:
     positive("imaging", "max_pixels_side")
     positive("imaging", "pixel_size_um", allow_zero=True)
     positive("model", "threads", allow_zero=True)
+    positive("model", "one_shot_threads", allow_zero=True)
     positive("model", "batch_size")
     positive("alerts", "confirm")
     positive("alerts", "min_controls")
@@ -332,3 +337,20 @@ def _validate(cfg: Config, where: str, check_folders: bool) -> None:
                     f" ({p}).",
                     "Create the folder, fix its path, or remove it from the list.",
                 )
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def use_all_cores(cfg: Config) -> Config:
+    """Settings for a one-shot command (score, process, evaluate, bench): score with
+    ``[model] one_shot_threads`` (0: every core) at normal priority, rather than the
+    watching agent's all-but-one core at low priority. Changes ``cfg`` and returns it."""
+    cfg.model.threads = cfg.model.one_shot_threads or cpu_cores()
+    cfg.model.low_priority = False
+    return cfg

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torchvision
@@ -53,12 +56,47 @@ def test_network_has_no_fc_and_maps_an_image_batch_to_one_viability_each():
     assert parameter_count(net) == 11_189_857
 
 
-def test_head_is_torchvision_mlp_with_dropout_0_3():
+def test_head_is_built_like_torchvision_mlp_with_dropout_0_3():
     net = build_nvir()
     mlp = net.regression_head[0]
-    assert isinstance(mlp, torchvision.ops.MLP)
+    reference = torchvision.ops.MLP(512, [32, 32, 32, 32], dropout=0.3)
+    assert [type(m) for m in mlp] == [type(m) for m in reference]
+    assert mlp.state_dict().keys() == reference.state_dict().keys()
     drops = [m.p for m in mlp if isinstance(m, torch.nn.Dropout)]
     assert drops == [0.3] * 4
+
+
+def test_network_scores_like_torchvision_resnet18_and_mlp_with_the_same_weights():
+    resnet = torchvision.models.resnet18(weights=None)
+    resnet.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    resnet.fc = torch.nn.Identity()
+    reference = torch.nn.Sequential(
+        resnet,
+        torch.nn.Flatten(),
+        torchvision.ops.MLP(512, [32, 32, 32, 32], dropout=0.3),
+        torch.nn.Linear(32, 1),
+    ).eval()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, buf in reference.named_buffers():
+            if name.endswith("running_mean"):
+                buf.normal_(0, 0.2)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5)
+    net = build_nvir().eval()
+    ours = net.state_dict()
+    theirs = list(reference.state_dict().values())
+    assert [tuple(v.shape) for v in ours.values()] == [tuple(v.shape) for v in theirs]
+    net.load_state_dict(dict(zip(ours.keys(), theirs, strict=True)))
+    x = torch.randn(2, 1, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(net(x), reference(x), atol=1e-6)
+
+
+def test_scoring_network_does_not_import_torchvision():
+    code = "import sys, nvir_agent.model.network; print('torchvision' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_imagenet_init_sums_the_rgb_kernels_into_the_single_channel_conv1():

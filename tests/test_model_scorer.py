@@ -107,10 +107,10 @@ def test_a_fast_path_that_drifts_from_fp32_is_rejected_and_fp32_is_used(
 
 
 def test_a_small_drift_within_the_limit_is_accepted(tiny_model, monkeypatch):
-    _offset_candidates(monkeypatch, 0.005)
+    _offset_candidates(monkeypatch, 0.003)  # reduced precision: limit 0.01 / 3 on the probe
     loaded = load_model(tiny_model)
     choice = choose_fast_path(loaded.module, torch.device("cpu"), input_size=64)
-    assert choice.max_delta["fake"] == pytest.approx(0.005, abs=1e-6)
+    assert choice.max_delta["fake"] == pytest.approx(0.003, abs=1e-6)
     assert "fake" not in choice.rejected
 
 

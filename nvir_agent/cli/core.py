@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nvir_agent import paths
-from nvir_agent.config import find_config_path, load_config
+from nvir_agent.config import find_config_path, load_config, use_all_cores
 from nvir_agent.errors import NamingError, UsageError
 from nvir_agent.ingest.filenames import PRESET_NAMES, parse_path
 from nvir_agent.ingest.pathnames import readable
@@ -116,7 +116,7 @@ def _where(row: dict[str, Any]) -> str:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    config = load_config(args.config, check_folders=False)
+    config = use_all_cores(load_config(args.config, check_folders=False))
     from nvir_agent.app import build_engine
 
     engine = build_engine(config)

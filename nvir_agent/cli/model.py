@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nvir_agent.config import load_config
+from nvir_agent.config import load_config, use_all_cores
 from nvir_agent.errors import UsageError
 
 
@@ -71,9 +71,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="MODEL",
         help="model file (default: the configured one; random weights if none)",
     )
-    b.add_argument("--threads", type=int, help="default: [model] threads")
+    b.add_argument(
+        "--threads", type=int, help="default: [model] one_shot_threads (0: all cores)"
+    )
     b.add_argument(
         "--rounds", type=int, default=3, help="best of this many rounds per measurement (default 3)"
+    )
+    b.add_argument(
+        "--all",
+        action="store_true",
+        help="also measure torch.compile and OpenVINO (slow to prepare; used only on request)",
     )
     b.set_defaults(func=cmd_bench)
 
@@ -188,7 +195,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from nvir_agent.imaging.reading import read_image
     from nvir_agent.model.scorer import Scorer
 
-    cfg = load_config(args.config, check_folders=False)
+    cfg = use_all_cores(load_config(args.config, check_folders=False))
     if args.device:
         cfg.model.device = args.device
     if args.model:
@@ -258,7 +265,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(
             "--images must be at least 1.", "For example: nvir-agent bench --images 32"
         )
-    cfg = load_config(args.config, check_folders=False)
+    cfg = use_all_cores(load_config(args.config, check_folders=False))
     path = args.model
     if path is None:
         path = resolve_model(cfg).path
@@ -269,6 +276,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         device=cfg.model.device,
         fast_path=cfg.model.fast_path,
         rounds=args.rounds,
+        include_all=args.all,
     )
     if args.json:
         print(json.dumps(result.as_dict()))

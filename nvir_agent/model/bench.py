@@ -48,6 +48,7 @@ class BenchResult:
     peak_rss_scoring_mb: float | None = None
     choose_s: float | None = None
     load_avg: list[float] | None = None
+    options_max_delta: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -65,7 +66,10 @@ class BenchResult:
         rows.append(("speed-up at batch 8", f"{self.speedup:.2f}×"))
         rows.append(("max |Δ viability| vs fp32", f"{self.max_delta:.4f}"))
         rows += [
-            (f"option {k}, batch 8", f"{v:.1f} images/s")
+            (
+                f"option {k}, batch 8",
+                f"{v:.1f} images/s, max |Δ| {self.options_max_delta.get(k, float('nan')):.4f}",
+            )
             for k, v in self.options_batch8.items()
             if k not in ("fp32", self.fast_path)
         ]
@@ -137,6 +141,7 @@ def run_benchmark(
     device: str = "auto",
     fast_path: str = "auto",
     rounds: int = 3,
+    include_all: bool = False,
 ) -> BenchResult:
     """Measure; a missing ``model_path`` benchmarks random weights (same speed, same shapes).
 
@@ -167,7 +172,7 @@ def run_benchmark(
         model_hash=loaded.sha256,
         input_size=size,
         threads=scorer.threads,
-        include_all=True,
+        include_all=include_all,
     )
     others = [c for c in options if c.name != chosen.name]
     per_option = {"fp32": 0.0, **{c.name: 0.0 for c in others}}
@@ -187,6 +192,11 @@ def run_benchmark(
     fp32_8 = per_option["fp32"]
     ref_out = np.concatenate([reference.run(x[i : i + 8]) for i in range(0, n, 8)])
     fast_out = np.concatenate([chosen.run(x[i : i + 8]) for i in range(0, n, 8)])
+    deltas = {}
+    for cand in others:
+        if cand.name in per_option:
+            out = np.concatenate([cand.run(x[i : i + 8]) for i in range(0, n, 8)])
+            deltas[cand.name] = float(np.max(np.abs(ref_out - out)))
     for name, reason in scorer.choice.rejected.items():
         notes.append(f"{name} rejected at load time: {reason}")
     return BenchResult(
@@ -210,4 +220,5 @@ def run_benchmark(
         choose_s=choose_s,
         load_avg=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         notes=notes,
+        options_max_delta=deltas,
     )

@@ -1,6 +1,13 @@
-"""The NViR network: torchvision ResNet18 (BatchNorm) with a one-channel first
-convolution, an identity ``fc``, flatten, ``torchvision.ops.MLP(512, [32]*4,
-dropout=0.3)`` and ``Linear(32, 1)``.
+"""The NViR network: ResNet18 (BatchNorm) with a one-channel first
+convolution, an identity ``fc``, flatten, an MLP head ``512 → [32]*4``
+(dropout 0.3) and ``Linear(32, 1)``.
+
+The ResNet18 and the MLP are written out here module for module as
+torchvision builds them (``torchvision.models.resnet18`` and
+``torchvision.ops.MLP``: same submodules, same order, same initialisation),
+so that scoring does not import torchvision, which loads every model family
+and torch's compiler stack and costs seconds at each start. A test checks
+that both give the same state-dict keys and the same outputs.
 
 Attribute names follow the paper's checkpoint layout so that state-dict keys
 map one to one:
@@ -15,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torchvision
 from torch import nn
 
 ARCHITECTURE = "nvir-resnet18-mlp"
@@ -24,17 +30,81 @@ HEAD_DROPOUT = 0.3
 ENCODER_FEATURES = 512
 
 
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock: two 3×3 convolutions and a shortcut."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet18(nn.Module):
+    """torchvision's ``resnet18(weights=None)`` with a one-channel ``conv1`` and no ``fc``."""
+
+    def __init__(self, in_channels: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        widths = (64, 128, 256, 512)
+        inplanes = 64
+        for i, planes in enumerate(widths, start=1):
+            stride = 1 if i == 1 else 2
+            layer = nn.Sequential(BasicBlock(inplanes, planes, stride), BasicBlock(planes, planes))
+            setattr(self, f"layer{i}", layer)
+            inplanes = planes
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Identity()
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def mlp(in_features: int, hidden: list[int], dropout: float) -> nn.Sequential:
+    """``torchvision.ops.MLP(in_features, hidden, dropout=dropout)``: Linear → ReLU →
+    Dropout for each hidden width but the last, then Linear → Dropout."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for h in hidden[:-1]:
+        layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+        width = h
+    layers += [nn.Linear(width, hidden[-1]), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
 class NViR(nn.Module):
     """Image (B, 1, H, W) → viability (B, 1)."""
 
     def __init__(self) -> None:
         super().__init__()
-        resnet = torchvision.models.resnet18(weights=None)
-        resnet.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        resnet.fc = nn.Identity()
-        self.encoder = nn.Sequential(resnet, nn.Flatten())
-        mlp = torchvision.ops.MLP(ENCODER_FEATURES, HEAD_HIDDEN, dropout=HEAD_DROPOUT)
-        self.regression_head = nn.Sequential(mlp, nn.Linear(HEAD_HIDDEN[-1], 1))
+        self.encoder = nn.Sequential(ResNet18(in_channels=1), nn.Flatten())
+        head = mlp(ENCODER_FEATURES, HEAD_HIDDEN, HEAD_DROPOUT)
+        self.regression_head = nn.Sequential(head, nn.Linear(HEAD_HIDDEN[-1], 1))
 
     @property
     def resnet(self) -> nn.Module:
@@ -52,7 +122,7 @@ def build_nvir(imagenet_state: Mapping[str, torch.Tensor] | None = None) -> NViR
     when given, the encoder starts from it, with the first convolution's
     weight taken as the sum of the three RGB kernels as the paper does, and
     the ImageNet ``fc`` dropped. Without it, weights are torchvision's random
-    initialisation.
+    initialisation (Kaiming normal for convolutions).
     """
     net = NViR()
     if imagenet_state is not None:

@@ -1,7 +1,8 @@
 """Batched NViR scoring on CPU, CUDA or Apple MPS.
 
 A :class:`Scorer` owns a loaded model, the device, the thread count and the
-fast path chosen for this machine. It takes decoded images (or preprocessed
+fast path chosen for this machine (and, on a CUDA GPU, the batch size that
+keeps it busy, measured). It takes decoded images (or preprocessed
 tensors), batches them and returns one viability per image.
 """
 
@@ -18,7 +19,7 @@ import torch
 
 from nvir_agent.config import Config
 from nvir_agent.errors import ConfigError, ModelLoadError
-from nvir_agent.model.fastpath import FastPathChoice, choose_fast_path
+from nvir_agent.model.fastpath import GPU_BATCHES, FastPathChoice, choose_fast_path
 from nvir_agent.model.locate import DEMO_WARNING, GET_A_MODEL, resolve_model
 from nvir_agent.model.modelfile import LoadedModel, load_model
 from nvir_agent.model.preprocess import preprocess
@@ -112,7 +113,10 @@ class Scorer:
             input_size=self.spec.size,
             threads=self.threads,
             use_cache=use_cache,
+            batch_sizes=GPU_BATCHES if self.device.type == "cuda" else (),
         )
+        if self.choice.batch_size:  # measured on the GPU
+            self.batch_size = self.choice.batch_size
 
     @classmethod
     def from_config(cls, cfg: Config, *, low_priority: bool | None = None) -> Scorer:
