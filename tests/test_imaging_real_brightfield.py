@@ -24,10 +24,10 @@ EXPECTED_FLAGS = {
     "G12": ["fragmented"],
     "N07": ["multiple_objects"],
 }
-# IoU against the reference outline. B06 (a loose lobe left of the body) and
-# N07 (a loose aggregate whose light border of cells the reference includes)
-# fall short of 0.90: see docs/segmentation.md, "Real bright-field plates".
-MIN_IOU = {"B03": 0.90, "B06": 0.84, "E11": 0.90, "G12": 0.90, "N07": 0.80}
+# IoU against the reference outline. N07 (a loose aggregate whose light,
+# one-to-two-cell border of cells the reference includes) falls short of 0.90:
+# see docs/segmentation.md, "Real bright-field plates".
+MIN_IOU = {"B03": 0.90, "B06": 0.90, "E11": 0.90, "G12": 0.90, "N07": 0.80}
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -63,7 +63,7 @@ def test_each_real_spheroid_is_outlined_like_its_reference(spheroids, well):
     assert _iou(seg.mask, ref) >= MIN_IOU[well]
 
 
-@pytest.mark.parametrize("well", ["B06", "N07"])
+@pytest.mark.parametrize("well", ["N07"])
 @pytest.mark.xfail(strict=True, reason="the loose border of cells the reference includes")
 def test_loose_real_spheroids_reach_the_090_iou_target(spheroids, well):
     _, seg = spheroids[well]
@@ -75,6 +75,17 @@ def test_loose_real_spheroids_reach_the_090_iou_target(spheroids, well):
 def test_real_spheroids_carry_only_their_right_qc_flags(spheroids, well):
     _, seg = spheroids[well]
     assert seg.qc == EXPECTED_FLAGS[well]
+
+
+def test_the_loose_lobe_of_a_lobed_spheroid_is_part_of_its_body(spheroids):
+    # B06: a dense mass of loosely packed cells hangs on the left of the body,
+    # joined by a wide neck; the reference includes it
+    _, seg = spheroids["B06"]
+    ref = cv2.imread(str(DATA / "spheroid_B06_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+    lobe = np.zeros_like(ref)
+    lobe[301:331, 413:443] = True  # the core of the lobe, left of the body (x 400–480, y 290–355)
+    assert np.count_nonzero(lobe & ref) == lobe.sum()
+    assert np.count_nonzero(seg.mask & lobe) > 0.8 * lobe.sum()
 
 
 def test_the_main_body_of_a_well_with_several_aggregates_is_the_largest(spheroids):

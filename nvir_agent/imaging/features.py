@@ -43,7 +43,7 @@ UNDEREXPOSED_LEVEL = 0.15  # background median below this fraction of full scale
 SATURATED_FRACTION = 0.01  # more than this fraction of pixels at full scale
 TOO_SMALL_FRAC = 0.04  # equivalent diameter below this fraction of the frame width
 TOO_LARGE_FRAC = 0.70  # ... above this fraction of the frame width
-FRAGMENTED_SOLIDITY = 0.88  # below this solidity a body counts as fragmented (intact: > 0.93)
+FRAGMENTED_SOLIDITY = 0.85  # below this solidity a body counts as fragmented (rendered intact: > 0.88)
 
 
 

@@ -32,6 +32,10 @@ How it works (details in docs/segmentation.md):
    classified body / not body from multi-scale local statistics by a small
    perceptron fitted on rendered images (:mod:`nvir_agent.imaging.boundary`): the
    strongest edge of a dying body often lies on its fringe of shed cells.
+6. Lobes. A dense mass of cells attached to the body by a wide neck and many
+   cells thick (lighter than the core, so the border left it out) is added
+   back (:mod:`nvir_agent.imaging.lobes`); the fringe and the halo, bands a
+   few cells deep, are not.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import cv2
 import numpy as np
 
 from nvir_agent.errors import AnalysisError
-from nvir_agent.imaging import boundary
+from nvir_agent.imaging import boundary, lobes
 from nvir_agent.imaging.features import Outline, WorkImage, measure, quality_flags
 
 log = logging.getLogger(__name__)
@@ -102,7 +106,7 @@ def segment(
     ``bit_depth`` is the effective bit depth of integer data (12 for 12-bit data
     in a 16-bit container; detected from the maximum when None).
     ``pixel_size_um`` adds area_um2 and diameter_um to the features.
-    ``refine_boundary=False`` keeps the edge-traced outline (step 5 skipped;
+    ``refine_boundary=False`` keeps the edge-traced outline (steps 5 and 6 skipped;
     the boundary classifier is fitted on such outlines).
     Raises AnalysisError only for an array that is not an image.
     """
@@ -117,6 +121,7 @@ def segment(
     outline = _outline(gray, full, work, background, chosen) if chosen else None
     if outline is not None and refine_boundary:
         outline = _refined(gray, full, outline, background, factor)
+        outline = _with_lobes(work, outline)
     if outline is None:
         feats, _ = measure(gray, None, full=full, pixel_size_um=pixel_size_um, work=work)
         qc = quality_flags(feats, found=False, width=w, n_other_objects=0)
@@ -147,8 +152,17 @@ def _refined(gray: np.ndarray, full: float, outline: Outline, background: np.nda
              factor: int) -> Outline:
     """The outline with its border re-placed by the band classifier (step 5)."""
     region = boundary.refine(gray, full, outline.mask, outline.box, background, factor)
-    if region is None:
-        return outline
+    return outline if region is None else _boxed(outline, region)
+
+
+def _with_lobes(work: WorkImage, outline: Outline) -> Outline:
+    """The outline with the attached lobes of cells added (step 6)."""
+    region = lobes.grow(work.ratio, work.factor, outline.mask, outline.box)
+    return outline if region is None else _boxed(outline, region)
+
+
+def _boxed(outline: Outline, region: tuple[int, int, int, int]) -> Outline:
+    """The outline with its box re-measured after ``region`` of its mask was rewritten."""
     # the region holds the whole box with a margin, so the mask lies inside it
     x0, y0, x1, y1 = region
     x, y, bw, bh = cv2.boundingRect(outline.mask[y0:y1, x0:x1].view(np.uint8))
