@@ -35,9 +35,7 @@ from typing import Any
 import numpy as np
 
 from nvir_agent.errors import AgentError, DataError, listing
-from nvir_agent.imaging import analyse as analyse_module
-from nvir_agent.imaging import boundary, features, segmentation
-from nvir_agent.imaging import reading as imageio
+from nvir_agent.imaging import boundary, segmentation
 from nvir_agent.imaging.analyse import analyse
 from nvir_agent.imaging.reading import read_image
 from nvir_agent.model import preprocess as preprocess_module
@@ -169,12 +167,13 @@ def normalise(crops: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _code_version() -> str:
-    """Hash of the code and weights that make a crop (reading, segmentation and its
-    border classifier, read → segment, preprocessing), so that cached crops are remade
-    when they change."""
+    """Hash of the code and weights that make a crop (every module of the imaging
+    package — reading, segmentation, its border classifier and later steps, read →
+    segment — and preprocessing), so that cached crops are remade when they change;
+    a module added to the imaging package is covered without being named here."""
     h = hashlib.sha1()
-    files = [inspect.getfile(m) for m in (imageio, segmentation, features, boundary,
-                                          analyse_module, preprocess_module)]
+    imaging_dir = Path(inspect.getfile(segmentation)).parent
+    files = [*sorted(imaging_dir.glob("*.py")), inspect.getfile(preprocess_module)]
     for file in [*files, boundary.WEIGHTS]:
         try:
             h.update(Path(file).read_bytes())
