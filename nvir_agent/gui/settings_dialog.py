@@ -1,0 +1,2 @@
+def open_settings(config, parent, engine=None):
+    pass
