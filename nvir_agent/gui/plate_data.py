@@ -13,7 +13,6 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from nvir_agent.monitor.platemap import FORMATS, PlateMap
@@ -221,10 +220,8 @@ def onset(values: Sequence[tuple[int, float | None]], threshold: float) -> int |
     """The first read from which the values stay below ``threshold`` (loss onset)."""
     start = None
     for tp, v in values:
-        if v is not None and v < threshold:
-            start = tp if start is None else start
-        else:
-            start = None
+        below = v is not None and v < threshold
+        start = (tp if start is None else start) if below else None
     return start
 
 

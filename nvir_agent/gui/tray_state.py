@@ -85,5 +85,6 @@ def tooltip(snap: TraySnapshot, now: float | None = None) -> str:
     if snap.demo_model or model.startswith("DEMO model"):
         lines.append("Model: demo model — synthetic training only")
     else:
-        lines.append(f"Model: {model.split(". ")[0]}")
+        first = model.split(". ")[0]
+        lines.append(f"Model: {first}")
     return "\n".join(lines)

@@ -370,9 +370,7 @@ class PlateView(QWidget):
         mode = self.scale_box.currentText()
         if mode == "my limits":
             scale = ColourScale(self.low.value(), self.high.value())
-        elif mode == "fixed 0–1.2" and metric in ("rel_control", "rel_baseline"):
-            scale = ColourScale(0.0, 1.2)
-        elif data is None:
+        elif mode == "fixed 0–1.2" and metric in ("rel_control", "rel_baseline") or data is None:
             scale = ColourScale(0.0, 1.2)
         else:
             tp = self.grid.timepoint if mode == "this read" else None
