@@ -63,12 +63,16 @@ class Job(QObject):
 
     @Slot(bool, object)
     def _deliver(self, ok: bool, value: object) -> None:
-        if ok:
-            self.done.emit(value)
-        else:
-            self.failed.emit(str(value))
-        _LIVE.discard(self)
-        self.deleteLater()
+        try:
+            if ok:
+                self.done.emit(value)
+            else:
+                self.failed.emit(str(value))
+        except RuntimeError as exc:  # the receiving widget was closed and deleted meanwhile
+            log.debug("A background result arrived after its window closed: %s", exc)
+        finally:
+            _LIVE.discard(self)
+            self.deleteLater()
 
 
 class _Runnable(QRunnable):
@@ -95,8 +99,13 @@ def submit(fn: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
            on_failed: Callable[[str], None] | None = None, *,
            parent: QObject | None = None) -> Job:
     """Run ``fn()`` on the worker pool; ``on_done(result)`` / ``on_failed(message)``
-    run on the thread that owns ``parent`` (the UI thread)."""
-    job = Job(parent)
+    run on the UI thread (the thread calling submit).
+
+    The job object has no Qt parent (``parent`` is accepted for readability and
+    ignored): a window closed while its job runs must not delete the object the
+    worker reports to. Callbacks bound to a deleted widget are disconnected by Qt."""
+    del parent
+    job = Job()
     if on_done is not None:
         job.done.connect(on_done)
     if on_failed is not None:

@@ -180,8 +180,13 @@ class AlertFilter(QSortFilterProxyModel):
         self.setSortRole(SORT_ROLE)
 
     def set_filters(self, plate: str, severity: str, state: str) -> None:
-        self.plate, self.severity, self.state = plate, severity, state
-        self.invalidateFilter()
+        if hasattr(self, "beginFilterChange"):  # Qt ≥ 6.9 (invalidateFilter is deprecated)
+            self.beginFilterChange()
+            self.plate, self.severity, self.state = plate, severity, state
+            self.endFilterChange()
+        else:
+            self.plate, self.severity, self.state = plate, severity, state
+            self.invalidateFilter()
 
     def filterAcceptsRow(self, row: int, parent: _Index) -> bool:
         model: AlertTableModel = self.sourceModel()  # type: ignore[assignment]

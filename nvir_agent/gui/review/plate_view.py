@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QPoint, QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPainterPath, QPalette, QPen
 from PySide6.QtWidgets import (
     QComboBox,
@@ -414,9 +414,8 @@ class PlateView(QWidget):
         img.fill(QColor("#ffffff"))
         p = QPainter(img)
         p.scale(scale, scale)
-        self.grid.render(p)
-        p.translate(self.grid.width(), 0)
-        self.bar.render(p)
+        self.grid.render(p, QPoint(0, 0))
+        self.bar.render(p, QPoint(self.grid.width(), 0))
         p.end()
         return img
 

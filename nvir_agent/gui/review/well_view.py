@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import shiboken6
 from PySide6.QtCore import QPointF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPen, QPixmap, QPolygonF
 from PySide6.QtWidgets import (
@@ -185,7 +186,7 @@ class WellView(QWidget):
         return f"read {im.timepoint}{fld}\nscore {v}{qc}"
 
     def _tile_ready(self, gen: int, result: tuple[WellImage, Thumbnail]) -> None:
-        if gen != self._generation:
+        if gen != self._generation or not shiboken6.isValid(self.strip):
             return
         im, thumb = result
         plain, outlined = tile(im, thumb)
