@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -27,17 +28,29 @@ log = logging.getLogger(__name__)
 POLL_MS = 3000  # status poll; a store count and an alert query, off the UI thread
 
 
+def _engine_factory_module() -> Any:
+    """``nvir_agent.app`` when it exists in this installation (it lands separately)."""
+    import importlib.util
+
+    import nvir_agent
+
+    spec = importlib.util.find_spec("nvir_agent.app")
+    if spec is None or spec.origin is None:
+        return None
+    if Path(spec.origin).parent != Path(nvir_agent.__file__).parent:
+        return None  # another checkout's module seen through an editable install
+    module = importlib.import_module("nvir_agent.app")
+    return module if hasattr(module, "build_engine") else None
+
+
 def build_gui_engine(config: Config, sinks: Sequence[Any] = (),
                      listeners: Sequence[Any] = ()) -> Engine:
     """The engine as `app.build_engine` will build it: stages, the monitor with a
     notifier from config plus ``sinks``, and ``listeners``.
 
     THE one call site to swap for ``nvir_agent.app.build_engine`` once it exists."""
-    try:
-        from nvir_agent import app  # lands with the engine factory (another branch)
-    except ImportError:
-        app = None
-    if app is not None and hasattr(app, "build_engine"):
+    app = _engine_factory_module()
+    if app is not None:
         return app.build_engine(config, sinks=list(sinks), listeners=list(listeners))
     from nvir_agent.monitor.listener import Monitor
     from nvir_agent.monitor.notify import build_notifier
