@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import pytest
+
+# Qt widgets in tests draw off screen (no display needed)
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +40,21 @@ def isolated_user_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     monkeypatch.delenv("NVIR_AGENT_CONFIG", raising=False)
     return home
+
+
+@pytest.fixture
+def gui_store(tmp_path):
+    """A small real store for the GUI tests (see gui_helpers.build_store)."""
+    from gui_helpers import build_store
+
+    return build_store(tmp_path)
+
+
+@pytest.fixture
+def no_leaked_workers(qtbot):
+    """Fail a test whose GUI background jobs are still running or undelivered at its end."""
+    from nvir_agent.gui import workers
+
+    yield
+    assert workers.wait_for_workers(10000), "GUI worker threads still running"
+    qtbot.waitUntil(lambda: workers.jobs_in_flight() == 0, timeout=20000)

@@ -38,7 +38,8 @@ _INTERNAL = ("id", "attempts", "updated_at", "size", "mtime", "state")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="watch the configured folders and analyse every new image")
     p.add_argument("--headless", action="store_true",
-                   help="run without the tray icon (logs go to the console and the log file)")
+                   help="run without the tray icon and review window (no Qt is loaded; logs "
+                   "go to the console and the log file); also the case without a display")
     p.set_defaults(func=cmd_run, log_to_file=True, log_verbose=True)
 
     p = sub.add_parser("process", help="analyse given image files or folders once")
@@ -73,6 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # before the heavy imports: config errors come fast
+    from nvir_agent.cli.display import has_display
+
+    if not args.headless and has_display():
+        from nvir_agent.gui.app import run_tray
+
+        return run_tray(config)
     from nvir_agent.app import build_engine
 
     engine = build_engine(config)

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
-import sys
 import tempfile
 import time
-import webbrowser
 from pathlib import Path
 from typing import Any
 
+from nvir_agent.cli.display import has_display
 from nvir_agent.errors import UsageError
 
 CHANGE_WORDS = {"opened": "new", "escalated": "now critical", "resolved": "resolved",
@@ -36,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report. Uses its own configuration (--config is ignored).",
     )
     p.add_argument("--headless", action="store_true",
-                   help="do not open the report in a browser (also when there is no display)")
+                   help="do not open the review window at the end (also when there is no "
+                   "display)")
     p.add_argument("--keep", metavar="DIR",
                    help="keep images, database, config and report in DIR (new or empty); "
                    "default: a temporary folder of which only the report is kept")
@@ -50,12 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="FILE",
                    help="score with this model file instead of the bundled demo model")
     p.set_defaults(func=cmd_demo)
-
-
-def _has_display() -> bool:
-    if sys.platform in ("win32", "darwin"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _options(args: argparse.Namespace) -> Any:
@@ -148,12 +141,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     print(format_check(check))
     print()
+    if not args.headless and has_display():
+        print("Opening the review window (close it to end the demo) …", flush=True)
+        from nvir_agent.config import load_config
+        from nvir_agent.gui.app import run_review
+
+        run_review(load_config(ws.config, check_folders=False), ws.database)
     if not keep:
         shutil.rmtree(ws.acquisition, ignore_errors=True)
         for p in ws.root.glob(ws.database.name + "*"):
             p.unlink(missing_ok=True)
         print("Images and database were removed (use --keep DIR to keep them).")
     print(f"Report: {result.report}")
-    if not args.headless and _has_display():
-        webbrowser.open(result.report.as_uri())
     return 0

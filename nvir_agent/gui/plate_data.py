@@ -1,0 +1,248 @@
+"""What the review window shows, read from the store (no Qt here).
+
+Each function takes a database path, opens its own short-lived read-only
+connection and returns plain values, so the window can call it from a worker
+thread. Nothing here is drawn; the views turn these values into pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nvir_agent.monitor.platemap import FORMATS, PlateMap
+from nvir_agent.monitor.timecourse import (
+    ReadSummary,
+    WellTimepoint,
+    assign_timepoints,
+    load_plate_timecourses,
+)
+from nvir_agent.store import Alert, MeasurementRow, StoreReader
+
+# metric key → (label for the picker, unit shown on the colour bar)
+METRICS: dict[str, tuple[str, str]] = {
+    "rel_control": ("Viability relative to vehicle", "× vehicle"),
+    "rel_baseline": ("Viability vs the well's baseline", "× baseline"),
+    "diameter": ("Spheroid diameter", "px"),
+    "circularity": ("Circularity", ""),
+    "focus": ("Focus (Laplacian variance)", ""),
+}
+FEATURE_KEYS = {"diameter": ("diameter_um", "equivalent_diameter_px"),
+                "circularity": ("circularity",), "focus": ("focus",)}
+
+
+@dataclass(frozen=True)
+class WellImage:
+    """One analysed image of a well (the thumbnails strip)."""
+
+    image_id: int
+    path: str
+    timepoint: int
+    field: int | None
+    state: str
+    found: bool | None
+    viability: float | None
+    qc: tuple[str, ...]
+    outline: tuple[tuple[int, int], ...] | None  # full-image pixels, when the engine stored it
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass
+class PlateData:
+    """One plate: its layout, the time-course points and per-read features."""
+
+    plate: str
+    format: int
+    plate_map: PlateMap | None
+    timepoints: list[int]
+    points: dict[tuple[str, int], WellTimepoint] = field(default_factory=dict)
+    features: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
+    reads: list[ReadSummary] = field(default_factory=list)
+    acquired_at: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return FORMATS.get(self.format, FORMATS[96])
+
+    def value(self, well: str, timepoint: int, metric: str) -> float | None:
+        """The metric of a well at a read (None: no data)."""
+        if metric in ("rel_control", "rel_baseline"):
+            p = self.points.get((well, timepoint))
+            if p is None:
+                return None
+            v = p.viability_rel_control if metric == "rel_control" else p.viability_rel_baseline
+            return v if v is not None and math.isfinite(v) else None
+        return self.features.get((well, timepoint), {}).get(metric)
+
+    def values(self, timepoint: int | None, metric: str) -> list[float]:
+        """Every value of the metric on this plate (one read, or all reads)."""
+        tps = self.timepoints if timepoint is None else [timepoint]
+        out = []
+        for (well, tp) in self.points.keys() | self.features.keys():
+            if tp in tps:
+                v = self.value(well, tp, metric)
+                if v is not None:
+                    out.append(v)
+        return out
+
+    def role(self, well: str) -> str | None:
+        return self.plate_map.role(well) if self.plate_map else None
+
+    def describe(self, well: str) -> str:
+        """'Fictazine 8 µM (treated)' / 'vehicle' / 'not mapped'."""
+        a = self.plate_map.wells.get(well) if self.plate_map else None
+        if a is None:
+            return "not mapped"
+        if a.compound:
+            conc = f" {a.concentration_uM:g} µM" if a.concentration_uM is not None else ""
+            return f"{a.compound}{conc} ({a.role})"
+        return a.role
+
+    def group_wells(self, well: str) -> list[str]:
+        """The replicate group of a well (the well alone when it has none)."""
+        if self.plate_map is None or well not in self.plate_map.wells:
+            return [well]
+        label = self.plate_map.wells[well].group_label
+        if label is None:
+            return [well]
+        return sorted(w for w, a in self.plate_map.wells.items() if a.group_label == label)
+
+    def vehicle_wells(self) -> list[str]:
+        if self.plate_map is None:
+            return []
+        return sorted(w for w, a in self.plate_map.wells.items() if a.role == "vehicle")
+
+
+def _median(values: Iterable[float]) -> float | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(vals) if vals else None
+
+
+def _feature(row: MeasurementRow, metric: str) -> float | None:
+    for key in FEATURE_KEYS[metric]:
+        v = row.features.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            return float(v)
+    return None
+
+
+def load_plate(database: str | os.PathLike[str], plate: str,
+               settings: dict[str, Any] | None = None) -> PlateData:
+    """A plate's time courses (as the monitor computes them) and its features."""
+    with StoreReader(database) as reader:
+        tcs = load_plate_timecourses(reader, [plate], **(settings or {}))
+        tc = tcs.get(plate)
+        scores = reader.image_scores([plate])
+        tps = assign_timepoints(scores, (settings or {}).get("read_gap_s", 900.0))
+        per: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for row in reader.iter_measurements(plate=plate, page=5000):
+            tp = tps.get(row.id)
+            if tp is None or row.state != "done" or not row.found or not row.key.well:
+                continue
+            for metric in FEATURE_KEYS:
+                v = _feature(row, metric)
+                if v is not None:
+                    per[(row.key.well, tp)][metric].append(v)
+    pm = tc.plate_map if tc else None
+    data = PlateData(plate=plate, format=pm.format if pm else _guess_format(scores),
+                     plate_map=pm, timepoints=[])
+    if tc is not None:
+        data.points = {(p.well, p.timepoint): p for p in tc.points}
+        data.reads = sorted(tc.reads, key=lambda r: r.timepoint)
+        data.acquired_at = {r.timepoint: r.acquired_at for r in tc.reads}
+    data.features = {k: {m: _median(v) for m, v in d.items()} for k, d in per.items()}
+    data.timepoints = sorted({tp for (_w, tp) in data.points} | {tp for (_w, tp) in per})
+    return data
+
+
+def _guess_format(scores: Sequence[Any]) -> int:
+    from nvir_agent.monitor.platemap import parse_well
+
+    fmt = 96
+    for s in scores:
+        try:
+            r, c, _ = parse_well(s.well, 1536)
+        except Exception:  # an odd well name: keep the smallest plate that fits the rest
+            continue
+        if r > 16 or c > 24:
+            return 1536
+        if r > 8 or c > 12:
+            fmt = 384
+    return fmt
+
+
+def load_alerts(database: str | os.PathLike[str]) -> list[Alert]:
+    """Every alert, active ones first (the alert list filters)."""
+    with StoreReader(database) as reader:
+        return reader.alerts(include_closed=True)
+
+
+def plate_names(database: str | os.PathLike[str]) -> list[str]:
+    with StoreReader(database) as reader:
+        return reader.plate_names()
+
+
+def well_images(database: str | os.PathLike[str], plate: str, well: str,
+                read_gap_s: float = 900.0) -> list[WellImage]:
+    """The images of one well in time order (first field of each read first)."""
+    with StoreReader(database) as reader:
+        scores = [s for s in reader.image_scores([plate])]
+        tps = assign_timepoints(scores, read_gap_s)
+        ids = {s.image_id for s in scores if s.well == well}
+        rows = [r for r in reader.iter_measurements(plate=plate, page=5000) if r.id in ids]
+    out = []
+    for r in rows:
+        outline = getattr(r, "outline", None)
+        out.append(WellImage(
+            image_id=r.id, path=r.path, timepoint=tps.get(r.id, r.key.timepoint or 0),
+            field=r.key.field, state=r.state, found=r.found, viability=r.viability, qc=r.qc,
+            outline=tuple(map(tuple, outline)) if outline else None,
+            width=r.features.get("width"), height=r.features.get("height")))
+    return sorted(out, key=lambda w: (w.timepoint, w.field or 0, w.image_id))
+
+
+def alert_wells(alert: Alert) -> list[str]:
+    """The wells an alert is about (a well alert, or a group's wells)."""
+    kind, _, rest = alert.subject.partition(":")
+    if kind == "well":
+        return [rest]
+    wells = alert.details.get("alerting_wells") or alert.details.get("wells") or []
+    return [str(w) for w in wells]
+
+
+def onset(values: Sequence[tuple[int, float | None]], threshold: float) -> int | None:
+    """The first read from which the values stay below ``threshold`` (loss onset)."""
+    start = None
+    for tp, v in values:
+        below = v is not None and v < threshold
+        start = (tp if start is None else start) if below else None
+    return start
+
+
+
+
+@dataclass(frozen=True)
+class DoseResponse:
+    """A compound's dose-response at one read: the fit and its replicate points."""
+
+    compound: str
+    timepoint: int
+    fit: Any  # report.dili.CompoundDayFit, or None when it could not be fitted
+    points: tuple[tuple[float, float, str], ...]  # (µM, viability, well)
+
+
+def dose_response(data: PlateData, compound: str, timepoint: int) -> DoseResponse:
+    """Fit the compound's wells at this read (runs scipy: call it from a worker)."""
+    from nvir_agent.report.dili import fit_compounds, records_from_points
+
+    points = [p for p in data.points.values() if p.timepoint == timepoint]
+    records = [r for r in records_from_points(points) if r.compound == compound]
+    fits = fit_compounds(records, days=[timepoint]) if records else []
+    return DoseResponse(compound, timepoint, fits[0] if fits else None,
+                        tuple((r.concentration_uM, r.viability, r.well or "") for r in records))

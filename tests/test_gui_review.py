@@ -1,0 +1,112 @@
+"""The review window on a fixture store (real Qt widgets, offscreen)."""
+
+from __future__ import annotations
+
+from gui_helpers import PLATE
+
+from nvir_agent.gui import workers
+from nvir_agent.gui.review.window import ReviewWindow
+from nvir_agent.store import StoreReader
+
+
+def open_window(qtbot, config, db, **kw) -> ReviewWindow:
+    w = ReviewWindow(db, config, **kw)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.loaded and PLATE in w.plates and workers.jobs_in_flight() == 0,
+                    timeout=15000)
+    return w
+
+
+def test_window_lists_active_alerts_critical_first_and_colours_wells(
+        qtbot, gui_store, no_leaked_workers):
+    config, db = gui_store
+    w = open_window(qtbot, config, db)
+    model = w.alert_list.proxy
+    assert model.rowCount() == 2
+    first = model.index(0, 0).data()
+    assert first == "critical"
+    grid = w.plate_view.grid
+    assert grid.timepoint == 3
+    tox = grid.scale.colour(grid.data.value("D02", 3, "rel_control"))
+    vehicle = grid.scale.colour(grid.data.value("A01", 3, "rel_control"))
+    assert tox.lightness() < vehicle.lightness()  # cividis: low viability is dark
+    assert grid.data.value("A05", 3, "rel_control") is None  # unmapped: X, no data
+    assert grid.alert_glyphs["D02"] == ("critical", "open")
+    assert w.banner.isVisible() and "CRITICAL" in w.banner.text()
+
+
+def test_selecting_an_alert_selects_its_wells(qtbot, gui_store, no_leaked_workers):
+    config, db = gui_store
+    w = open_window(qtbot, config, db)
+    with StoreReader(db) as r:
+        warning = next(a for a in r.alerts() if a.severity == "warning")
+    assert w.alert_list.select(warning.id)
+    assert w.plate_view.grid.selected == {"A02", "B02", "C02"}
+    qtbot.waitUntil(lambda: w.well_view.well == "A02" and workers.jobs_in_flight() == 0,
+                    timeout=15000)
+    assert "Tox 1 µM" in w.well_view.header.text()
+    assert w.well_view.strip.count() == 3
+
+
+def test_acknowledge_and_dismiss_through_the_window_change_the_store(
+        qtbot, gui_store, no_leaked_workers, monkeypatch):
+    from nvir_agent.gui.review import dialogs
+
+    config, db = gui_store
+    w = open_window(qtbot, config, db)
+    with StoreReader(db) as r:
+        crit, warn = sorted(r.alerts(), key=lambda a: a.severity)
+    monkeypatch.setattr(dialogs.AcknowledgeDialog, "exec", lambda self: 1)
+    monkeypatch.setattr(dialogs.AcknowledgeDialog, "values", lambda self: ("seen", None))
+    w.alert_list.select(crit.id)
+    w.ack_action.trigger()
+    qtbot.waitUntil(lambda: StoreReader(db).alert(crit.id).state == "acknowledged",
+                    timeout=10000)
+    qtbot.waitUntil(lambda: not w.banner.isVisible(), timeout=10000)
+    monkeypatch.setattr(dialogs.DismissDialog, "exec", lambda self: 1)
+    monkeypatch.setattr(dialogs.DismissDialog, "values", lambda self: "bubble")
+    w.alert_list.select(warn.id)
+    w.dismiss_action.trigger()
+    qtbot.waitUntil(lambda: StoreReader(db).alert(warn.id).state == "dismissed", timeout=10000)
+    with StoreReader(db) as r:
+        assert r.alert_events(warn.id)[-1].comment == "bubble"
+    qtbot.waitUntil(lambda: workers.jobs_in_flight() == 0, timeout=10000)
+
+
+def test_opening_on_an_alert_selects_it(qtbot, gui_store, no_leaked_workers):
+    config, db = gui_store
+    with StoreReader(db) as r:
+        warn = next(a for a in r.alerts() if a.severity == "warning")
+    w = open_window(qtbot, config, db, alert_id=warn.id)
+    assert w.alert_list.current().id == warn.id
+
+
+def test_plate_export_writes_csv_and_heatmap_png(qtbot, gui_store, no_leaked_workers,
+                                                  tmp_path):
+    config, db = gui_store
+    w = open_window(qtbot, config, db)
+    out = tmp_path / "p1.csv"
+    w.export_plate(str(out))
+    qtbot.waitUntil(out.is_file, timeout=10000)
+    text = out.read_text(encoding="utf-8").splitlines()
+    assert text[0].startswith("plate,well,role")
+    assert any(line.startswith("P1,D02,treated,Tox,10.0") for line in text)
+    png = w.plate_view.export_png(str(tmp_path / "heat.png"))
+    assert png and (tmp_path / "heat.png").stat().st_size > 1000
+    qtbot.waitUntil(lambda: workers.jobs_in_flight() == 0, timeout=10000)
+
+
+def test_review_command_writes_a_screenshot(qtbot, gui_store, tmp_path, capsys):
+    from nvir_agent.cli.main import main
+
+    config, db = gui_store
+    toml = tmp_path / "agent.toml"
+    toml.write_text(f'[storage]\ndatabase = "{db}"\n', encoding="utf-8")
+    out = tmp_path / "shot.png"
+    assert main(["review", "--config", str(toml), "--screenshot", str(out)]) == 0
+    assert out.stat().st_size > 10000
+    from PySide6.QtGui import QImage
+
+    img = QImage(str(out))
+    assert img.width() >= 1000 and img.height() >= 600
