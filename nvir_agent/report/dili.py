@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.errors import DataError, read_text_file
-from nvir_agent.monitor.timecourse import IMAGING_QC_FLAGS
+from nvir_agent.monitor.counting import IMAGING_FAILURE_FLAGS
 from nvir_agent.report.doseresponse import DoseResponseFit, fit_dose_response
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DAY = 7
 DEFAULT_MARGIN = 100.0
 INFINITE_MOS = 1e6
-ARTEFACT_FLAGS = IMAGING_QC_FLAGS | {"touches_border"}
+ARTEFACT_FLAGS = IMAGING_FAILURE_FLAGS
 """QC flags that make a well's score untrustworthy whatever the drug did."""
 _DILI_WORDS = {
     "1": True, "positive": True, "pos": True, "true": True, "yes": True, "+": True,
@@ -118,17 +118,10 @@ class DiliEvaluation:
 
 
 def usable_for_dose_response(point: Any) -> bool:
-    """Whether a well's value may enter a dose-response fit.
-
-    A well that passed segmentation QC is usable. One that failed QC is still
-    usable unless an imaging artefact spoiled the picture the score was made
-    from (:data:`ARTEFACT_FLAGS`): fragmentation, shrinkage, swelling, shed
-    clumps or a missing compact body are what toxicity looks like, and
-    dropping those wells would bias the IC50 upwards.
-    """
-    if getattr(point, "passed_qc", True):
-        return True
-    return not (set(getattr(point, "flags", ())) & ARTEFACT_FLAGS)
+    """Whether a well's value may enter a dose-response fit: the counting rule
+    of :mod:`nvir_agent.monitor.counting` (fragmentation, shrinkage, a missing
+    body are what toxicity looks like and count; imaging failures do not)."""
+    return bool(getattr(point, "counted", True))
 
 
 def records_from_points(points: Iterable[Any]) -> list[ViabilityRecord]:
@@ -136,7 +129,7 @@ def records_from_points(points: Iterable[Any]) -> list[ViabilityRecord]:
 
     Keeps treated and positive-control wells with a compound, a positive
     concentration, a value relative to control and usable QC
-    (:func:`usable_for_dose_response`); the day is the read's time point.
+    under the counting rule (:func:`usable_for_dose_response`); the day is the read's time point.
     """
     out = []
     for p in points:

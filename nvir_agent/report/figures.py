@@ -126,7 +126,7 @@ def vehicle_band(points: Iterable[WellTimepoint]) -> dict[int, tuple[float, floa
     """time point → (median, standard deviation) of vehicle wells relative to control."""
     by_tp: dict[int, list[float]] = defaultdict(list)
     for p in points:
-        if p.role == "vehicle" and p.passed_qc and p.viability_rel_control is not None:
+        if p.role == "vehicle" and p.counted and p.viability_rel_control is not None:
             by_tp[p.timepoint].append(p.viability_rel_control)
     return {tp: (statistics.median(v), statistics.pstdev(v)) for tp, v in sorted(by_tp.items())}
 
@@ -144,7 +144,7 @@ def timecourse_png(compound: str, points: Sequence[WellTimepoint],
         ax.plot(tps, med, color="#616161", lw=1)
     by_conc: dict[float, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for p in points:
-        if p.viability_rel_control is not None and p.passed_qc:
+        if p.viability_rel_control is not None and p.counted:
             by_conc[p.concentration_uM or 0.0][p.timepoint].append(p.viability_rel_control)
     concs = sorted(by_conc)
     for i, c in enumerate(concs):
