@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import webbrowser
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nvir_agent.synth.plate import POSITIVE_CONTROL
 
     options = _options(args)
+    if args.keep is None:
+        options = replace(options, keep_database=False)
     if not args.debug:
         # The demo prints every alert itself (polling the store); the notifier's log
         # sink would repeat critical ones on the console.
