@@ -75,3 +75,13 @@ def test_model_info_summarises_the_training_history(capsys):
     assert max(len(line) for line in out.splitlines()) < 1000  # no history dump
     rc, out, _ = cli(capsys, "model", "info", "--history")
     assert sum(1 for line in out.splitlines() if line.strip()[:1].isdigit()) >= 10
+
+
+def test_score_on_unreadable_files_says_none_were_scored(tmp_path, capsys):
+    files = []
+    for i in range(4):
+        f = tmp_path / f"broken{i}.tif"
+        f.write_bytes(b"not an image")
+        files.append(str(f))
+    rc, _, err = cli(capsys, "score", *files)
+    assert rc == 1 and "0 of 4 images scored" in err and "4 not scored" in err
