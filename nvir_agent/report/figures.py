@@ -46,16 +46,6 @@ def format_number(v: float | None, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
-def ic50_label(ic50: float, ci: tuple[float, float], converged: bool,
-               infinity: str = "∞") -> str:
-    """'IC50 2.1 µM [1.6–2.8]', 'IC50 ∞ (>10× top conc.)' or 'fit failed'."""
-    if not converged:
-        return "fit failed"
-    if math.isinf(ic50):
-        return f"IC50 {infinity} (>10× top conc.)"
-    return f"IC50 {format_number(ic50)} µM [{format_number(ci[0])}–{format_number(ci[1])}]"
-
-
 def png_base64(fig: Figure) -> str:
     """The figure as base64 PNG text for a data: URI."""
     FigureCanvasAgg(fig)
