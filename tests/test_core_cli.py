@@ -15,6 +15,13 @@ import tifffile
 from nvir_agent.cli.main import main
 
 
+def records(jsonl: str) -> list[dict]:
+    """JSON-lines export rows, without the leading provenance record."""
+    rows = [json.loads(line) for line in jsonl.splitlines()]
+    assert "agent" in rows[0]["provenance"] and "database" in rows[0]["provenance"]
+    return rows[1:]
+
+
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
     rc = main(list(argv))
     out, err = capsys.readouterr()
@@ -75,11 +82,11 @@ def test_process_twice_does_not_analyse_again_unless_forced(acquisition, capsys)
     cli(capsys, "--config", str(a["cfg"]), "process", str(a["png"]), "--json")
     cli(capsys, "--config", str(a["cfg"]), "process", str(a["png"]), "--json")
     rc, out, _ = cli(capsys, "--config", str(a["cfg"]), "export", "--format", "jsonl")
-    [row] = [json.loads(line) for line in out.splitlines()]
+    [row] = records(out)
     assert row["attempts"] == 1
     cli(capsys, "--config", str(a["cfg"]), "process", "--force", str(a["png"]))
     _, out, _ = cli(capsys, "--config", str(a["cfg"]), "export", "--format", "jsonl")
-    again = json.loads(out)
+    [again] = records(out)
     assert again["updated_at"] > row["updated_at"] and again["state"] == "done"
 
 
@@ -115,7 +122,9 @@ def test_export_csv_has_key_state_and_measurement_columns(acquisition, capsys, t
     out_file = tmp_path / "export.csv"
     rc, _, err = cli(capsys, "--config", str(a["cfg"]), "export", "--out", str(out_file))
     assert rc == 0 and "Exported 4 images" in err
-    rows = list(csv.DictReader(io.StringIO(out_file.read_text(encoding="utf-8"))))
+    text = out_file.read_text(encoding="utf-8")
+    assert text.startswith("# agent: NViR Agent")  # provenance first, as comment lines
+    rows = list(csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#")))
     assert len(rows) == 4
     assert {"path", "plate", "well", "timepoint", "state", "error", "viability",
             "found"} <= set(rows[0])
@@ -128,7 +137,7 @@ def test_export_jsonl_to_stdout(acquisition, capsys):
     a = acquisition
     cli(capsys, "--config", str(a["cfg"]), "process", str(a["tif"]))
     rc, out, _ = cli(capsys, "--config", str(a["cfg"]), "export", "--format", "jsonl")
-    [row] = map(json.loads, out.splitlines())
+    [row] = records(out)
     assert rc == 0 and row["well"] == "B04" and row["state"] == "done"
 
 
@@ -191,7 +200,8 @@ def test_status_says_which_model_scores_or_how_to_get_one(tmp_path, capsys):
         encoding="utf-8",
     )
     rc, out, _ = cli(capsys, "--config", str(cfg), "status")
-    assert rc == 0 and f"model:     model {missing}" in out
+    assert rc == 1 and f"model:     model {missing}" in out  # named, and a problem
+    assert f"model file {missing} does not exist" in out
     cfg.write_text(
         f'[storage]\ndatabase = "{tmp_path / "s.sqlite3"}"\n[model]\nenabled = false\n',
         encoding="utf-8",

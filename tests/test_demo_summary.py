@@ -19,7 +19,8 @@ from nvir_agent.demo.summary import (
 from nvir_agent.errors import DataError
 from nvir_agent.monitor.alerts import Alert
 from nvir_agent.monitor.platemap import read_plate_maps
-from nvir_agent.report.html import Ic50Row
+from nvir_agent.report.dili import ViabilityRecord, fit_compounds
+from nvir_agent.report.html import Ic50Row, ic50_rows
 from nvir_agent.synth.plate import Compound
 
 CFG = AlertsConfig()
@@ -147,7 +148,12 @@ def test_summary_rows_show_truth_first_alert_and_fit(truth):
     assert "read 2, critical" in text
     assert "harmless" in text
     assert fit_text(fits[1]) == "none (infinite)"
-    assert fit_text(_fit("Shamacil", 3, 47.0, ci=(math.nan, math.nan)), 32.0) == (
-        "47 µM (CI n/a; above the highest tested 32 µM)")
+    flat = [ViabilityRecord("Shamacil", 3, c, v) for c in (0.5, 2.0, 8.0, 32.0)
+            for v in (1.0, 0.97, 1.02)]
+    flat += [ViabilityRecord("Shamacil", 3, 32.0, 0.9)]
+    (row,) = ic50_rows(fit_compounds(flat))
+    assert fit_text(row) == "> 32 µM (top tested)"
+    assert fit_text(_fit("Mock", 3, 4.7, ci=(math.nan, math.nan))) == (
+        "4.7 µM (CI could not be estimated)")
     assert fit_text(Ic50Row("Killitox", 3, math.nan, (math.nan, math.nan), False, False,
                             n_concentrations=1)) == "n/a (1 concentration)"

@@ -81,7 +81,7 @@ def test_infinite_ic50_gives_infinite_mos():
 def test_records_from_points_keeps_only_usable_treated_wells():
     def point(**kw):
         base = dict(plate="P", well="B02", timepoint=2, role="treated", compound="X",
-                    concentration_uM=3.0, viability_rel_control=0.8, passed_qc=True,
+                    concentration_uM=3.0, viability_rel_control=0.8, counted=True,
                     cmax_uM=0.5, flags=())
         base.update(kw)
         return SimpleNamespace(**base)
@@ -90,7 +90,7 @@ def test_records_from_points_keeps_only_usable_treated_wells():
         point(),
         point(role="positive", compound="Tox", well="B03"),
         point(role="vehicle", compound="DMSO"),
-        point(passed_qc=False, flags=("qc", "out_of_focus")),
+        point(counted=False, flags=("qc", "out_of_focus")),
         point(viability_rel_control=None),
         point(concentration_uM=0.0),
         point(concentration_uM=None),
@@ -99,28 +99,6 @@ def test_records_from_points_keeps_only_usable_treated_wells():
     recs = records_from_points(pts)
     assert [(r.compound, r.day, r.concentration_uM, r.viability, r.cmax_uM) for r in recs] == [
         ("X", 2, 3.0, 0.8, 0.5), ("Tox", 2, 3.0, 0.8, 0.5)]
-
-
-def test_wells_failing_qc_for_signs_of_death_stay_in_the_fit_but_artefacts_do_not():
-    def point(flags, passed_qc=False):
-        return SimpleNamespace(plate="P", well="C05", timepoint=4, role="treated",
-                               compound="X", concentration_uM=30.0, viability_rel_control=0.05,
-                               passed_qc=passed_qc, flags=flags, cmax_uM=None)
-
-    kept = records_from_points([
-        point(("qc", "fragmented")),
-        point(("qc", "too_small", "fragmented", "fallback")),
-        point(("qc", "not_found", "no_spheroid")),
-        point(("qc", "multiple_objects", "too_large")),  # shed clumps, swelling
-    ])
-    assert len(kept) == 4
-    dropped = records_from_points([
-        point(("qc", "out_of_focus")),
-        point(("qc", "fragmented", "touches_border")),
-        point(("qc", "underexposed")),
-        point(("qc", "saturated", "too_small")),
-    ])
-    assert dropped == []
 
 
 def test_roc_auc_matches_hand_computed_mann_whitney():

@@ -217,7 +217,7 @@ def test_report_of_a_plate_without_scores_renders_and_says_so(tmp_path):
     data = collect_report(db)
     assert data.fits == []
     html_text = render_html(data)
-    assert "No dose-response (no usable treated wells)" in html_text
+    assert "No dose-response (no counted treated wells)" in html_text
     assert "Zorbicin" in html_text
     assert ic50_table(db) == []
 

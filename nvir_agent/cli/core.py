@@ -7,7 +7,6 @@ functions so that `nvir-agent --help` stays fast.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import signal
@@ -15,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from nvir_agent import paths
 from nvir_agent.config import find_config_path, load_config, use_all_cores
@@ -49,12 +48,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="analyse again even files already analysed unchanged")
     p.set_defaults(func=cmd_process)
 
-    p = sub.add_parser("status", help="images seen/done/failed/pending and folder health")
+    p = sub.add_parser("status", help="images seen/done/failed/pending, folder health and "
+                       "problems (exit 1 when there are any)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("export", help="every image with its key, state and measurements")
-    p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="default: csv")
+    p = sub.add_parser(
+        "export", help="results as tables: per image, per well and read, or per compound",
+        description="Export results with their provenance (agent version, model file and "
+        "hash, training data). --level image: every image with its key, state and "
+        "measurements; well: one row per plate x well x read with role, compound, "
+        "concentration, group, viability (relative to vehicle and to baseline), whether "
+        "the counting rule includes it and why not, QC flags and image paths; compound: "
+        "per compound and read the IC50 under the reporting rule with CI, hill, R², "
+        "margin of safety, reliability and n. --format xlsx writes all three levels, one "
+        "sheet each, plus a provenance sheet.")
+    p.add_argument("--level", choices=("image", "well", "compound"), default="image",
+                   help="default: image")
+    p.add_argument("--format", choices=("csv", "jsonl", "xlsx"), default="csv",
+                   help="default: csv (xlsx needs --out)")
     p.add_argument("--out", metavar="FILE", help="write here instead of the console")
     p.set_defaults(func=cmd_export)
 
@@ -76,7 +88,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # before the heavy imports: config errors come fast
     from nvir_agent.cli.display import has_display
 
-    if not args.headless and has_display():
+    tray = not args.headless and has_display()
+    if not config.watch.folders and not tray:  # the tray's Settings… can add them
+        where = find_config_path(args.config)
+        raise UsageError(
+            "No folders to watch: the agent would wait for images that can never arrive.",
+            f"Set folders = [\"/path/to/acquisitions\"] under [watch] in "
+            f"{where or 'agent.toml (see `nvir-agent paths` for where it belongs)'}, "
+            "or try `nvir-agent demo`.")
+    if tray:
         from nvir_agent.gui.app import run_tray
 
         return run_tray(config)
@@ -161,7 +181,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     st = read_status(config)
     if args.json:
         print(json.dumps(st.as_dict()))
-        return 0
+        return 1 if st.problems else 0
     state = (f"running (pid {st.pid}, since {_when(st.started_at)})" if st.running
              else "not running")
     print(f"agent:     {state}")
@@ -177,58 +197,80 @@ def cmd_status(args: argparse.Namespace) -> int:
         detail = f" — {f.detail}" if f.detail else ""
         restarts = f", {f.restarts} restarts" if f.restarts else ""
         print(f"  {f.folder}  {f.mode}{net}  {f.health}{restarts}{detail}")
+    if st.problems:
+        print(f"problems ({len(st.problems)}):")
+        for problem in st.problems:
+            print(f"  - {problem}")
+        return 1
     return 0
 
 
 # --- export -------------------------------------------------------------------------------
 
 
-def _csv_value(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, list):
-        return ";".join(map(str, v))
-    if isinstance(v, dict):
-        return json.dumps(v, sort_keys=True)
-    return v
+def _export_tables(config: Any, db: Path, levels: Iterable[str]) -> tuple[
+        dict[str, tuple[list[str], list[dict[str, Any]]]], Any]:
+    """level → (columns, rows) for the levels asked, and the provenance."""
+    from nvir_agent.cli.report import plate_map_lookup
+    from nvir_agent.monitor.timecourse import load_plate_timecourses, settings_from_config
+    from nvir_agent.report import export
+    from nvir_agent.report.dili import fit_compounds, records_from_points
+    from nvir_agent.report.provenance import collect_provenance
+    from nvir_agent.store import StoreReader
 
-
-def write_export(rows: Iterable[dict[str, Any]], out: TextIO, fmt: str) -> int:
-    """Write rows as CSV (fixed key columns, then measurement columns) or JSON lines."""
-    n = 0
-    if fmt == "jsonl":
-        for row in rows:
-            row.pop("id", None)
-            out.write(json.dumps(row, default=str) + "\n")
-            n += 1
-        return n
-    rows = list(rows)
-    extra = sorted({k for r in rows for k in r} - set(EXPORT_KEYS) - {"id"})
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*EXPORT_KEYS, *extra])
-    for row in rows:
-        writer.writerow([_csv_value(row.get(k)) for k in (*EXPORT_KEYS, *extra)])
-        n += 1
-    return n
+    levels = list(levels)
+    out: dict[str, tuple[list[str], list[dict[str, Any]]]] = {}
+    with StoreReader(db) as reader:
+        images = list(reader.export_rows())
+        provenance = collect_provenance(config, database=str(db),
+                                        models_in_data=reader.model_counts())
+    if "image" in levels:
+        out["image"] = (export.columns_of(images, EXPORT_KEYS), images)
+    if "well" in levels or "compound" in levels:
+        plates = load_plate_timecourses(db, maps=plate_map_lookup(config, db),
+                                        **settings_from_config(config))
+        if "well" in levels:
+            paths = {int(r["id"]): str(r["path"]) for r in images if r.get("id") is not None}
+            out["well"] = (list(export.WELL_COLUMNS), export.well_rows(plates, paths))
+        if "compound" in levels:
+            points = [p for tc in plates.values() for p in tc.points]
+            fits = fit_compounds(records_from_points(points))
+            out["compound"] = (list(export.COMPOUND_COLUMNS), export.compound_rows(fits))
+    return out, provenance
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nvir_agent.store import StoreReader, database_path
+    from nvir_agent.report import export
+    from nvir_agent.store import database_path
 
     config = load_config(args.config, check_folders=False)
     db = database_path(config)
-    with StoreReader(db) as reader:
-        rows = reader.export_rows()
-        if args.out:
-            try:
-                with open(args.out, "w", newline="", encoding="utf-8") as fh:
-                    n = write_export(rows, fh, args.format)
-            except OSError as exc:
-                raise UsageError(f"Cannot write {args.out}: {exc.strerror or exc}.",
-                                 "Choose a file in a folder you may write to.") from exc
-            print(f"Exported {n} images to {args.out}", file=sys.stderr)
-        else:
-            write_export(rows, sys.stdout, args.format)
+    if args.format == "xlsx":
+        if not args.out:
+            raise UsageError("--format xlsx needs --out FILE.xlsx.",
+                             "For example: nvir-agent export --format xlsx --out results.xlsx")
+        tables, provenance = _export_tables(config, db, export.LEVELS)
+        try:
+            counts = export.write_xlsx(args.out, tables, provenance)
+        except OSError as exc:
+            raise UsageError(f"Cannot write {args.out}: {exc.strerror or exc}.",
+                             "Choose a file in a folder you may write to.") from exc
+        print(f"Exported {', '.join(f'{n} {k} rows' for k, n in counts.items())} to {args.out}",
+              file=sys.stderr)
+        return 0
+    tables, provenance = _export_tables(config, db, [args.level])
+    columns, rows = tables[args.level]
+    if args.out:
+        try:
+            with open(args.out, "w", newline="", encoding="utf-8") as fh:
+                n = export.write_text(rows, columns, fh, args.format, provenance)
+        except OSError as exc:
+            raise UsageError(f"Cannot write {args.out}: {exc.strerror or exc}.",
+                             "Choose a file in a folder you may write to.") from exc
+        what = "images" if args.level == "image" else f"{args.level} rows"
+        print(f"Exported {n} {what} to {args.out}", file=sys.stderr)
+    else:
+        export.write_text(rows, columns, sys.stdout, args.format, provenance)
     return 0
 
 

@@ -13,6 +13,7 @@ import logging
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nvir_agent.synth.plate import POSITIVE_CONTROL
 
     options = _options(args)
+    if args.keep is None:
+        options = replace(options, keep_database=False)
     if not args.debug:
         # The demo prints every alert itself (polling the store); the notifier's log
         # sink would repeat critical ones on the console.

@@ -42,7 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         help="model file (default: the one the agent would use, from agent.toml)",
     )
-    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--json", action="store_true",
+                      help="print one JSON object (with the whole training history)")
+    info.add_argument("--history", action="store_true",
+                      help="also print the training history, one line per epoch")
     info.set_defaults(func=cmd_info)
     m.set_defaults(func=lambda args: _usage(m))
 
@@ -182,9 +185,52 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(
         "metrics:       " + (", ".join(f"{k} {v}" for k, v in metrics.items()) or "none recorded")
     )
-    for k, v in info["extra"].items():
-        print(f"{k + ':':<15}{json.dumps(v, default=str)}")
+    extra = dict(info["extra"])
+    history = extra.pop("history", None)
+    if extra.get("data"):
+        from nvir_agent.report.provenance import training_summary
+
+        print(f"training data: {training_summary({'data': extra.pop('data')})}")
+    if history:
+        print(f"training:      {history_summary(history, metrics)}")
+    for k, v in extra.items():
+        text = (", ".join(f"{a}={b}" for a, b in v.items() if not isinstance(b, dict))
+                if isinstance(v, dict) else json.dumps(v, default=str))
+        print(f"{k + ':':<15}{text}")
+    if history and args.history:
+        keys = [k for k in ("epoch", "train_loss", "val_loss", "val_mae", "val_r2", "lr",
+                            "seconds") if any(k in h for h in history)]
+        print("history:")
+        print("  " + "  ".join(f"{k:>10}" for k in keys))
+        for h in history:
+            print("  " + "  ".join(f"{_cell(h.get(k)):>10}" for k in keys))
+    elif history:
+        print(f"{'':15}(--history for all {len(history)} epochs, --json for everything)")
     return 0
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
+def history_summary(history: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
+    """'24 epochs; kept epoch 24 (best validation loss at epoch 22); final losses:
+    train 0.0641, validation 0.00412'."""
+    last = history[-1]
+    parts = [f"{metrics.get('epochs_run', len(history))} epochs"]
+    kept = metrics.get("saved_epoch", last.get("epoch"))
+    best = metrics.get("best_epoch")
+    parts.append(f"kept epoch {kept}" + (f" (best validation loss at epoch {best})"
+                                         if best is not None and best != kept else ""))
+    if metrics.get("stopped"):
+        parts.append(f"stopped by {metrics['stopped']}")
+    losses = [f"{name} {_cell(last[k])}" for k, name in
+              (("train_loss", "train"), ("val_loss", "validation")) if k in last]
+    if losses:
+        parts.append("final losses: " + ", ".join(losses))
+    return "; ".join(parts)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -250,8 +296,10 @@ def cmd_score(args: argparse.Namespace) -> int:
             flush()
     flush()
     print(
-        f"{total} images scored with {scorer.name} ({scorer.choice.chosen.description})"
-        + (f", {failed} not scored" if failed else ""),
+        f"{total - failed} of {total} images scored with {scorer.name} "
+        f"({scorer.choice.chosen.description})"
+        + (f"; {failed} not scored (unreadable or no spheroid: see the errors above)"
+           if failed else ""),
         file=sys.stderr,
     )
     return 1 if failed == total else 0

@@ -174,13 +174,14 @@ def _fmt(v: float) -> str:
 
 
 def cmd_dose_response(args: argparse.Namespace) -> int:
-    from nvir_agent.report.doseresponse import fit_dose_response
+    from nvir_agent.report.doseresponse import fit_dose_response, scale_warnings
 
     conc, resp, weights = read_dose_response_csv(args.csv)
     plateaus = "normalised" if args.normalised_plateaus else "free"
     fit = fit_dose_response(conc, resp, model=args.model, weights=weights, plateaus=plateaus)
+    warnings = scale_warnings(resp, args.model)
     if args.json:
-        print(json.dumps(fit_to_json(fit), indent=2, allow_nan=False))
+        print(json.dumps({**fit_to_json(fit), "warnings": warnings}, indent=2, allow_nan=False))
         return 0 if fit.converged else 1
     if not fit.converged:
         print(f"fit failed ({fit.model}, {fit.n} points): {fit.message}")
@@ -197,16 +198,35 @@ def cmd_dose_response(args: argparse.Namespace) -> int:
     print(f"R²         {_fmt(fit.r2)}")
     if fit.message:
         print(f"note       {fit.message}")
+    for w in warnings:
+        print(f"warning    {w}")
     return 0
+
+
+def plate_map_lookup(cfg: Any, db: Path) -> Any:
+    """plate → PlateMap: the configured plate-map files first, else the map the
+    monitor stored; None (the stored maps) when no files are configured."""
+    from nvir_agent.monitor.platemap import PlateMapLibrary
+    from nvir_agent.monitor.timecourse import load_stored_map
+    from nvir_agent.store import StoreReader
+
+    if not cfg.plates.maps:
+        return None
+    library = PlateMapLibrary(cfg.resolve(cfg.plates.maps), cfg.plates.format)
+    with StoreReader(db) as reader:
+        stored = {p: load_stored_map(reader, p) for p in reader.plate_names()}
+
+    def maps(plate: str) -> object:
+        return library.for_plate(plate) or stored.get(plate)
+
+    return maps
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from nvir_agent.config import load_config
-    from nvir_agent.monitor.platemap import PlateMapLibrary
-    from nvir_agent.monitor.timecourse import load_stored_map
     from nvir_agent.report.dili import read_compound_table
     from nvir_agent.report.html import write_report
-    from nvir_agent.store import StoreReader, database_path
+    from nvir_agent.store import database_path
 
     cfg = load_config(args.config, check_folders=False)
     db = Path(args.db).expanduser() if args.db else database_path(cfg)
@@ -216,15 +236,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             "Start the agent (`nvir-agent run`) first, or name the database with --db.",
         )
     labels = read_compound_table(args.compounds) if args.compounds else None
-    maps = None
-    if cfg.plates.maps:
-        library = PlateMapLibrary(cfg.resolve(cfg.plates.maps), cfg.plates.format)
-        with StoreReader(db) as reader:
-            stored = {p: load_stored_map(reader, p) for p in reader.plate_names()}
-
-        def maps(plate: str) -> object:
-            return library.for_plate(plate) or stored.get(plate)
-
+    maps = plate_map_lookup(cfg, db)
     out = write_report(db, args.out, plate=args.plate, day=args.day, compounds=labels,
                        maps=maps, config=cfg)
     print(f"report written: {out}")

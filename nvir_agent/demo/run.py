@@ -78,6 +78,7 @@ class DemoOptions:
     settle_s: float = 0.5  # the agent's watch.settle_s
     model: str = ""  # model file; empty: the bundled demo model
     timeout_s: float = 900.0  # longest wait for the agent to finish analysing
+    keep_database: bool = True  # False: the database is deleted after the run (the report says so)
 
     @classmethod
     def fast(cls, **changes: Any) -> DemoOptions:
@@ -397,7 +398,10 @@ class DemoRun:
             time.sleep(POLL_S)
 
     def _report(self) -> tuple[Path, list[Ic50Row]]:
-        data = collect_report(self.ws.database, config=self.config)
+        label = None if self.options.keep_database else (
+            f"{self.ws.database.name} (temporary demo database, deleted after the run; "
+            "`nvir-agent demo --keep DIR` keeps it)")
+        data = collect_report(self.ws.database, config=self.config, database_label=label)
         try:
             self.ws.report.write_text(render_html(data), encoding="utf-8")
         except OSError as exc:

@@ -153,7 +153,8 @@ def check_against_truth(truth: dict[str, Any], compounds: dict[str, Compound],
             continue
         true = float(info["ic50_uM"])
         row = last_fit.get(name)
-        fitted = row.ic50 if row is not None and row.converged else None
+        fitted = (row.ic50 if row is not None and row.converged
+                  and row.status in ("", "estimate") else None)
         ok = (fitted is not None and math.isfinite(fitted) and fitted > 0
               and 1 / IC50_FACTOR <= fitted / true <= IC50_FACTOR)
         check.ic50.append((name, true, fitted, ok))
@@ -203,21 +204,23 @@ def _num(v: float) -> str:
 
 
 def fit_text(row: Ic50Row | None, highest_uM: float | None = None) -> str:
-    """'2.3 µM (1.6–3.2)', 'none (infinite)' or why there is no fit; an IC50
-    above the highest tested concentration says so."""
+    """The IC50 under the report's reporting rule (:mod:`nvir_agent.report.ic50`):
+    '2.3 µM (1.6–3.2)', '> 32 µM (top tested)', 'not reliable (…)' or why there
+    is no fit."""
     if row is None:
         return "no data"
     if row.n_concentrations < 3:
         return f"n/a ({row.n_concentrations} concentration{'s' if row.n_concentrations > 1 else ''})"
     if not row.converged:
         return "no fit" + (f" ({row.message})" if row.message else "")
-    if row.infinite or not math.isfinite(row.ic50):
+    if row.status and row.status != "estimate":
+        return row.ic50_text + (f" ({row.reason})" if row.status == "not reliable" else "")
+    if not row.status and (row.infinite or not math.isfinite(row.ic50)):
         return "none (infinite)"
     lo, hi = row.ci95
-    ci = (f"{_num(lo)}–{_num(hi)}" if math.isfinite(lo) and math.isfinite(hi) else "CI n/a")
-    beyond = (f"; above the highest tested {_num(highest_uM)} µM"
-              if highest_uM is not None and row.ic50 > highest_uM else "")
-    return f"{_num(row.ic50)} µM ({ci}{beyond})"
+    ci = (f"{_num(lo)}–{_num(hi)}" if math.isfinite(lo) and math.isfinite(hi)
+          else "CI could not be estimated")
+    return f"{_num(row.ic50)} µM ({ci})"
 
 
 def truth_text(s: CompoundSummary) -> str:

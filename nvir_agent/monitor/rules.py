@@ -15,8 +15,12 @@ not on the order in which images arrived:
   baseline at or below ``1 − drop``, with the same confirmation and hysteresis.
 - plate QC: ``control_cv`` (vehicle CV above ``control_cv``), ``control_drop``
   (vehicle median fell more than ``control_drop`` since the previous read),
-  ``qc_fail`` (more than ``qc_fail_fraction`` of the wells fail segmentation
-  QC), ``missing_wells`` (a finished read lacks wells), ``no_controls`` and
+  ``qc_fail`` (more than ``qc_fail_fraction`` of the segmented wells fail QC
+  under the counting rule of :mod:`nvir_agent.monitor.counting`: imaging
+  failures and damaged controls; unreadable files and drug effects do not
+  count), ``missing_wells`` (a complete read lacks wells it was expected to
+  hold; see :mod:`nvir_agent.monitor.timecourse` for "complete" and
+  "expected"), ``no_controls`` and
   ``no_map`` (information: viability is then relative to each well's first
   time point).
 
@@ -260,10 +264,12 @@ def _plate_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> list[Condition]
                 "cannot be computed.", {"since": nc.since}))
     qc_series: list[tuple[int, float | None]] = []
     for r in settled:
-        expected = r.wells_imaged + len(r.missing_wells)
-        enough = r.wells_imaged >= min(10, max(1, expected))
-        qc_series.append((r.timepoint, r.wells_failed_qc / r.wells_imaged
-                          if enough and r.wells_imaged else None))
+        # unreadable files were never segmented: they are neither passes nor failures
+        judged = r.wells_imaged - r.wells_unreadable
+        expected = judged + len(r.missing_wells)
+        enough = judged >= min(10, max(1, expected))
+        qc_series.append((r.timepoint, r.wells_failed_qc / judged
+                          if enough and judged else None))
     ep = scan(qc_series, breach=lambda v: v > cfg.qc_fail_fraction,
               clear=lambda v: v <= cfg.qc_fail_fraction, confirm=1)
     if ep is not None:

@@ -12,7 +12,13 @@ Rules that make results stable while images keep arriving:
   longer than ``read_gap_s`` between consecutive images starts a new read;
 - the latest image per (plate, well, time point, field, channel, z) wins, so a
   re-imaged well replaces its earlier image instead of being counted twice;
-- several fields of one well at one time point → their median.
+- several fields of one well at one time point → the median of those that
+  count under the counting rule (:mod:`nvir_agent.monitor.counting`);
+- a read is *complete* once a later read of the same plate has begun: only
+  then can a well be called missing from it. A well counts as expected at a
+  read when the plate map lists it, or when it was imaged at that read or an
+  earlier one — a well first imaged at read 3 is not missing from reads 1
+  and 2 unless the plate map says it should have been there.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nvir_agent.config import Config
+from nvir_agent.monitor import counting
 from nvir_agent.monitor.platemap import (
     PlateMap,
     WellAssignment,
@@ -52,11 +59,11 @@ FLAG_NO_SCORE = "no_score"  # analysed but not scored (no model)
 FLAG_BASELINE = "baseline"  # this time point is the well's baseline
 FLAG_NO_BASELINE = "no_baseline"  # no usable baseline score
 
-# Segmentation QC flags that mean the image itself is poor (not the spheroid):
-# they count toward the plate's qc_fail rule whatever the well holds. Flags
-# such as "fragmented" or "too_small" can be the drug's effect, so in treated
-# and positive wells they (and "no spheroid found") do not count there.
-IMAGING_QC_FLAGS = frozenset({"underexposed", "saturated", "out_of_focus"})
+FLAG_EXCLUDED = "excluded"  # the counting rule excludes this well at this read
+
+# Segmentation QC flags that mean the image itself is poor (not the spheroid);
+# see nvir_agent.monitor.counting for the whole rule.
+IMAGING_QC_FLAGS = counting.IMAGING_FAILURE_FLAGS
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,8 @@ class WellRead:
     acquired_at: float
     elapsed_s: float | None = None
     image_ids: tuple[int, ...] = ()
+    counted: bool = True  # the counting rule keeps this well at this read
+    exclusion: str = ""  # why not, in words ("" when counted)
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,9 @@ class WellTimepoint:
     acquired_at: float = 0.0
     elapsed_s: float | None = None
     n_fields: int = 1
+    counted: bool = True  # the counting rule keeps this well at this read
+    exclusion: str = ""  # why not, in words ("" when counted)
+    image_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,10 +127,11 @@ class ReadSummary:
     plate: str
     timepoint: int
     wells_imaged: int
-    wells_failed_qc: int
+    wells_failed_qc: int  # excluded for an imaging failure or a damaged control
     missing_wells: tuple[str, ...]
     control: ControlLevel
     acquired_at: float = 0.0
+    wells_unreadable: int = 0  # no image of the well could be read (not a QC failure)
 
 
 # --------------------------------------------------------------------------- time points
@@ -166,18 +179,17 @@ def assign_timepoints(images: Iterable[ImageScore], read_gap_s: float = DEFAULT_
 # --------------------------------------------------------------------------- wells
 
 
-def _image_ok(im: ImageScore, qc_ignore: frozenset[str]) -> bool:
-    return (im.state == "done" and bool(im.found) and im.viability is not None
-            and not (set(im.qc) - qc_ignore))
-
-
 def aggregate_wells(images: Iterable[ImageScore], timepoints: dict[int, int], *,
-                    qc_ignore: Iterable[str] = ()) -> list[WellRead]:
+                    qc_ignore: Iterable[str] = (),
+                    maps: dict[str, PlateMap | None] | None = None) -> list[WellRead]:
     """Combine fields per (plate, well, time point); the latest image per site wins.
 
-    The score is the median of the fields that passed QC, else the median of
-    whatever fields were scored (flagged ``qc``)."""
+    The counting rule (:func:`~nvir_agent.monitor.counting.image_verdict`,
+    with the well's role from ``maps``) decides which fields count; the score is
+    their median. A well none of whose fields count is not ``counted``; its
+    score is then the median of whatever was scored, for the record only."""
     ignore = frozenset(qc_ignore)
+    maps = maps or {}
     latest: dict[tuple, ImageScore] = {}
     for im in images:
         if im.state == "pending" or im.image_id not in timepoints:
@@ -191,7 +203,12 @@ def aggregate_wells(images: Iterable[ImageScore], timepoints: dict[int, int], *,
         per_well[(plate, well, tp)].append(im)
     out: list[WellRead] = []
     for (plate, well, tp), ims in sorted(per_well.items()):
-        ok = [im.viability for im in ims if _image_ok(im, ignore)]
+        pm = maps.get(plate)
+        role = pm.role(well) if pm else None
+        verdicts = [counting.image_verdict(im, role, ignore) for im in ims]
+        counted = [v.value for v in verdicts if v.counts and v.value is not None]
+        clean = [im.viability for im in ims if im.state == "done" and bool(im.found)
+                 and im.viability is not None and not (set(im.qc) - ignore)]
         scored = [im.viability for im in ims if im.state == "done" and im.viability is not None]
         flags: list[str] = []
         if any(im.state == "failed" for im in ims):
@@ -200,18 +217,21 @@ def aggregate_wells(images: Iterable[ImageScore], timepoints: dict[int, int], *,
             flags.append(FLAG_NOT_FOUND)
         if not scored and any(im.state == "done" for im in ims):
             flags.append(FLAG_NO_SCORE)
-        if not ok:
+        if not clean:
             flags.append(FLAG_QC)
-            flags.extend(sorted({q for im in ims for q in im.qc} - ignore))
-        values = ok or scored
+        flags.extend(sorted({q for im in ims for q in im.qc} - ignore))
+        if not counted:
+            flags.append(FLAG_EXCLUDED)
+        values = counted or scored
         elapsed = [im.elapsed_s for im in ims if im.elapsed_s is not None]
         out.append(WellRead(
             plate=plate, well=well, timepoint=tp,
             score=float(statistics.median(values)) if values else None,  # type: ignore[type-var]
-            passed_qc=bool(ok), flags=tuple(dict.fromkeys(flags)), n_fields=len(ims),
+            passed_qc=bool(clean), flags=tuple(dict.fromkeys(flags)), n_fields=len(ims),
             acquired_at=min(im.mtime for im in ims),
             elapsed_s=float(statistics.median(elapsed)) if elapsed else None,
             image_ids=tuple(sorted(im.image_id for im in ims)),
+            counted=bool(counted), exclusion="" if counted else counting.well_reason(verdicts),
         ))
     return out
 
@@ -235,7 +255,7 @@ def _vehicle_scores(reads: Iterable[WellRead], maps: dict[str, PlateMap | None]
     out: dict[tuple[str, int], list[float]] = defaultdict(list)
     for r in reads:
         pm = maps.get(r.plate)
-        if pm and pm.role(r.well) == "vehicle" and r.passed_qc and r.score is not None:
+        if pm and pm.role(r.well) == "vehicle" and r.counted and r.score is not None:
             out[(r.plate, r.timepoint)].append(r.score)
     return out
 
@@ -283,7 +303,7 @@ def normalise(reads: Sequence[WellRead], maps: dict[str, PlateMap | None], *,
     scored_tps: dict[tuple[str, str], list[int]] = defaultdict(list)
     score_at: dict[tuple[str, str, int], float] = {}
     for r in reads:
-        if r.score is not None:
+        if r.score is not None and r.counted:
             scored_tps[(r.plate, r.well)].append(r.timepoint)
             score_at[(r.plate, r.well, r.timepoint)] = r.score
     out: list[WellTimepoint] = []
@@ -300,12 +320,12 @@ def normalise(reads: Sequence[WellRead], maps: dict[str, PlateMap | None], *,
                 flags.append(FLAG_FALLBACK)
             if lvl.median is None:
                 flags.append(FLAG_NO_CONTROLS)
-            elif r.score is not None and lvl.median > 0:
+            elif r.score is not None and r.counted and lvl.median > 0:
                 rel_control = r.score / lvl.median
         base_tp = _baseline_tp(sorted(scored_tps.get((r.plate, r.well), [])),
                                pm.dosing_timepoint if pm else None)
         rel_base = None
-        if base_tp is not None and r.score is not None:
+        if base_tp is not None and r.score is not None and r.counted:
             base = score_at[(r.plate, r.well, base_tp)]
             if base > 0:
                 rel_base = r.score / base
@@ -321,49 +341,49 @@ def normalise(reads: Sequence[WellRead], maps: dict[str, PlateMap | None], *,
             viability_rel_control=rel_control, viability_rel_baseline=rel_base,
             flags=tuple(dict.fromkeys(flags)), cmax_uM=a.cmax_uM if a else None,
             control_median=lvl.median, passed_qc=r.passed_qc, acquired_at=r.acquired_at,
-            elapsed_s=r.elapsed_s, n_fields=r.n_fields,
+            elapsed_s=r.elapsed_s, n_fields=r.n_fields, counted=r.counted,
+            exclusion=r.exclusion, image_ids=r.image_ids,
         ))
     return out
 
 
-def fails_imaging_qc(r: WellRead, role: str | None) -> bool:
-    """Does this well count as a segmentation/imaging failure for the plate?"""
-    if FLAG_FAILED in r.flags:
-        return True
-    if r.passed_qc:
-        return False
-    if set(r.flags) & IMAGING_QC_FLAGS:
-        return True
-    # no spheroid / fragmented … only count where the well holds no drug (or no map says so)
-    return role in ("vehicle", "untreated", "empty")
+def fails_imaging_qc(r: WellRead, role: str | None = None) -> bool:
+    """Does this well count as a QC failure for the plate? Only when the
+    counting rule excluded it for an imaging failure or as a damaged control
+    (unreadable files are counted apart; drug effects are data)."""
+    return not r.counted and counting.counts_as_qc_failure(r.exclusion)
 
 
 def summarise_reads(reads: Sequence[WellRead], maps: dict[str, PlateMap | None],
                     levels: dict[tuple[str, int], ControlLevel]) -> list[ReadSummary]:
-    """Per plate read: wells imaged, wells failing QC, wells missing, controls.
+    """Per plate read: wells imaged, wells failing QC, unreadable, missing; controls.
 
-    Missing wells are judged against the plate map (wells not empty/ignore)
-    and against the wells seen in any other read of the plate. QC failures
-    follow :func:`fails_imaging_qc`."""
+    A well is missing from a read when it is expected there and was not imaged:
+    expected are the plate map's wells (not empty/ignore) and the wells imaged
+    at this read or an earlier one of the plate — never a well first imaged
+    later. QC failures follow :func:`fails_imaging_qc`."""
     by_read: dict[tuple[str, int], list[WellRead]] = defaultdict(list)
-    seen: dict[str, set[str]] = defaultdict(set)
+    first_seen: dict[tuple[str, str], int] = {}
     for r in reads:
         by_read[(r.plate, r.timepoint)].append(r)
-        seen[r.plate].add(r.well)
+        key = (r.plate, r.well)
+        first_seen[key] = min(first_seen.get(key, r.timepoint), r.timepoint)
     out: list[ReadSummary] = []
     for (plate, tp), rs in sorted(by_read.items()):
         pm = maps.get(plate)
         skip = {w for w, a in pm.wells.items() if a.role in ("ignore", "empty")} if pm else set()
-        expected = (pm.expected_wells() if pm else set()) | (seen[plate] - skip)
+        seen_by_now = {w for (p, w), t in first_seen.items() if p == plate and t <= tp}
+        expected = (pm.expected_wells() if pm else set()) | (seen_by_now - skip)
         imaged = {r.well for r in rs}
         counted = [r for r in rs if r.well not in skip]
         out.append(ReadSummary(
             plate=plate, timepoint=tp, wells_imaged=len(counted),
-            wells_failed_qc=sum(1 for r in counted
-                                if fails_imaging_qc(r, pm.role(r.well) if pm else None)),
+            wells_failed_qc=sum(1 for r in counted if fails_imaging_qc(r)),
             missing_wells=tuple(sorted(expected - imaged)),
             control=levels.get((plate, tp), ControlLevel(None, None, 0, "none")),
             acquired_at=min(r.acquired_at for r in rs),
+            wells_unreadable=sum(1 for r in counted
+                                 if not r.counted and counting.is_unreadable(r.exclusion)),
         ))
     return out
 
@@ -384,7 +404,7 @@ def build_timecourses(images: Sequence[ImageScore], maps: dict[str, PlateMap | N
                       qc_ignore: Iterable[str] = ()) -> dict[str, PlateTimecourse]:
     """The whole pure chain for a set of images: plate → PlateTimecourse."""
     tps = assign_timepoints(images, read_gap_s)
-    reads = aggregate_wells(images, tps, qc_ignore=qc_ignore)
+    reads = aggregate_wells(images, tps, qc_ignore=qc_ignore, maps=maps)
     levels = control_levels(reads, maps, min_controls)
     points = normalise(reads, maps, min_controls=min_controls, levels=levels)
     summaries = summarise_reads(reads, maps, levels)

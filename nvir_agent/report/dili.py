@@ -32,15 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.errors import DataError, read_text_file
-from nvir_agent.monitor.timecourse import IMAGING_QC_FLAGS
+from nvir_agent.monitor.counting import IMAGING_FAILURE_FLAGS
 from nvir_agent.report.doseresponse import DoseResponseFit, fit_dose_response
+from nvir_agent.report.ic50 import Ic50Call, call_ic50, mos_text
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DAY = 7
 DEFAULT_MARGIN = 100.0
 INFINITE_MOS = 1e6
-ARTEFACT_FLAGS = IMAGING_QC_FLAGS | {"touches_border"}
+ARTEFACT_FLAGS = IMAGING_FAILURE_FLAGS
 """QC flags that make a well's score untrustworthy whatever the drug did."""
 _DILI_WORDS = {
     "1": True, "positive": True, "pos": True, "true": True, "yes": True, "+": True,
@@ -73,11 +74,22 @@ class CompoundDayFit:
     wells: tuple[int, ...]  # wells behind each median
     fit: DoseResponseFit
     cmax_uM: float | None = None
+    replicates: tuple[tuple[float, ...], ...] = ()  # every counted well, per concentration
 
     @property
     def mos(self) -> float | None:
         """IC50 / Cmax; inf for an infinite IC50; None without Cmax or a fit."""
         return margin_of_safety(self.fit, self.cmax_uM)
+
+    @property
+    def call(self) -> Ic50Call:
+        """The IC50 as it may be reported (:mod:`nvir_agent.report.ic50`)."""
+        return call_ic50(self.fit, self.concentrations, self.medians)
+
+    @property
+    def mos_call(self) -> tuple[float | None, str]:
+        """The margin of safety under the same rule: (number or None, text)."""
+        return mos_text(self.call, self.cmax_uM)
 
 
 @dataclass(frozen=True)
@@ -118,17 +130,10 @@ class DiliEvaluation:
 
 
 def usable_for_dose_response(point: Any) -> bool:
-    """Whether a well's value may enter a dose-response fit.
-
-    A well that passed segmentation QC is usable. One that failed QC is still
-    usable unless an imaging artefact spoiled the picture the score was made
-    from (:data:`ARTEFACT_FLAGS`): fragmentation, shrinkage, swelling, shed
-    clumps or a missing compact body are what toxicity looks like, and
-    dropping those wells would bias the IC50 upwards.
-    """
-    if getattr(point, "passed_qc", True):
-        return True
-    return not (set(getattr(point, "flags", ())) & ARTEFACT_FLAGS)
+    """Whether a well's value may enter a dose-response fit: the counting rule
+    of :mod:`nvir_agent.monitor.counting` (fragmentation, shrinkage, a missing
+    body are what toxicity looks like and count; imaging failures do not)."""
+    return bool(getattr(point, "counted", True))
 
 
 def records_from_points(points: Iterable[Any]) -> list[ViabilityRecord]:
@@ -136,7 +141,7 @@ def records_from_points(points: Iterable[Any]) -> list[ViabilityRecord]:
 
     Keeps treated and positive-control wells with a compound, a positive
     concentration, a value relative to control and usable QC
-    (:func:`usable_for_dose_response`); the day is the read's time point.
+    under the counting rule (:func:`usable_for_dose_response`); the day is the read's time point.
     """
     out = []
     for p in points:
@@ -158,17 +163,27 @@ def _conc_key(c: float) -> float:
     return float(f"{c:.6g}")  # one concentration even when written slightly differently
 
 
-def median_by_concentration(
+def replicates_by_concentration(
     records: Iterable[ViabilityRecord],
-) -> dict[tuple[str, int], list[tuple[float, float, int]]]:
-    """(compound, day) → [(concentration, median viability, wells)] sorted by concentration."""
+) -> dict[tuple[str, int], list[tuple[float, tuple[float, ...]]]]:
+    """(compound, day) → [(concentration, every well's viability)] by concentration."""
     groups: dict[tuple[str, int], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         if math.isfinite(r.viability) and r.concentration_uM > 0:
             groups[(r.compound, r.day)][_conc_key(r.concentration_uM)].append(r.viability)
     return {
-        key: [(c, float(statistics.median(v)), len(v)) for c, v in sorted(by_conc.items())]
+        key: [(c, tuple(v)) for c, v in sorted(by_conc.items())]
         for key, by_conc in sorted(groups.items())
+    }
+
+
+def median_by_concentration(
+    records: Iterable[ViabilityRecord],
+) -> dict[tuple[str, int], list[tuple[float, float, int]]]:
+    """(compound, day) → [(concentration, median viability, wells)] sorted by concentration."""
+    return {
+        key: [(c, float(statistics.median(v)), len(v)) for c, v in points]
+        for key, points in replicates_by_concentration(records).items()
     }
 
 
@@ -191,18 +206,19 @@ def fit_compounds(
             map_cmax.setdefault(r.compound, float(r.cmax_uM))
     wanted = None if days is None else set(days)
     out = []
-    for (compound, day), points in median_by_concentration(records).items():
+    for (compound, day), points in replicates_by_concentration(records).items():
         if wanted is not None and day not in wanted:
             continue
         conc = tuple(p[0] for p in points)
-        med = tuple(p[1] for p in points)
+        med = tuple(float(statistics.median(p[1])) for p in points)
         fit = fit_dose_response(conc, med, model=model)  # type: ignore[arg-type]
         if not fit.converged:
             log.info("%s day %d: dose-response fit failed: %s", compound, day, fit.message)
         c = (cmax or {}).get(compound) or map_cmax.get(compound)
         out.append(CompoundDayFit(
             compound=compound, day=day, concentrations=conc, medians=med,
-            wells=tuple(p[2] for p in points), fit=fit, cmax_uM=c,
+            wells=tuple(len(p[1]) for p in points), fit=fit, cmax_uM=c,
+            replicates=tuple(p[1] for p in points),
         ))
     return out
 

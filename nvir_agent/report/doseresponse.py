@@ -109,6 +109,31 @@ class DoseResponseFit:
         )
 
 
+NORMALISED_DATA_RANGE = (-0.5, 3.0)
+"""The 2PL expects responses relative to vehicle (about 0–1.5); values outside
+this range mean the data are on another scale."""
+
+
+def scale_warnings(responses: Sequence[float] | np.ndarray, model: str) -> list[str]:
+    """Warnings about data the chosen model cannot describe (empty when fine).
+
+    The 2PL has fixed plateaus at 1 and 0: responses far outside 0–1.5 (raw
+    luminescence, areas, percentages) make its IC50 and R² meaningless."""
+    y = np.asarray(responses, dtype=float)
+    y = y[np.isfinite(y)]
+    if model != "2pl" or not y.size:
+        return []
+    lo, hi = NORMALISED_DATA_RANGE
+    if y.min() >= lo and y.max() <= hi:
+        return []
+    return [
+        f"responses range from {y.min():.4g} to {y.max():.4g}, far outside the 0–1.5 the "
+        "2pl model expects (viability relative to vehicle controls, 1 = like control): "
+        "use --model 4pl (free plateaus, any scale), or normalise first by dividing each "
+        "response by the median of the vehicle wells"
+    ]
+
+
 def _fraction(x: np.ndarray, hill: float, log_ic50: float) -> np.ndarray:
     """1 / (1 + (x/IC50)^h) evaluated stably; 1 at x = 0 (0.5 when h = 0)."""
     out = np.empty(x.shape, dtype=float)

@@ -20,15 +20,16 @@ from typing import Any
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, NullLocator
 
-from nvir_agent.monitor.platemap import FORMATS
 from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
-from nvir_agent.plate import parse_well, row_letters
+from nvir_agent.plate import FORMATS, parse_well, row_letters
 from nvir_agent.report.dili import CompoundDayFit
 
-DPI = 80
+DPI = 90
 VMAX = 1.2
 # fixed margins (tight_layout is slow); legends sit right of the axes
 _MARGINS = {"left": 0.11, "right": 0.64, "bottom": 0.16, "top": 0.9}
@@ -42,16 +43,6 @@ def format_number(v: float | None, digits: int = 3) -> str:
     if math.isinf(v):
         return "∞"
     return f"{v:.{digits}g}"
-
-
-def ic50_label(ic50: float, ci: tuple[float, float], converged: bool,
-               infinity: str = "∞") -> str:
-    """'IC50 2.1 µM [1.6–2.8]', 'IC50 ∞ (>10× top conc.)' or 'fit failed'."""
-    if not converged:
-        return "fit failed"
-    if math.isinf(ic50):
-        return f"IC50 {infinity} (>10× top conc.)"
-    return f"IC50 {format_number(ic50)} µM [{format_number(ci[0])}–{format_number(ci[1])}]"
 
 
 def png_base64(fig: Figure) -> str:
@@ -80,45 +71,135 @@ def plate_grid(tc: PlateTimecourse) -> tuple[int, int]:
     return rows, cols
 
 
+def compound_codes(names: Iterable[str]) -> dict[str, str]:
+    """Short, distinct codes for compound names (first letters, longer when needed)."""
+    names = sorted(set(names))
+    for n in range(2, 8):
+        codes = {name: name[:n] for name in names}
+        if len(set(codes.values())) == len(codes):
+            return codes
+    return {name: f"{name[:2]}{i}" for i, name in enumerate(names)}
+
+
+def _well_text(a: Any, codes: Mapping[str, str]) -> str:
+    if a.role == "vehicle":
+        return "V"
+    if a.role in ("empty", "ignore"):
+        return ""
+    if a.role == "untreated":
+        return "U"
+    code = codes.get(a.compound or "", "?")
+    if a.role == "positive":
+        code = "+" + code
+    conc = f"\n{a.concentration_uM:g}" if a.concentration_uM is not None else ""
+    return code + conc
+
+
+def _crosses(ax: Any, cells: Sequence[tuple[int, int]]) -> None:
+    """A ✕ (white under black, visible on any colour) on each (column, row) cell."""
+    d = 0.32
+    segments = [seg for c, r in cells for seg in (
+        [(c - d, r - d), (c + d, r + d)], [(c - d, r + d), (c + d, r - d)])]
+    for colour, lw in (("white", 3.0), ("black", 1.3)):
+        ax.add_collection(LineCollection(segments, colors=colour, linewidths=lw, zorder=4))
+
+
 def heatmap_png(tc: PlateTimecourse, reads: Sequence[int]) -> str:
+    """A layout panel (compound code and µM per well) and one viability panel per
+    read: colour-blind-safe colours (cividis), ✕ on wells the counting rule
+    excludes, hatched grey where an expected well has no value."""
     n_rows, n_cols = plate_grid(tc)
     mapped = tc.plate_map is not None
-    ncols = min(3, len(reads))
-    nrows = math.ceil(len(reads) / ncols)
     big = n_cols > 12
-    cmap = colormaps["RdYlGn"].with_extremes(bad="#d0d0d0")
-    scale = 1.6 if big else 1.0
-    fig = Figure(figsize=(3.6 * ncols * scale + 1.0, 2.7 * nrows * scale))
-    fig.subplots_adjust(left=0.04, right=0.86, bottom=0.06, top=0.92, wspace=0.15, hspace=0.3)
-    for k, tp in enumerate(reads):
-        ax = fig.add_subplot(nrows, ncols, k + 1)
+    panels = len(reads) + (1 if mapped else 0)
+    ncols = min(2 if not big else 1, panels)
+    nrows = math.ceil(panels / ncols)
+    cell = 0.36 if not big else 0.2
+    w_panel, h_panel = n_cols * cell + 0.6, n_rows * cell + 0.7
+    fig = Figure(figsize=(w_panel * ncols + 1.4, h_panel * nrows + 0.9))
+    fig.subplots_adjust(left=0.05, right=0.86, bottom=0.10 if mapped else 0.04, top=0.96,
+                        wspace=0.12, hspace=0.28)
+    cmap = colormaps["cividis"].with_extremes(bad="#eeeeee")
+    codes = compound_codes(a.compound for a in tc.plate_map.wells.values()
+                           if a.compound) if mapped else {}
+    label_size = 6.5 if not big else 4.5
+    k = 0
+
+    def axes(title: str) -> Any:
+        nonlocal k
+        k += 1
+        ax = fig.add_subplot(nrows, ncols, k)
+        ax.set_title(title, fontsize=10)
+        step = 1 if not big else 2
+        ax.set_xticks(range(0, n_cols, step), [str(c + 1) for c in range(0, n_cols, step)],
+                      fontsize=8 if not big else 6)
+        ax.set_yticks(range(n_rows), [row_letters(r + 1) for r in range(n_rows)],
+                      fontsize=8 if not big else 6)
+        ax.tick_params(length=0)
+        ax.set_xlim(-0.5, n_cols - 0.5)
+        ax.set_ylim(n_rows - 0.5, -0.5)
+        return ax
+
+    if mapped:
+        ax = axes("plate layout (compound, µM)")
+        ax.imshow(np.zeros((n_rows, n_cols)), cmap=colormaps["Greys"], vmin=0, vmax=1,
+                  aspect="equal")
+        for well, a in tc.plate_map.wells.items():  # type: ignore[union-attr]
+            r, c = parse_well(well)
+            if 1 <= r <= n_rows and 1 <= c <= n_cols:
+                ax.text(c - 1, r - 1, _well_text(a, codes), ha="center", va="center",
+                        fontsize=label_size, linespacing=0.9)
+        ax.set_xticks(np.arange(-0.5, n_cols, 1), minor=True)
+        ax.set_yticks(np.arange(-0.5, n_rows, 1), minor=True)
+        ax.grid(which="minor", color="#bdbdbd", lw=0.5)
+    expected = set(tc.plate_map.expected_wells()) if mapped else {p.well for p in tc.points}
+    im = None
+    for tp in reads:
+        ax = axes(f"read {tp}")
         grid = np.full((n_rows, n_cols), np.nan)
+        excluded: list[tuple[int, int]] = []
+        have: set[str] = set()
         for p in tc.points:
             if p.timepoint != tp:
                 continue
-            value = p.viability_rel_control if mapped else p.viability_rel_baseline
             try:
                 r, c = parse_well(p.well)
             except ValueError:
                 continue
-            if value is not None and 1 <= r <= n_rows and 1 <= c <= n_cols:
+            if not (1 <= r <= n_rows and 1 <= c <= n_cols):
+                continue
+            value = p.viability_rel_control if mapped else p.viability_rel_baseline
+            if not p.counted:
+                excluded.append((c - 1, r - 1))
+                have.add(p.well)
+            elif value is not None:
                 grid[r - 1, c - 1] = value
+                have.add(p.well)
         im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=VMAX,
                        aspect="equal", interpolation="nearest")
-        ax.set_title(f"read {tp}", fontsize=9)
-        step = 1 if n_cols <= 12 else 2
-        ax.set_xticks(range(0, n_cols, step), [str(c + 1) for c in range(0, n_cols, step)],
-                      fontsize=6)
-        ax.set_yticks(range(n_rows), [row_letters(r + 1) for r in range(n_rows)],
-                      fontsize=6)
-        if tc.plate_map is not None and n_cols <= 12:
-            for well, a in tc.plate_map.wells.items():
-                if a.role == "vehicle":
-                    r, c = parse_well(well)
-                    ax.text(c - 1, r - 1, "V", ha="center", va="center", fontsize=6)
-    label = "viability / vehicle median" if mapped else "viability / own first read"
-    cax = fig.add_axes((0.89, 0.15, 0.015, 0.7))
-    fig.colorbar(im, cax=cax, label=label)
+        holes = []
+        for well in sorted(expected - have):
+            try:
+                r, c = parse_well(well)
+            except ValueError:
+                continue
+            holes.append(Rectangle((c - 1.5, r - 1.5), 1, 1))
+        if holes:
+            ax.add_collection(PatchCollection(holes, facecolor="none", edgecolor="#9e9e9e",
+                                              hatch="////", lw=0))
+        if excluded:
+            _crosses(ax, excluded)
+    if im is not None:
+        label = "viability / vehicle median" if mapped else "viability / own first read"
+        cax = fig.add_axes((0.89, 0.2, 0.018, 0.6))
+        bar = fig.colorbar(im, cax=cax)
+        bar.set_label(label, fontsize=9)
+        bar.ax.tick_params(labelsize=8)
+    if codes:
+        legend = "   ".join(f"{code} = {name}" for name, code in sorted(codes.items(),
+                                                                       key=lambda x: x[1]))
+        fig.text(0.05, 0.015, "V vehicle · +positive control · " + legend
+                 + " · ✕ excluded · hatched: no data", fontsize=8, wrap=True)
     return png_base64(fig)
 
 
@@ -126,7 +207,7 @@ def vehicle_band(points: Iterable[WellTimepoint]) -> dict[int, tuple[float, floa
     """time point → (median, standard deviation) of vehicle wells relative to control."""
     by_tp: dict[int, list[float]] = defaultdict(list)
     for p in points:
-        if p.role == "vehicle" and p.passed_qc and p.viability_rel_control is not None:
+        if p.role == "vehicle" and p.counted and p.viability_rel_control is not None:
             by_tp[p.timepoint].append(p.viability_rel_control)
     return {tp: (statistics.median(v), statistics.pstdev(v)) for tp, v in sorted(by_tp.items())}
 
@@ -144,7 +225,7 @@ def timecourse_png(compound: str, points: Sequence[WellTimepoint],
         ax.plot(tps, med, color="#616161", lw=1)
     by_conc: dict[float, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for p in points:
-        if p.viability_rel_control is not None and p.passed_qc:
+        if p.viability_rel_control is not None and p.counted:
             by_conc[p.concentration_uM or 0.0][p.timepoint].append(p.viability_rel_control)
     concs = sorted(by_conc)
     for i, c in enumerate(concs):
@@ -174,33 +255,64 @@ def _colour(i: int, n: int) -> Any:
 
 
 def dose_response_png(compound: str, fits: Sequence[CompoundDayFit]) -> str:
-    fig = Figure(figsize=_FIGSIZE)
-    ax = fig.add_subplot(1, 1, 1)
+    """Every counted well as a dot, median and range per concentration, the fitted
+    curve over the tested range only, the IC50 with its 95 %
+    CI where it is reported as a number; the legend below the axes."""
     fits = sorted(fits, key=lambda f: f.day)
+    legend_in = 0.72 + 0.165 * len(fits)  # room under the axes for the x label and legend
+    height = 3.0 + legend_in
+    fig = Figure(figsize=(6.4, height))
+    ax = fig.add_subplot(1, 1, 1)
     lo = min(min(f.concentrations) for f in fits)
     hi = max(max(f.concentrations) for f in fits)
-    xs = np.logspace(math.log10(lo) - 0.3, math.log10(hi) + 0.3, 120)
+    rng = np.random.default_rng(0)  # fixed jitter: the same figure every time
+    n = len(fits)
     for i, f in enumerate(fits):
-        colour = _colour(i, len(fits))
-        ax.scatter(f.concentrations, f.medians, s=14, color=colour, zorder=3)
-        label = f"day {f.day}: " + ic50_label(f.fit.ic50, f.fit.ic50_ci95, f.fit.converged,
-                                               infinity="inf")
+        colour = _colour(i, n)
+        shift = 10 ** ((i - (n - 1) / 2) * 0.025)  # days side by side at each dose
+        xs: list[float] = []
+        ys: list[float] = []
+        ranges = []
+        for c, values in zip(f.concentrations, f.replicates or tuple((m,) for m in f.medians),
+                             strict=True):
+            xs += list(c * shift * 10 ** rng.uniform(-0.012, 0.012, len(values)))
+            ys += list(values)
+            if len(values) > 1:
+                ranges.append([(c * shift, min(values)), (c * shift, max(values))])
+        ax.scatter(xs, ys, s=9, color=colour, alpha=0.55, lw=0, zorder=3)
+        if ranges:
+            ax.add_collection(LineCollection(ranges, colors=[colour], linewidths=1.0, zorder=2))
+        ax.scatter([c * shift for c in f.concentrations], f.medians, s=26, marker="_",
+                   color="black", lw=1.4, zorder=4)
+        call = f.call
+        label = f"day {f.day}: {call.label}"
         if f.fit.converged:
-            ax.plot(xs, f.fit.predict(xs), color=colour, lw=1.2, label=label)
-            if math.isfinite(f.fit.ic50):
-                ax.axvline(f.fit.ic50, color=colour, lw=0.8, ls=":")
+            c_lo, c_hi = min(f.concentrations), max(f.concentrations)
+            inside = np.logspace(math.log10(c_lo), math.log10(c_hi), 100)
+            ax.plot(inside, f.fit.predict(inside), color=colour, lw=1.5, label=label)
+            if call.is_number and call.value is not None:
+                y = 0.5 * (f.fit.top + f.fit.bottom)
+                if call.ci95 is not None:
+                    ax.plot(list(call.ci95), [y, y], color=colour, lw=2.5, alpha=0.5,
+                            solid_capstyle="butt")
+                ax.scatter([call.value], [y], marker="D", s=28, color=colour,
+                           edgecolor="black", lw=0.6, zorder=5)
         else:
             ax.plot([], [], color=colour, label=label)
     ax.set_xscale("log")
+    ax.set_xlim(lo / 2.5, hi * 2.5)
     ax.xaxis.set_major_locator(LogLocator(base=10, numticks=8))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylim(-0.05, max(1.3, ax.get_ylim()[1]))
+    ax.set_ylim(-0.05, max(1.35, ax.get_ylim()[1]))
     ax.axhline(0.5, color="#bdbdbd", lw=0.6)
-    ax.set_title(compound, fontsize=10)
-    ax.set_xlabel("concentration (µM)", fontsize=8)
-    ax.set_ylabel("median viability / vehicle", fontsize=8)
-    ax.tick_params(labelsize=7)
-    _legend(ax)
-    fig.subplots_adjust(**_MARGINS)
+    ax.set_title(compound, fontsize=11)
+    ax.set_xlabel("concentration (µM)", fontsize=9)
+    ax.set_ylabel("viability / vehicle", fontsize=9)
+    ax.tick_params(labelsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.55 / 2.55),
+                  ncol=1, frameon=False, handlelength=1.5, labelspacing=0.25)
+    fig.subplots_adjust(left=0.11, right=0.97, top=1 - 0.3 / height,
+                        bottom=legend_in / height)
     return png_base64(fig)

@@ -47,6 +47,8 @@ from nvir_agent.report.figures import (
     timecourse_png,
     vehicle_band,
 )
+from nvir_agent.report.ic50 import R2_FLOOR, STEEP_HILL
+from nvir_agent.report.provenance import Provenance, collect_provenance
 from nvir_agent.store import Reads, open_reader
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,12 @@ class Ic50Row:
     mos: float | None = None
     message: str = ""
     extrapolated: bool = False  # finite IC50 above the highest tested concentration
+    status: str = ""  # the reporting rule's verdict (nvir_agent.report.ic50)
+    ic50_text: str = ""  # '2.1 µM', '> 32 µM (top tested)', 'not reliable', 'fit failed'
+    ci_text: str = ""
+    mos_text: str = ""
+    reason: str = ""  # why the IC50 is not a number, in words
+    n_wells: int = 0
 
 
 @dataclass
@@ -97,6 +105,7 @@ class ReportData:
     dili_day: int | None
     labels: dict[str, CompoundLabel]
     qc: QcSummary
+    provenance: Provenance | None = None
 
 
 # --------------------------------------------------------------------------- data
@@ -115,12 +124,15 @@ def collect_report(
     maps: MapLookup | None = None,
     config: object | None = None,
     model: str = "2pl",
+    database_label: str | None = None,
 ) -> ReportData:
     """Everything the report shows, read from the store (one plate or all).
 
     ``compounds`` (from :func:`~nvir_agent.report.dili.read_compound_table`)
     adds Cmax and DILI labels; ``maps`` finds plate maps (default: those the
-    monitor saved in the store); ``day`` limits heatmaps and dose-response.
+    monitor saved in the store); ``day`` limits heatmaps and dose-response;
+    ``database_label`` replaces the database path in the header (e.g. for a
+    database that will not outlive the report).
     """
     labels = dict(compounds or {})
     plates, fits = _plates_and_fits(source, plate, day, labels, maps, config, model)
@@ -128,10 +140,14 @@ def collect_report(
     dili_day = choose_day(fits, day)
     dili = evaluate_dili(fits, labels, day=dili_day) if labels else None
     qc = _qc_summary(source, plate, plates)
+    database = database_label or str(getattr(source, "path", source))
+    with open_reader(source) as reads:
+        used = reads.model_counts(plate)
+    provenance = collect_provenance(config, database=database, models_in_data=used)
     return ReportData(
-        database=str(getattr(source, "path", source)), generated_at=time.time(),
+        database=database, generated_at=provenance.generated_at,
         plate=plate, day=day, plates=plates, fits=fits, dili=dili, dili_day=dili_day,
-        labels=labels, qc=qc,
+        labels=labels, qc=qc, provenance=provenance,
     )
 
 
@@ -155,16 +171,20 @@ def _check_selection(source: Reads | str | os.PathLike[str], plate: str | None,
 
 
 def ic50_rows(fits: Iterable[CompoundDayFit]) -> list[Ic50Row]:
-    return [
-        Ic50Row(
+    """One row per compound and day, with the IC50 reporting rule applied."""
+    rows = []
+    for f in sorted(fits, key=lambda f: (f.compound, f.day)):
+        call = f.call
+        _, mos = f.mos_call
+        rows.append(Ic50Row(
             compound=f.compound, day=f.day, ic50=f.fit.ic50, ci95=f.fit.ic50_ci95,
             converged=f.fit.converged, infinite=f.fit.infinite, ic50_se=f.fit.ic50_se,
             hill=f.fit.hill, r2=f.fit.r2, n_concentrations=len(f.concentrations),
             cmax_uM=f.cmax_uM, mos=f.mos, message=f.fit.message,
-            extrapolated=f.fit.extrapolated,
-        )
-        for f in sorted(fits, key=lambda f: (f.compound, f.day))
-    ]
+            extrapolated=f.fit.extrapolated, status=call.status, ic50_text=call.text,
+            ci_text=call.ci_text, mos_text=mos, reason=call.reason, n_wells=sum(f.wells),
+        ))
+    return rows
 
 
 def ic50_table(
@@ -242,6 +262,8 @@ h3{font-size:14px}table{border-collapse:collapse;font-size:12px;margin:8px 0}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f5f5f5}
 .grid{display:flex;flex-wrap:wrap;gap:8px}.note{color:#757575;font-size:12px}
 .warn{color:#b71c1c}
+.banner{background:#fff3e0;border:1px solid #e65100;padding:8px 12px;color:#bf360c}
+table.prov th{width:160px}
 """
 
 
@@ -255,12 +277,11 @@ def render_html(data: ReportData) -> str:
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>NViR Agent report</title>", f"<style>{_CSS}</style></head><body>",
         "<h1>NViR Agent report</h1>",
-        f"<p class='note'>Database {_e(data.database)} · generated "
-        f"{_e(time.strftime('%Y-%m-%d %H:%M', time.localtime(data.generated_at)))}"
-        f"{' · plate ' + _e(data.plate) if data.plate else ''}"
-        f"{' · day ' + _e(data.day) if data.day is not None else ''} · "
+        f"<p class='note'>{'plate ' + _e(data.plate) + ' · ' if data.plate else ''}"
+        f"{'day ' + _e(data.day) + ' · ' if data.day is not None else ''}"
         f"{len(data.plates)} plate(s), {len(compounds)} compound(s)</p>",
     ]
+    parts += _provenance_section(data)
     parts += _qc_section(data)
     parts += _plate_section(data)
     parts += _timecourse_section(data, compounds, points)
@@ -269,6 +290,19 @@ def render_html(data: ReportData) -> str:
     parts.append("</body></html>")
     log.info("report rendered in %.1f s", time.perf_counter() - started)
     return "\n".join(parts)
+
+
+def _provenance_section(data: ReportData) -> list[str]:
+    prov = data.provenance
+    if prov is None:
+        return [f"<p class='note'>Database {_e(data.database)}</p>"]
+    out = []
+    if prov.warning:
+        out.append(f"<p class='banner'><b>Demo model.</b> {_e(prov.warning)}</p>")
+    out.append("<table class='prov'><tbody>" + "".join(
+        f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in prov.pairs()
+        if k != "warning") + "</tbody></table>")
+    return out
 
 
 def _qc_section(data: ReportData) -> list[str]:
@@ -307,11 +341,17 @@ def _plate_section(data: ReportData) -> list[str]:
         if not reads:
             out.append("<p class='note'>No reads to show.</p>")
             continue
-        summary_rows = [(s.timepoint, s.wells_imaged, s.wells_failed_qc, len(s.missing_wells),
-                         format_number(s.control.median), format_number(s.control.cv), s.control.source)
+        summary_rows = [(s.timepoint, s.wells_imaged, s.wells_failed_qc, s.wells_unreadable,
+                         len(s.missing_wells), format_number(s.control.median),
+                         format_number(s.control.cv), s.control.source)
                         for s in tc.reads if s.timepoint in reads]
-        out.append(_table(["read", "wells", "failed QC", "missing", "vehicle median",
-                           "vehicle CV", "controls"], summary_rows))
+        out.append(_table(["read", "wells", "failed QC (imaging)", "unreadable", "missing",
+                           "vehicle median", "vehicle CV", "controls"], summary_rows))
+        out.append("<p class='note'>Heatmaps: viability relative to the vehicle median; "
+                   "each well names its compound (first letters) and concentration in µM "
+                   "(V vehicle, + positive control). ✕: excluded by the counting rule "
+                   "(imaging failure, damaged control, unreadable file); a hatched grey "
+                   "well has no data.</p>")
         out.append(_img(heatmap_png(tc, reads), f"plate {plate} heatmaps"))
     return out
 
@@ -319,7 +359,8 @@ def _plate_section(data: ReportData) -> list[str]:
 def _timecourse_section(data: ReportData, compounds: Sequence[str],
                         points: Sequence[WellTimepoint]) -> list[str]:
     out = ["<h2>Time courses</h2>",
-           "<p class='note'>Median viability relative to vehicle per concentration; grey band: "
+           "<p class='note'>Median viability relative to vehicle per concentration over the "
+           "wells that count (dead wells included; imaging failures excluded); grey band: "
            "vehicle wells, median ± SD.</p><div class='grid'>"]
     plates_of: dict[str, set[str]] = defaultdict(set)
     for p in points:
@@ -335,9 +376,13 @@ def _timecourse_section(data: ReportData, compounds: Sequence[str],
 
 def _dose_response_section(data: ReportData, compounds: Sequence[str]) -> list[str]:
     out = ["<h2>Dose-response</h2>",
-           "<p class='note'>Two-parameter log-logistic fit to the median viability per "
-           "concentration; IC50 with t-based 95% CI; IC50 beyond 10× the highest concentration "
-           "counts as infinite.</p><div class='grid'>"]
+           "<p class='note'>Dots: every counted well; black bars: median and range per "
+           "concentration. Two-parameter log-logistic fit to the medians, drawn over the "
+           "tested range. The IC50 is printed as a number only when the data support it: "
+           "above the highest tested concentration it reads “&gt; top tested”, below the "
+           f"lowest “&lt; lowest tested”; a fit with R² below {R2_FLOOR:g}, or a Hill slope of "
+           f"{STEEP_HILL:g} or more with fewer than two concentrations on the transition, is "
+           "“not reliable”. Horizontal bar at the IC50: its 95 % CI.</p><div class='grid'>"]
     by_compound: dict[str, list[CompoundDayFit]] = defaultdict(list)
     for f in data.fits:
         by_compound[f.compound].append(f)
@@ -346,14 +391,14 @@ def _dose_response_section(data: ReportData, compounds: Sequence[str]) -> list[s
             out.append(_img(dose_response_png(compound, by_compound[compound]),
                             f"{compound} dose-response"))
     out.append("</div><h3>IC50 per compound and day</h3>")
-    rows = [(r.compound, r.day, format_number(r.ic50), _interval(r.ci95),
-             format_number(r.hill), format_number(r.r2), r.n_concentrations, "yes" if r.converged else "no",
-             r.message) for r in ic50_rows(data.fits)]
-    out.append(_table(["compound", "day", "IC50 (µM)", "95% CI", "hill", "R²", "conc.",
-                       "converged", "note"], rows))
+    rows = [(r.compound, r.day, r.ic50_text, r.ci_text or "–", format_number(r.hill),
+             format_number(r.r2), r.n_concentrations, r.n_wells, r.reason or r.message)
+            for r in ic50_rows(data.fits)]
+    out.append(_table(["compound", "day", "IC50", "95% CI", "hill", "R²", "conc.", "wells",
+                       "note"], rows))
     missing = [c for c in compounds if not by_compound.get(c)]
     if missing:
-        out.append(f"<p class='note'>No dose-response (no usable treated wells): "
+        out.append(f"<p class='note'>No dose-response (no counted treated wells): "
                    f"{_e(', '.join(missing))}</p>")
     return out
 
@@ -366,10 +411,20 @@ def _mos_section(data: ReportData) -> list[str]:
     for f in fits:
         label = data.labels.get(f.compound)
         dili = "–" if label is None or label.dili is None else ("DILI+" if label.dili else "DILI−")
-        mos = f.mos
-        pred = "–" if mos is None else ("DILI+" if mos < 100 else "DILI−")
-        rows.append((f.compound, format_number(f.fit.ic50), format_number(f.cmax_uM), format_number(mos), pred, dili))
-    out.append(_table(["compound", "IC50 (µM)", "Cmax (µM)", "MOS = IC50/Cmax",
+        mos, mos_text = f.mos_call
+        call = f.call
+        if mos is not None:
+            pred = "DILI+" if mos < 100 else "DILI−"
+        elif mos_text.startswith("> ") and f.cmax_uM and call.value is not None \
+                and call.value / f.cmax_uM >= 100:
+            pred = "DILI−"
+        elif mos_text.startswith("< ") and f.cmax_uM and call.value is not None \
+                and call.value / f.cmax_uM < 100:
+            pred = "DILI+"
+        else:
+            pred = "–"
+        rows.append((f.compound, call.text, format_number(f.cmax_uM), mos_text, pred, dili))
+    out.append(_table(["compound", "IC50", "Cmax (µM)", "MOS = IC50/Cmax",
                        "predicted (MOS < 100)", "label"], rows))
     ev = data.dili
     if ev is None:

@@ -274,6 +274,13 @@ class Reads:
 
     # --- plates -------------------------------------------------------------------------
 
+    def model_counts(self, plate: str | None = None) -> dict[str, int]:
+        """Model name (file@hash) → images it scored (all plates, or one)."""
+        where, params = (" AND i.plate = ?", [plate]) if plate else ("", [])
+        return {str(m): int(n) for m, n in self._query(
+            "SELECT m.model, COUNT(*) FROM measurements m JOIN images i ON i.id = m.image_id"
+            f" WHERE m.model IS NOT NULL{where} GROUP BY m.model ORDER BY m.model", params)}
+
     def plate_names(self) -> list[str]:
         """Every plate that has images, sorted."""
         return [r[0] for r in self._query(
