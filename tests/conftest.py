@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import pytest
+from pg_server import PgServer
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +38,22 @@ def isolated_user_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     monkeypatch.delenv("NVIR_AGENT_CONFIG", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL server for the session (see tests/pg_server.py)."""
+    try:
+        server = PgServer()
+    except FileNotFoundError as exc:
+        if os.environ.get("NVIR_REQUIRE_POSTGRES"):
+            raise
+        pytest.skip(f"no PostgreSQL server to test against: {exc}")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A fresh database on the session's PostgreSQL server."""
+    return pg_server.new_database()

@@ -36,7 +36,8 @@ def test_new_database_has_the_v1_tables_wal_and_latest_version(store):
     cols = [r[1] for r in conn.execute("PRAGMA table_info(images)")]
     assert cols == ["id", "path", "size", "mtime", "vendor", "plate", "well", "row", "col",
                     "field", "channel", "z", "timepoint", "elapsed_s", "state", "error",
-                    "attempts", "created_at", "updated_at"]
+                    "attempts", "created_at", "updated_at",
+                    "station", "scope", "claimed_by", "claimed_at"]  # v4: stations
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     conn.close()
