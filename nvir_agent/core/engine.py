@@ -237,6 +237,8 @@ class Engine:
             started_at=self._started_at, heartbeat_at=time.time(), pid=os.getpid(),
             error=self._error.message if self._error else None,
             model=describe_model_source(self.config), paused=self.paused,
+            station=self._store.station if self._store is not None else "",
+            spooling=bool(getattr(self._store, "spooling", False)),
         )
 
     # --- pause ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ latter they return the PostgreSQL implementation of the same API.
 """
 
 from nvir_agent.store.database import Store, database_path, store_options
+from nvir_agent.store.dialect import StoreOffline
 from nvir_agent.store.reads import Reads, StoreReader, open_reader
 from nvir_agent.store.rows import (
     ACTIVE_STATES,
@@ -44,6 +45,6 @@ __all__ = [
     "ACTIVE_STATES", "CLOSED_STATES", "MIGRATIONS", "SEVERITY_RANK", "Alert", "AlertEvent",
     "Counts", "Heartbeat", "ImageRecord", "ImageScore", "ImageStateSummary", "Key",
     "Measurement", "MeasurementRow", "PlateRow", "Reads", "Result", "StationRow", "Store",
-    "StoreReader", "Transaction", "database_path", "database_url", "open_reader", "redact",
+    "StoreOffline", "StoreReader", "Transaction", "database_path", "database_url", "open_reader", "redact",
     "station_name", "store_options", "to_json",
 ]

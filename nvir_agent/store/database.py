@@ -46,8 +46,10 @@ from nvir_agent.store.rows import ImageRecord, Result
 from nvir_agent.store.schema import to_json
 from nvir_agent.store.url import (
     Target,
+    database_url,
     default_station,
     is_postgres,
+    spool_path,
     sqlite_path,
     station_name,
 )
@@ -72,10 +74,15 @@ def database_path(config: Config) -> Path:
 
 
 def store_options(config: Config) -> dict[str, Any]:
-    """The keyword arguments of :class:`Store` that ``[storage]`` sets."""
-    return {"station": station_name(config),
-            "shared_folders": [str(config.resolve(f)) for f in config.storage.shared_folders],
-            "claim_timeout_s": config.storage.claim_timeout_s}
+    """The keyword arguments of :class:`Store` that ``[storage]`` sets for the engine
+    (on a PostgreSQL server: with the spool used while it is away)."""
+    options: dict[str, Any] = {
+        "station": station_name(config),
+        "shared_folders": [str(config.resolve(f)) for f in config.storage.shared_folders],
+        "claim_timeout_s": config.storage.claim_timeout_s}
+    if is_postgres(database_url(config)):
+        options.update(spool=spool_path(config), retry_s=config.storage.retry_s)
+    return options
 
 
 def _text(value: str | None) -> str | None:

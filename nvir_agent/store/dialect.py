@@ -26,7 +26,13 @@ import os
 import sqlite3
 from typing import Any
 
+from nvir_agent.errors import StoreError
 from nvir_agent.ingest.pathnames import to_db
+
+
+class StoreOffline(StoreError):
+    """The store's server is away and the station writes to its local spool: what
+    needs the server (the monitor's alert transaction) waits until it is back."""
 
 
 class Dialect:
