@@ -40,7 +40,7 @@ from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.store import postgres
 from nvir_agent.store.database import CLAIM_TIMEOUT_S, Store, _text
 from nvir_agent.store.dialect import StoreOffline
-from nvir_agent.store.rows import Counts, ImageRecord, Result
+from nvir_agent.store.rows import Counts, Heartbeat, ImageRecord, Result
 from nvir_agent.store.schema import to_json
 from nvir_agent.store.url import redact
 from nvir_agent.store.writes import Transaction
@@ -79,10 +79,10 @@ class CentralStore(Store):
         self._conn: Any = None
         try:
             self._connect()
-        except StoreError:
-            if self._spool_path is None:
+        except StoreError as exc:
+            if self._spool_path is None or not _disconnected(exc):
                 raise
-            self._go_offline("at start")
+            self._go_offline(f"at start: {exc.message}")
         if self._spool is None and self._spool_path is not None and self._spool_path.is_file():
             self._try_sync()  # a spool left by an earlier run
 
@@ -288,6 +288,9 @@ class CentralStore(Store):
             snapshot, started_at=started_at, name=name, pid=pid), lambda s: None)
 
     # reads the engine makes: the spool's while the server is away
+
+    def heartbeat(self, name: str | None = None) -> Heartbeat | None:
+        return self._route(lambda: super(CentralStore, self).heartbeat(name), lambda s: None)
 
     def counts(self, *, station: str | None = None) -> Counts:
         return self._route(lambda: super(CentralStore, self).counts(station=station),
