@@ -328,3 +328,10 @@ def test_the_server_away_for_a_while_spools_and_syncs_when_it_returns(pg_server,
                                                                       tmp_path, agents):
     _outage(pg_server, pg_url, tmp_path, agents, down_s=6.0)
     assert any("spool" in (tmp_path / f"{n}.err").read_text() for n in "AB")
+
+
+def test_db_migrate_creates_the_tables_on_the_server(pg_url, capsys):
+    from nvir_agent.cli.main import main
+
+    assert main(["db", "migrate", "--to", pg_url]) == 0
+    assert f"schema version {len(MIGRATIONS)}" in capsys.readouterr().out
