@@ -22,8 +22,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nvir_agent.config import Config, StorageConfig, WatchConfig  # noqa: E402
-from nvir_agent.ingest.filenames import ImageKey  # noqa: E402
 from nvir_agent.monitor.platemap import parse_csv, plate_map_to_dict  # noqa: E402
+from nvir_agent.plate import ImageKey  # noqa: E402
 from nvir_agent.store import Measurement, Result, Store  # noqa: E402
 
 ROWS, COLS = "ABCDEFGHIJKLMNOP", 24

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up NViR Agent in ./.venv (created when missing). As root, also installs the
-# Debian libraries Qt needs. Usage: installer/setup.sh [--test]
+# Debian libraries Qt needs (and, with --test, the PostgreSQL server the store tests
+# start a throwaway instance of). Usage: installer/setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
@@ -13,8 +14,11 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
                libxcb-xinerama0 libxcb-randr0 libxcb-render-util0 libxcb-image0; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
+    if [ -n "$extras" ]; then
+        dpkg -s postgresql >/dev/null 2>&1 || need+=(postgresql)
+    fi
     if [ ${#need[@]} -gt 0 ]; then
-        echo "Installing Debian libraries for Qt: ${need[*]}"
+        echo "Installing Debian packages: ${need[*]}"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     fi
 fi

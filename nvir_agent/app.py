@@ -17,7 +17,7 @@ from nvir_agent.monitor.listener import Monitor
 from nvir_agent.monitor.notify import Sink, build_notifier
 from nvir_agent.pipeline.contract import ResultListener, Stage
 from nvir_agent.pipeline.stages import build_stages
-from nvir_agent.store.database import Store, database_path
+from nvir_agent.store import Store, database_url, store_options
 
 __all__ = ["build_engine"]
 
@@ -34,7 +34,7 @@ def build_engine(
     → score pipeline (tests and benchmarks). Opens the database; a problem with
     the model file or a setting raises here, before anything runs.
     """
-    store = Store(database_path(config))
+    store = Store(database_url(config), **store_options(config))
     try:
         stage_list = list(build_stages(config) if stages is None else stages)
         monitor = Monitor(config, store, build_notifier(config.notify, sinks=sinks))

@@ -50,6 +50,12 @@ class WatchConfig:
 @dataclass
 class StorageConfig:
     database: str = ""  # empty: <user data dir>/nvir-agent.sqlite3
+    url: str = ""  # sqlite:///path or postgresql://user@host:port/db (overrides database)
+    station: str = ""  # this agent's name in a shared store; empty: the host name
+    shared_folders: list[str] = field(default_factory=list)  # watched by several stations
+    claim_timeout_s: float = 600.0  # a silent station's claimed jobs are taken over after
+    spool: str = ""  # SQLite file used while the server is away; empty: user data dir
+    retry_s: float = 15.0  # how often to try the server again while spooling
 
 
 @dataclass
@@ -295,6 +301,8 @@ def _validate(cfg: Config, where: str, check_folders: bool) -> None:
     positive("alerts", "stall_give_up", allow_zero=True)
     positive("notify", "min_interval_s", allow_zero=True)
     positive("plates", "read_gap_s")
+    positive("storage", "claim_timeout_s")
+    positive("storage", "retry_s")
     for key in ("threshold", "critical", "drop", "hysteresis", "control_cv",
                 "control_drop", "qc_fail_fraction"):
         v = getattr(cfg.alerts, key)

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from pg_server import PgServer
 
 # Qt widgets in tests draw off screen (no display needed)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -58,3 +59,22 @@ def no_leaked_workers(qtbot):
     yield
     assert workers.wait_for_workers(10000), "GUI worker threads still running"
     qtbot.waitUntil(lambda: workers.jobs_in_flight() == 0, timeout=20000)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL server for the session (see tests/pg_server.py)."""
+    try:
+        server = PgServer()
+    except FileNotFoundError as exc:
+        if os.environ.get("NVIR_REQUIRE_POSTGRES"):
+            raise
+        pytest.skip(f"no PostgreSQL server to test against: {exc}")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A fresh database on the session's PostgreSQL server."""
+    return pg_server.new_database()

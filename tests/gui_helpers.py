@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 
 from nvir_agent.config import Config, StorageConfig
-from nvir_agent.ingest.filenames import ImageKey
 from nvir_agent.monitor.platemap import parse_csv, plate_map_to_dict
+from nvir_agent.plate import ImageKey
 from nvir_agent.store import Measurement, Result, Store
 
 PLATE = "P1"

@@ -15,7 +15,18 @@ import logging
 import sys
 
 from nvir_agent import __version__
-from nvir_agent.cli import core, demo, imaging, model, monitor, report, review, synth, training
+from nvir_agent.cli import (
+    core,
+    db,
+    demo,
+    imaging,
+    model,
+    monitor,
+    report,
+    review,
+    synth,
+    training,
+)
 from nvir_agent.errors import (
     AgentError,
     ConfigError,
@@ -27,7 +38,7 @@ from nvir_agent.errors import (
 )
 from nvir_agent.logsetup import setup_logging
 
-AREAS = [core, demo, imaging, model, monitor, report, review, synth, training]
+AREAS = [core, db, demo, imaging, model, monitor, report, review, synth, training]
 
 # Exit status by error class (the nearest class in its ancestry); any other
 # AgentError exits with 1.

@@ -41,7 +41,7 @@ from nvir_agent.ingest.watch import FolderWatcher, LinkPolicy, SettleTracker, it
 from nvir_agent.model.locate import describe_model_source
 from nvir_agent.pipeline.contract import Analysis, ImageRecord, ResultListener, Stage, run_stages
 from nvir_agent.plate import ImageKey
-from nvir_agent.store import Counts, Store, database_path
+from nvir_agent.store import Counts, Store, database_url, redact, store_options
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Engine:
         listeners: Sequence[ResultListener] = (), store: Store | None = None,
     ) -> None:
         self.config = config
-        self.database = store.path if store is not None else database_path(config)
+        self.database = database_url(config)
         self._stages = list(stages)
         self._listeners = list(listeners)
         self._store: Store | None = store
@@ -103,7 +103,7 @@ class Engine:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.database)
+            self._store = Store(self.database, **store_options(self.config))
         return self._store
 
     @property
@@ -151,7 +151,7 @@ class Engine:
         self._watcher.start()
         if not folders:
             log.warning("No folders to watch: set watch.folders in agent.toml.")
-        log.info("Engine started; database %s", self.database)
+        log.info("Engine started; database %s", redact(self.database))
 
     def _refuse_second_agent(self) -> None:
         """Two agents on one database would analyse every image twice."""
@@ -169,9 +169,10 @@ class Engine:
             except PermissionError:
                 pass  # alive, another user's process
         raise ConfigError(
-            f"Another NViR Agent (process {pid}) is already running on the database "
-            f"{self.database}.",
-            "Stop it first, or give this one its own storage.database in agent.toml.",
+            f"Another NViR Agent (process {pid}) is already running as station "
+            f"{self.store.station} on the database {redact(self.database)}.",
+            "Stop it first, or give this one its own storage.database (or its own "
+            "storage.station on a shared server) in agent.toml.",
         )
 
     def request_stop(self) -> None:
@@ -224,13 +225,15 @@ class Engine:
         counts = self._store.counts() if self._store is not None else Counts()
         running = self._started_at is not None and not self._stop.is_set()
         return EngineStatus(
-            running=running, database=str(self.database), seen=counts.seen,
+            running=running, database=redact(self.database), seen=counts.seen,
             pending=counts.pending, done=counts.done, failed=counts.failed,
             settling=self._settling,
             folders=self._watcher.status() if self._watcher else [],
             started_at=self._started_at, heartbeat_at=time.time(), pid=os.getpid(),
             error=self._error.message if self._error else None,
             model=describe_model_source(self.config), paused=self.paused,
+            station=self._store.station if self._store is not None else "",
+            spooling=bool(getattr(self._store, "spooling", False)),
         )
 
     # --- pause ------------------------------------------------------------------------

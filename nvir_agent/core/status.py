@@ -3,8 +3,9 @@
 ``EngineStatus`` is the snapshot ``Engine.status()`` returns in the agent's
 process; ``read_status`` gives the same picture to another process (the CLI,
 the review window) from the store: image counts plus the running agent's last
-heartbeat (observer modes and folder health). Light on purpose: no analysis,
-model or Qt imports.
+heartbeat (observer modes and folder health) and, in a store shared by several
+stations, every station with its own heartbeat, folders and health. Light on
+purpose: no analysis, model or Qt imports.
 """
 
 from __future__ import annotations
@@ -19,9 +20,42 @@ from nvir_agent.config import Config
 from nvir_agent.errors import AgentError
 from nvir_agent.ingest.watch import FolderStatus
 from nvir_agent.model.locate import describe_model_source, resolve_model
-from nvir_agent.store import StoreReader, database_path
+from nvir_agent.store import StationRow, StoreReader, database_url, redact, station_name
+from nvir_agent.store.url import is_postgres, sqlite_path
 
 HEARTBEAT_S = 2.0  # how often a running engine records its snapshot
+
+
+@dataclass(frozen=True)
+class StationStatus:
+    """One station of the store as its last heartbeat shows it."""
+
+    name: str
+    host: str | None = None
+    running: bool = False
+    pid: int | None = None
+    heartbeat_at: float | None = None
+    folders: list[FolderStatus] = field(default_factory=list)
+    seen: int = 0
+    pending: int = 0
+    done: int = 0
+    failed: int = 0
+    paused: bool = False
+    spooling: bool = False  # the station writes to its local spool (server away)
+    error: str | None = None
+
+
+def station_status(row: StationRow, now: float, stale_after_s: float) -> StationStatus:
+    b = row.heartbeat
+    snap = b.snapshot if b else {}
+    running = row.running(now, stale_after_s)
+    return StationStatus(
+        name=row.name, host=row.host, running=running, pid=b.pid if b else None,
+        heartbeat_at=b.heartbeat_at if b else None,
+        folders=[FolderStatus(**f) for f in snap.get("folders", [])] if running else [],
+        seen=row.counts.seen, pending=row.counts.pending, done=row.counts.done,
+        failed=row.counts.failed, paused=bool(snap.get("paused")) and running,
+        spooling=bool(snap.get("spooling")) and running, error=snap.get("error"))
 
 
 @dataclass(frozen=True)
@@ -43,6 +77,9 @@ class EngineStatus:
     model: str = ""  # which model scores, or why scoring is off
     paused: bool = False  # analysis paused by the operator (new files are still recorded)
     problems: list[str] = field(default_factory=list)  # what stops the agent working well
+    station: str = ""  # this agent's name in the store
+    spooling: bool = False  # the server is away: results go to the local spool for now
+    stations: list[StationStatus] = field(default_factory=list)  # every station of the store
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,41 +112,49 @@ def find_problems(config: Config, db_error: str | None = None) -> list[str]:
 
 def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> EngineStatus:
     """The status as another process sees it: store counts plus the running
-    agent's last heartbeat (observer modes and health), and the problems found."""
-    db = database_path(config)
+    agent's last heartbeat (observer modes and health), every station of the store,
+    and the problems found."""
+    url = database_url(config)
+    station = station_name(config)
     configured = [
         FolderStatus(str(config.resolve(f)), "-", False, "not running")
         for f in config.watch.folders
     ]
-    if not db.is_file():
+    if not is_postgres(url) and not sqlite_path(url).is_file():
+        db = sqlite_path(url)
         db_error = None
         if not db.parent.is_dir():
             db_error = (f"database folder {db.parent} does not exist: create it or fix "
                         "storage.database")
-        return EngineStatus(running=False, database=str(db), folders=configured,
-                            model=describe_model_source(config),
+        return EngineStatus(running=False, database=redact(url), folders=configured,
+                            model=describe_model_source(config), station=station,
                             problems=find_problems(config, db_error))
     try:
-        with StoreReader(db) as reader:
-            counts = reader.counts()
-            beat = reader.heartbeat()
+        with StoreReader(url, station=station) as reader:
+            counts = reader.counts(station=station if is_postgres(url) else None)
+            beat = reader.heartbeat(station)
+            rows = reader.stations()
     except AgentError as exc:
-        return EngineStatus(running=False, database=str(db), folders=configured,
-                            model=describe_model_source(config),
+        return EngineStatus(running=False, database=redact(url), folders=configured,
+                            model=describe_model_source(config), station=station,
+                            error=exc.message if is_postgres(url) else None,
                             problems=find_problems(
-                                config, f"database {db} cannot be read: {exc.message}"))
+                                config, f"database {redact(url)} cannot be read: {exc.message}"))
+    now = time.time()
     snap = beat.snapshot if beat else {}
     running = bool(
-        beat and snap.get("running") and time.time() - (beat.heartbeat_at or 0) < stale_after_s
+        beat and snap.get("running") and now - (beat.heartbeat_at or 0) < stale_after_s
     )
     folders = [FolderStatus(**f) for f in snap.get("folders", [])] if running else configured
     return EngineStatus(
-        running=running, database=str(db), seen=counts.seen, pending=counts.pending,
+        running=running, database=redact(url), seen=counts.seen, pending=counts.pending,
         done=counts.done, failed=counts.failed,
         settling=int(snap.get("settling", 0)) if running else 0, folders=folders,
         started_at=beat.started_at if beat else None,
         heartbeat_at=beat.heartbeat_at if beat else None,
         pid=beat.pid if beat else None, error=snap.get("error"),
         paused=bool(snap.get("paused")) if running else False,
-        model=describe_model_source(config), problems=find_problems(config),
+        model=describe_model_source(config), problems=find_problems(config), station=station,
+        spooling=bool(snap.get("spooling")) if running else False,
+        stations=[station_status(r, now, stale_after_s) for r in rows],
     )

@@ -27,7 +27,7 @@ from nvir_agent.monitor.timecourse import (
     save_plate_map,
     settings_from_config,
 )
-from nvir_agent.store import Store
+from nvir_agent.store import Store, StoreOffline
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,14 @@ class Monitor:
         evaluates, so the final state never waits."""
         if not image_ids:
             return
-        with self.store.transaction() as tx:
-            self._dirty |= tx.plates_of_images(list(image_ids))
-            busy = tx.has_pending()
-        if self._maps_changed():
+        try:
+            with self.store.transaction() as tx:
+                self._dirty |= tx.plates_of_images([i for i in image_ids if i > 0])
+                busy = tx.has_pending()
+        except StoreOffline as exc:
+            self._offline(exc)
+            return
+        if self._maps_changed() or self._resynced():
             self._dirty |= self.known_plates()
         if not self._dirty:
             return
@@ -105,12 +109,22 @@ class Monitor:
             return
         plates, self._dirty = sorted(self._dirty), set()
         self._last_eval = time.monotonic()
-        self.evaluate(plates)
+        try:
+            self.evaluate(plates)
+        except StoreOffline as exc:
+            self._dirty |= set(plates)
+            self._offline(exc)
 
     def on_idle(self) -> None:
         """Called by the engine while no image waits for analysis: at most every
         ``idle_check_s``, re-evaluate the plates seen recently, so that time-driven
         rules (an acquisition that stalled) hold even though no result arrives."""
+        if self._resynced():
+            try:
+                self.evaluate()
+            except StoreOffline as exc:
+                self._offline(exc)
+            return
         now = time.monotonic()
         if now - self._last_idle_check < self.idle_check_s:
             return
@@ -118,9 +132,22 @@ class Monitor:
         if not self.config.alerts.enabled or self.config.alerts.stall_after <= 0:
             return
         horizon = time.time() - self.followed_for_s
-        plates = [p.plate for p in self.store.plates() if (p.last_seen or 0) >= horizon]
-        if plates:
-            self.evaluate(plates)
+        try:
+            plates = [p.plate for p in self.store.plates() if (p.last_seen or 0) >= horizon]
+            if plates:
+                self.evaluate(plates)
+        except StoreOffline as exc:
+            self._offline(exc)
+
+    def _offline(self, exc: StoreOffline) -> None:
+        """The store's server is away (results are spooled): every plate is evaluated
+        again once it is back."""
+        log.info("Alerts wait for the store's server: %s", exc.message)
+
+    def _resynced(self) -> bool:
+        """True once after the store synced its spool to the server."""
+        take = getattr(self.store, "take_resynced", None)
+        return bool(take()) if callable(take) else False
 
     def _maps_changed(self) -> bool:
         current = self.library.version
@@ -137,6 +164,8 @@ class Monitor:
         plate_list = sorted(self.known_plates() if plates is None else set(plates))
         changes: list[AlertChange] = []
         with self.store.transaction() as tx:
+            for plate in plate_list:
+                tx.lock_plate(plate)  # other stations' monitors wait for this plate
             for plate in plate_list:
                 pm = self.library.for_plate(plate)
                 if save_plate_map(tx, plate, pm):

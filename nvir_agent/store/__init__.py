@@ -1,4 +1,4 @@
-"""The store: the agent's only shared state (SQLite today).
+"""The store: the agent's only shared state (SQLite, or PostgreSQL for several stations).
 
 Every SQL statement of the agent lives in this package. Other packages use
 this API only:
@@ -8,10 +8,16 @@ this API only:
   monitor's writes (plate maps, alert rows) together with any reads;
 - :class:`StoreReader` — a read-only connection for the CLI, the report and
   the UI; :func:`open_reader` takes a store, a reader or a database path;
-- the typed rows in :mod:`nvir_agent.store.rows`.
+- the typed rows in :mod:`nvir_agent.store.rows`;
+- :func:`database_url` and :func:`store_options`: where ``[storage]`` puts the
+  store and who this station is (``Store(database_url(c), **store_options(c))``).
+
+Both take a path, a ``sqlite:///`` URL or a ``postgresql://`` URL; for the
+latter they return the PostgreSQL implementation of the same API.
 """
 
-from nvir_agent.store.database import Store, database_path
+from nvir_agent.store.database import Store, database_path, store_options
+from nvir_agent.store.dialect import StoreOffline
 from nvir_agent.store.reads import Reads, StoreReader, open_reader
 from nvir_agent.store.rows import (
     ACTIVE_STATES,
@@ -29,13 +35,16 @@ from nvir_agent.store.rows import (
     MeasurementRow,
     PlateRow,
     Result,
+    StationRow,
 )
 from nvir_agent.store.schema import MIGRATIONS, to_json
+from nvir_agent.store.url import database_url, redact, station_name
 from nvir_agent.store.writes import Transaction
 
 __all__ = [
     "ACTIVE_STATES", "CLOSED_STATES", "MIGRATIONS", "SEVERITY_RANK", "Alert", "AlertEvent",
     "Counts", "Heartbeat", "ImageRecord", "ImageScore", "ImageStateSummary", "Key",
-    "Measurement", "MeasurementRow", "PlateRow", "Reads", "Result", "Store", "StoreReader",
-    "Transaction", "database_path", "open_reader", "to_json",
+    "Measurement", "MeasurementRow", "PlateRow", "Reads", "Result", "StationRow", "Store",
+    "StoreOffline", "StoreReader", "Transaction", "database_path", "database_url", "open_reader", "redact",
+    "station_name", "store_options", "to_json",
 ]

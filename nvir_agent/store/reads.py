@@ -1,8 +1,14 @@
 """Every read of the store, as typed rows (see rows.py).
 
 ``Reads`` is shared by the read-only :class:`StoreReader` (CLI, report, UI),
-the writer ``Store`` and a write transaction, so a query is written once.
-A second backend implements the same methods.
+the writer ``Store`` and a write transaction, so a query is written once, for
+SQLite and PostgreSQL alike (see dialect.py).
+
+Stations: in a central store several agents write; every image and
+measurement carries its ``station``. Readers see every station; the lists take
+a ``station=`` filter and :meth:`Reads.stations` names them with their
+heartbeats. The writer's own reads (``counts``, ``has_pending``,
+``known_files``, images by path) keep to the folders its station analyses.
 """
 
 from __future__ import annotations
@@ -11,16 +17,16 @@ import contextlib
 import json
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from nvir_agent.errors import StoreError
-from nvir_agent.ingest.pathnames import from_db, readable, to_db
+from nvir_agent.ingest.pathnames import from_db, readable
 from nvir_agent.plate import ImageKey
 from nvir_agent.store import schema
+from nvir_agent.store.dialect import SQLITE, Dialect
 from nvir_agent.store.rows import (
     SEVERITY_RANK,
     Alert,
@@ -33,13 +39,15 @@ from nvir_agent.store.rows import (
     Key,
     MeasurementRow,
     PlateRow,
+    StationRow,
 )
+from nvir_agent.store.url import Target, default_station, is_postgres, redact, sqlite_path
 
 log = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = (
     "id, path, size, mtime, vendor, plate, well, row, col, field, channel, z, timepoint, "
-    "elapsed_s, state, error, attempts, created_at, updated_at"
+    "elapsed_s, state, error, attempts, created_at, updated_at, station"
 )
 ALERT_COLUMNS = ("id, plate, subject, rule, severity, state, message, value, timepoint, "
                  "opened_at, updated_at, closed_at, details")
@@ -49,7 +57,11 @@ def _marks(items: Sequence[Any]) -> str:
     return ",".join("?" * len(items))
 
 
-def image_key(row: sqlite3.Row) -> ImageKey:
+def _prefixed(columns: str, prefix: str) -> str:
+    return ", ".join(prefix + c.strip() for c in columns.split(","))
+
+
+def image_key(row: Any) -> ImageKey:
     return ImageKey(
         vendor=row["vendor"], plate=row["plate"], well=row["well"], row=row["row"],
         column=row["col"], field=row["field"], channel=row["channel"], z=row["z"],
@@ -57,7 +69,7 @@ def image_key(row: sqlite3.Row) -> ImageKey:
     )
 
 
-def image_record(row: sqlite3.Row) -> ImageRecord:
+def image_record(row: Any) -> ImageRecord:
     return ImageRecord(id=row["id"], path=Path(from_db(row["path"])), key=image_key(row),
                        size=row["size"], mtime=row["mtime"])
 
@@ -102,7 +114,7 @@ def alert_row(row: Sequence[Any]) -> Alert:
                  row[8], row[9] or 0.0, row[10] or 0.0, row[11], details)
 
 
-def _measurement_row(row: sqlite3.Row) -> MeasurementRow:
+def _measurement_row(row: Any) -> MeasurementRow:
     done = row["state"] == "done"
     return MeasurementRow(
         id=row["id"], path=readable(row["path"]), key=image_key(row), size=row["size"],
@@ -115,41 +127,79 @@ def _measurement_row(row: sqlite3.Row) -> MeasurementRow:
         features=_json_or(row["features"], {}) if done else {},
         measured_at=row["measured_at"] if done else None,
         outline=_outline(row["outline"]) if done else None,
+        station=row["station"],
     )
 
 
+def _station(sql: str, params: list[Any], station: str | None, column: str = "station"
+             ) -> str:
+    """``sql`` narrowed to one station (nothing added for None)."""
+    if station is None:
+        return sql
+    params.append(station)
+    return f"{sql} AND {column} = ?"
+
+
 class Reads:
-    """The typed reads; subclasses provide ``path``, ``_conn`` and ``_lock``."""
+    """The typed reads; subclasses provide ``path``, ``_conn`` and ``_lock`` (and
+    ``_sql``, ``station`` and ``_scopes`` where they differ from the defaults)."""
 
-    path: Path
-    _conn: sqlite3.Connection
+    path: Path | str
+    _conn: Any
     _lock: threading.RLock
+    _sql: Dialect = SQLITE
+    station: str = ""
+    _scopes: tuple[str, ...] | None = None  # the writer's own scopes in a shared store
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             with self._lock:
                 return self._conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(
-                f"Reading the database {self.path} failed: {exc}.",
-                "If another program changed the file, restore it or point storage.database "
-                "at a new file; start the agent once to upgrade an older one.",
-            ) from exc
+        except self._sql.errors as exc:
+            raise self._read_error(exc) from exc
+
+    def _read_error(self, exc: BaseException) -> StoreError:
+        if self._sql.is_disconnect(exc):
+            return StoreError(
+                f"Lost the connection to the store {self.path}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}.",
+                "Check that the PostgreSQL server runs and the network is up.")
+        return StoreError(
+            f"Reading the database {self.path} failed: {exc}.",
+            "If another program changed the file, restore it or point storage.database "
+            "at a new file; start the agent once to upgrade an older one.",
+        )
+
+    def _own(self, sql: str, params: list[Any], column: str = "scope") -> str:
+        """``sql`` narrowed to the writer's own scopes (nothing added for a reader)."""
+        if self._scopes is None:
+            return sql
+        params.extend(self._scopes)
+        return f"{sql} AND {column} IN ({_marks(self._scopes)})"
 
     # --- the store itself ---------------------------------------------------------------
 
     def schema_version(self) -> int:
-        return int(self._query("PRAGMA user_version")[0][0])
+        try:
+            with self._lock:
+                return self._sql.schema_version(self._conn)
+        except self._sql.errors as exc:
+            raise self._read_error(exc) from exc
 
-    def counts(self) -> Counts:
-        by_state = {r["state"]: r["n"] for r in self._query(
-            "SELECT state, COUNT(*) AS n FROM images GROUP BY state")}
+    def counts(self, *, station: str | None = None) -> Counts:
+        params: list[Any] = []
+        sql = _station(self._own("SELECT state, COUNT(*) AS n FROM images WHERE 1 = 1",
+                                 params), params, station)
+        by_state = {r["state"]: int(r["n"]) for r in self._query(
+            sql + " GROUP BY state", params)}
         return Counts(
             seen=sum(by_state.values()), pending=by_state.get("pending", 0),
             done=by_state.get("done", 0), failed=by_state.get("failed", 0),
         )
 
-    def heartbeat(self, name: str = "engine") -> Heartbeat | None:
+    def heartbeat(self, name: str | None = None) -> Heartbeat | None:
+        """A station's last heartbeat (default: this store's station)."""
+        name = name or self.station
         rows = self._query(
             "SELECT pid, started_at, heartbeat_at, snapshot FROM agent_status WHERE name = ?",
             (name,))
@@ -159,12 +209,34 @@ class Reads:
         return Heartbeat(name, r["pid"], r["started_at"], r["heartbeat_at"],
                          _json_or(r["snapshot"], {}))
 
+    def stations(self) -> list[StationRow]:
+        """Every station that has written to the store: its heartbeat (None if it never
+        ran an agent) and its image counts, by name."""
+        beats = {r["name"]: r for r in self._query(
+            "SELECT name, host, pid, started_at, heartbeat_at, snapshot FROM agent_status")}
+        counts: dict[str, dict[str, int]] = {}
+        for r in self._query("SELECT station, state, COUNT(*) AS n FROM images "
+                             "WHERE station IS NOT NULL GROUP BY station, state"):
+            counts.setdefault(r["station"], {})[r["state"]] = int(r["n"])
+        out = []
+        for name in sorted(set(beats) | set(counts)):
+            b, c = beats.get(name), counts.get(name, {})
+            beat = None if b is None else Heartbeat(
+                name, b["pid"], b["started_at"], b["heartbeat_at"], _json_or(b["snapshot"], {}))
+            out.append(StationRow(
+                name, None if b is None else b["host"], beat,
+                Counts(seen=sum(c.values()), pending=c.get("pending", 0),
+                       done=c.get("done", 0), failed=c.get("failed", 0))))
+        return out
+
     # --- images and jobs ----------------------------------------------------------------
 
     def known_files(self) -> dict[str, tuple[int, float]]:
-        """(size, mtime) of every image path the store has seen."""
+        """(size, mtime) of every image path the store has seen (the writer: of its
+        own folders)."""
+        params: list[Any] = []
         return {from_db(r["path"]): (r["size"], r["mtime"]) for r in self._query(
-            "SELECT path, size, mtime FROM images")}
+            self._own("SELECT path, size, mtime FROM images WHERE 1 = 1", params), params)}
 
     def pending(self, limit: int) -> list[ImageRecord]:
         """The oldest pending jobs."""
@@ -174,7 +246,9 @@ class Reads:
         return [image_record(r) for r in rows]
 
     def has_pending(self) -> bool:
-        return bool(self._query("SELECT 1 FROM images WHERE state = 'pending' LIMIT 1"))
+        params: list[Any] = []
+        return bool(self._query(self._own(
+            "SELECT 1 FROM images WHERE state = 'pending'", params) + " LIMIT 1", params))
 
     def records(self, ids: Sequence[int]) -> list[ImageRecord]:
         if not ids:
@@ -186,13 +260,15 @@ class Reads:
 
     def measurements(self, *, plate: str | None = None,
                      paths: Sequence[str | os.PathLike[str]] | None = None,
-                     after_id: int = 0, limit: int | None = None) -> list[MeasurementRow]:
+                     after_id: int = 0, limit: int | None = None,
+                     station: str | None = None) -> list[MeasurementRow]:
         """Images with their state and measurement, by id, one page at a time:
         ``after_id`` is the last id of the previous page."""
-        sql = ("SELECT i.*, m.found, m.viability, m.model, m.qc, m.features, "
-               "m.created_at AS measured_at, m.outline "
+        sql = (f"SELECT {_prefixed(IMAGE_COLUMNS, 'i.')}, m.found, m.viability, m.model, "
+               "m.qc, m.features, m.created_at AS measured_at, m.outline "
                "FROM images i LEFT JOIN measurements m ON m.image_id = i.id WHERE i.id > ?")
         params: list[Any] = [after_id]
+        sql = _station(sql, params, station, "i.station")
         if plate is not None:
             sql += " AND i.plate = ?"
             params.append(plate)
@@ -200,32 +276,34 @@ class Reads:
             if not paths:
                 return []
             sql += f" AND i.path IN ({_marks(paths)})"
-            params += [to_db(os.fspath(p)) for p in paths]
+            params += [self._sql.path(p) for p in paths]
+            sql = self._own(sql, params, "i.scope")
         sql += " ORDER BY i.id"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
         return [_measurement_row(r) for r in self._query(sql, params)]
 
-    def iter_measurements(self, *, plate: str | None = None, page: int = 2000
-                          ) -> Iterator[MeasurementRow]:
+    def iter_measurements(self, *, plate: str | None = None, page: int = 2000,
+                          station: str | None = None) -> Iterator[MeasurementRow]:
         """Every image, read ``page`` rows at a time (never all at once)."""
         after = 0
         while True:
-            rows = self.measurements(plate=plate, after_id=after, limit=page)
+            rows = self.measurements(plate=plate, after_id=after, limit=page,
+                                     station=station)
             yield from rows
             if len(rows) < page:
                 return
             after = rows[-1].id
 
-    def export_rows(self, paths: Sequence[str | os.PathLike[str]] | None = None
-                    ) -> Iterator[dict[str, Any]]:
+    def export_rows(self, paths: Sequence[str | os.PathLike[str]] | None = None, *,
+                    station: str | None = None) -> Iterator[dict[str, Any]]:
         """Every image (or those at ``paths``) as flat `export` rows."""
         if paths is not None:
-            for row in self.measurements(paths=paths):
+            for row in self.measurements(paths=paths, station=station):
                 yield row.as_dict()
             return
-        for row in self.iter_measurements():
+        for row in self.iter_measurements(station=station):
             yield row.as_dict()
 
     def image(self, path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -255,11 +333,15 @@ class Reads:
             ))
         return out
 
-    def image_states(self, plate: str | None = None, *, max_failures: int = 1000
-                     ) -> ImageStateSummary:
+    def image_states(self, plate: str | None = None, *, max_failures: int = 1000,
+                     station: str | None = None) -> ImageStateSummary:
         """Images by state, the most recent failed ones with their errors, and the QC
-        flags of the analysed ones (all plates, or one)."""
-        where, params = ("WHERE i.plate = ?", [plate]) if plate else ("", [])
+        flags of the analysed ones (all plates, or one; all stations, or one)."""
+        params: list[Any] = []
+        where = _station("WHERE 1 = 1", params, station, "i.station")
+        if plate:
+            where += " AND i.plate = ?"
+            params.append(plate)
         by_state = {str(s): int(n) for s, n in self._query(
             f"SELECT i.state, COUNT(*) FROM images i {where} GROUP BY i.state", params)}
         failed_where = f"{where} {'AND' if where else 'WHERE'} i.state = 'failed'"
@@ -281,10 +363,12 @@ class Reads:
             "SELECT m.model, COUNT(*) FROM measurements m JOIN images i ON i.id = m.image_id"
             f" WHERE m.model IS NOT NULL{where} GROUP BY m.model ORDER BY m.model", params)}
 
-    def plate_names(self) -> list[str]:
-        """Every plate that has images, sorted."""
-        return [r[0] for r in self._query(
-            "SELECT DISTINCT plate FROM images WHERE plate IS NOT NULL ORDER BY plate")]
+    def plate_names(self, *, station: str | None = None) -> list[str]:
+        """Every plate that has images (of one station), sorted."""
+        params: list[Any] = []
+        sql = _station("SELECT DISTINCT plate FROM images WHERE plate IS NOT NULL", params,
+                       station)
+        return [r[0] for r in self._query(sql + " ORDER BY plate", params)]
 
     def plates_of_images(self, ids: Sequence[int]) -> set[str]:
         if not ids:
@@ -312,10 +396,15 @@ class Reads:
         return alert_row(rows[0]) if rows else None
 
     def alerts(self, *, include_closed: bool = False, plate: str | None = None,
-               severity: str | None = None, state: str | None = None) -> list[Alert]:
-        """Active alerts (or all), most severe and most recent first."""
+               severity: str | None = None, state: str | None = None,
+               station: str | None = None) -> list[Alert]:
+        """Active alerts (or all), most severe and most recent first; ``station``: those
+        on plates imaged by that station."""
         sql = f"SELECT {ALERT_COLUMNS} FROM alerts WHERE 1 = 1"
         params: list[Any] = []
+        if station is not None:
+            sql += " AND plate IN (SELECT plate FROM images WHERE station = ?)"
+            params.append(station)
         if state is not None:
             sql += " AND state = ?"
             params.append(state)
@@ -332,7 +421,7 @@ class Reads:
                                              -a.updated_at, -a.id))
 
     def alert_events(self, alert_id: int) -> list[AlertEvent]:
-        rows = self._query("SELECT id, alert_id, at, action, user, comment FROM alert_events "
+        rows = self._query("SELECT id, alert_id, at, action, \"user\", comment FROM alert_events "
                            "WHERE alert_id = ? ORDER BY id", (alert_id,))
         return [AlertEvent(*r) for r in rows]
 
@@ -345,16 +434,29 @@ class Reads:
 
 
 class StoreReader(Reads):
-    """A read-only connection for the CLI, the report and the UI; never blocks the writer."""
+    """A read-only connection for the CLI, the report and the UI; never blocks the writer.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    ``target``: a database file, a ``sqlite:///`` URL or a ``postgresql://`` URL;
+    ``station``: whose heartbeat :meth:`heartbeat` reads by default (this computer's).
+    """
+
+    def __init__(self, target: Target, *, station: str | None = None) -> None:
+        self.station = station or default_station()
+        self._lock = threading.RLock()
+        if is_postgres(target):
+            from nvir_agent.store import postgres  # psycopg only where a server is used
+
+            url = os.fspath(target)
+            self.path = redact(url)
+            self._sql = postgres.POSTGRES
+            self._conn = postgres.connect(url, readonly=True)
+            return
+        self.path = sqlite_path(target)
         if not self.path.is_file():
             raise StoreError(
                 f"There is no database at {self.path} yet.",
                 "Start the agent (`nvir-agent run`) or analyse files with `nvir-agent process`.",
             )
-        self._lock = threading.RLock()
         self._conn = schema.connect(self.path, readonly=True)
         if self.schema_version() < len(schema.MIGRATIONS):
             # Older file: tables read here may be missing until the agent upgrades it.
@@ -373,7 +475,7 @@ class StoreReader(Reads):
 @contextlib.contextmanager
 def open_reader(source: Reads | str | os.PathLike[str]) -> Iterator[Reads]:
     """Reads from ``source``: an open store, reader or transaction as it is, else a
-    short-lived read-only reader of the database file at that path."""
+    short-lived read-only reader of the database at that path or URL."""
     if isinstance(source, Reads):
         yield source
         return

@@ -107,6 +107,22 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class StationRow:
+    """One station of the store: its agent's last heartbeat and its images by state."""
+
+    name: str
+    host: str | None
+    heartbeat: Heartbeat | None
+    counts: Counts = field(default_factory=Counts)
+
+    def running(self, now: float, stale_after_s: float) -> bool:
+        """True while its agent runs and beats."""
+        b = self.heartbeat
+        return bool(b and b.snapshot.get("running")
+                    and now - (b.heartbeat_at or 0) < stale_after_s)
+
+
+@dataclass(frozen=True)
 class PlateRow:
     """A plate the store has seen, with the plate map the monitor recorded for it."""
 
@@ -155,6 +171,7 @@ class MeasurementRow:
     features: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     measured_at: float | None = None
     outline: tuple[tuple[int, int], ...] | None = None  # None: not stored (older rows)
+    station: str | None = None  # the station that queued the image
 
     def as_dict(self) -> dict[str, Any]:
         """Flat keys as `export` prints them (features only for analysed images)."""
@@ -165,7 +182,7 @@ class MeasurementRow:
             "channel": k.channel, "z": k.z, "timepoint": k.timepoint,
             "elapsed_s": k.elapsed_s, "size": self.size, "mtime": self.mtime,
             "state": self.state, "error": self.error, "attempts": self.attempts,
-            "updated_at": self.updated_at,
+            "updated_at": self.updated_at, "station": self.station,
         }
         if self.state == "done":
             out.update(_flat(self.features, self.found, self.qc, self.viability, self.model))

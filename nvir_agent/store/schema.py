@@ -58,8 +58,24 @@ SCHEMA_V3 = """
 ALTER TABLE measurements ADD COLUMN outline TEXT;
 """
 
+# v4: stations (several agents on one central store; see postgres.py). Images and
+# measurements carry the station; a job is claimed by the station analysing it;
+# the heartbeat is kept per station (the store fills in its own name for older
+# rows when it opens the file).
+SCHEMA_V4 = """
+ALTER TABLE images ADD COLUMN station TEXT;
+ALTER TABLE images ADD COLUMN scope TEXT NOT NULL DEFAULT '';
+ALTER TABLE images ADD COLUMN claimed_by TEXT;
+ALTER TABLE images ADD COLUMN claimed_at REAL;
+CREATE INDEX images_station ON images(station);
+ALTER TABLE measurements ADD COLUMN station TEXT;
+ALTER TABLE agent_status ADD COLUMN station TEXT;
+ALTER TABLE agent_status ADD COLUMN host TEXT;
+DELETE FROM agent_status WHERE name = 'engine';
+"""
+
 # Append-only: never edit a script that has shipped; add a new one instead.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
 
 def to_json(value: Any) -> str:
     """JSON for the store: numpy scalars/arrays become plain values, NaN/inf null."""

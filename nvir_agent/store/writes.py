@@ -9,12 +9,12 @@ connection, committed together or not at all.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from nvir_agent.store.dialect import SQLITE, Dialect
 from nvir_agent.store.reads import Reads
 
 
@@ -26,10 +26,21 @@ def details_json(details: dict[str, Any]) -> str:
 class Transaction(Reads):
     """Reads and writes inside one open write transaction (the caller holds it)."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, lock: threading.RLock) -> None:
+    def __init__(self, path: Path | str, conn: Any, lock: threading.RLock, *,
+                 sql: Dialect = SQLITE, station: str = "",
+                 scopes: tuple[str, ...] | None = None) -> None:
         self.path = path
         self._conn = conn
         self._lock = lock
+        self._sql = sql
+        self.station = station
+        self._scopes = scopes
+
+    def lock_plate(self, plate: str) -> None:
+        """Hold the plate until this transaction ends: agents on one central store
+        evaluate a plate one at a time (a no-op on SQLite, whose write lock already
+        serialises). Lock plates in sorted order."""
+        self._sql.lock_plate(self._conn, plate)
 
     # --- plates -------------------------------------------------------------------------
 
@@ -54,13 +65,13 @@ class Transaction(Reads):
                      message: str, value: float | None, timepoint: int | None, now: float,
                      details: dict[str, Any]) -> int:
         """A new open alert; returns its id."""
-        cur = self._conn.execute(
+        return self._sql.insert_id(
+            self._conn,
             "INSERT INTO alerts(plate, subject, rule, severity, state, message, value, "
             "timepoint, opened_at, updated_at, closed_at, details) "
             "VALUES (?,?,?,?,'open',?,?,?,?,?,NULL,?)",
             (plate, subject, rule, severity, message, value, timepoint, now, now,
              details_json(details)))
-        return int(cur.lastrowid)  # type: ignore[arg-type]
 
     def update_alert(self, alert_id: int, *, severity: str, state: str, message: str,
                      value: float | None, timepoint: int | None, now: float,
@@ -79,5 +90,6 @@ class Transaction(Reads):
     def add_alert_event(self, alert_id: int, action: str, now: float,
                         user: str | None = None, comment: str | None = None) -> None:
         self._conn.execute(
-            "INSERT INTO alert_events(alert_id, at, action, user, comment) VALUES (?,?,?,?,?)",
+            "INSERT INTO alert_events(alert_id, at, action, \"user\", comment) "
+            "VALUES (?,?,?,?,?)",
             (alert_id, now, action, user, comment))
