@@ -33,6 +33,7 @@ from nvir_agent.store import (
     AlertEvent,
     Key,
     Reads,
+    Shelf,
     Store,
     Transaction,
 )
@@ -41,14 +42,15 @@ from nvir_agent.store.writes import details_json
 log = logging.getLogger(__name__)
 
 __all__ = ["Alert", "AlertChange", "AlertEvent", "acknowledge", "act_on_alert", "dismiss",
-           "get_alert", "list_alerts", "alert_events", "reconcile", "resolve"]
+           "get_alert", "list_alerts", "alert_events", "reconcile", "resolve", "shelve",
+           "shelved"]
 
 
 @dataclass(frozen=True)
 class AlertChange:
     """What reconcile did to one alert; ``notify`` marks the news worth telling."""
 
-    kind: str  # opened | escalated | recovered | rolled_up
+    kind: str  # opened | escalated | ack_expired | recovered | rolled_up
     alert: Alert
     notify: bool
 
@@ -99,8 +101,16 @@ def _operator_change(tx: Transaction, alert_id: int, action: str, new_state: str
 
 
 def acknowledge(tx: Transaction, alert_id: int, *, comment: str | None = None,
-                user: str | None = None, now: float | None = None) -> Alert:
-    """open → acknowledged (acknowledging again records another comment)."""
+                user: str | None = None, now: float | None = None,
+                until: float | None = None) -> Alert:
+    """open → acknowledged (acknowledging again records another comment). With
+    ``until``, the acknowledgement expires then and the alert is open again (the
+    monitor re-opens it and notifies) if its condition still holds."""
+    now = time.time() if now is None else now
+    if until is not None and until <= now:
+        raise DataError("The acknowledgement would expire before it is given.",
+                        "Give a time in the future, or none to acknowledge for good.")
+    tx.set_ack_until(alert_id, until)
     return _operator_change(tx, alert_id, "acknowledged", "acknowledged", comment, user, now)
 
 
@@ -121,10 +131,11 @@ OPERATOR_ACTIONS = {"ack": acknowledge, "acknowledge": acknowledge, "dismiss": d
 
 
 def act_on_alert(database: str | os.PathLike[str], alert_id: int, action: str, *,
-                 comment: str | None = None, user: str | None = None) -> Alert:
+                 comment: str | None = None, user: str | None = None,
+                 until: float | None = None) -> Alert:
     """ack / dismiss / resolve one alert through a short-lived connection to the
     agent's database (for the CLI and the UI; a running agent is held up for
-    a moment at most)."""
+    a moment at most). ``until`` makes an acknowledgement expire."""
     path = Path(database)
     if not path.is_file():
         raise StoreError(f"There is no database at {path} yet, so there are no alerts.",
@@ -132,8 +143,46 @@ def act_on_alert(database: str | os.PathLike[str], alert_id: int, action: str, *
     if action not in OPERATOR_ACTIONS:
         raise DataError(f"Unknown alert action '{action}'.",
                         f"Use one of: {', '.join(sorted(OPERATOR_ACTIONS))}.")
+    extra = {"until": until} if until is not None else {}
+    if extra and OPERATOR_ACTIONS[action] is not acknowledge:
+        raise DataError("Only an acknowledgement can expire.",
+                        "Acknowledge the alert with a time limit instead.")
     with Store(path) as store, store.transaction() as tx:
-        return OPERATOR_ACTIONS[action](tx, alert_id, comment=comment, user=user)
+        return OPERATOR_ACTIONS[action](tx, alert_id, comment=comment, user=user, **extra)
+
+
+SHELF_KINDS = ("plate", "compound")
+
+
+def shelve(database: str | os.PathLike[str], kind: str, name: str, until: float, *,
+           comment: str | None = None, user: str | None = None) -> Shelf:
+    """Shelve a plate or a compound until ``until``: its alerts are still raised and
+    listed, but not notified, until then (e.g. a plate known to be bad, a compound
+    whose toxicity is expected)."""
+    path = Path(database)
+    if kind not in SHELF_KINDS:
+        raise DataError(f"Cannot shelve a {kind!r}.", "Shelve a plate or a compound.")
+    if not str(name).strip():
+        raise DataError(f"Name the {kind} to shelve.", f"Give the {kind}'s name.")
+    now = time.time()
+    if until <= now:
+        raise DataError("The shelf would end before it begins.", "Give a time in the future.")
+    with Store(path) as store, store.transaction() as tx:
+        shelf_id = tx.shelve(kind, name, until, user=user or current_user(), comment=comment,
+                             now=now)
+        log.info("%s %s shelved until %s by %s", kind, name,
+                 time.strftime("%Y-%m-%d %H:%M", time.localtime(until)), user or current_user())
+        return next(s for s in tx.shelves() if s.id == shelf_id)
+
+
+def shelved(shelves: Iterable[Shelf], alert: Alert) -> Shelf | None:
+    """The shelf that covers this alert (its plate, or its compound), if any."""
+    compound = alert.details.get("compound")
+    for s in shelves:
+        if (s.kind == "plate" and s.name == alert.plate) or (
+                s.kind == "compound" and compound is not None and s.name == compound):
+            return s
+    return None
 
 
 # --------------------------------------------------------------------------- reconcile
@@ -157,6 +206,15 @@ def _open(tx: Transaction, c: Condition, now: float) -> Alert:
     return get_alert(tx, alert_id)
 
 
+def _ack_expired(tx: Transaction, a: Alert, now: float) -> Alert:
+    """An acknowledgement whose time is up: the alert is open again."""
+    tx.set_alert_state(a.id, "open", now, None)
+    tx.set_ack_until(a.id, None)
+    tx.add_alert_event(a.id, "ack_expired", now,
+                       comment="the acknowledgement expired; the condition still holds")
+    return get_alert(tx, a.id)
+
+
 def reconcile(tx: Transaction, plates: Iterable[str], conditions: Iterable[Condition],
               suppressed: dict[Key, str] | None = None, *, now: float | None = None
               ) -> list[AlertChange]:
@@ -164,7 +222,9 @@ def reconcile(tx: Transaction, plates: Iterable[str], conditions: Iterable[Condi
 
     Conditions must cover every rule of those plates: an active alert of these
     plates without a condition is resolved (``recovered``, or ``rolled_up``
-    when ``suppressed`` names the alert that now carries it)."""
+    when ``suppressed`` names the alert that now carries it). An acknowledgement
+    whose time is up while its condition still holds is open again
+    (``ack_expired``, notified)."""
     now = time.time() if now is None else now
     suppressed = suppressed or {}
     changes: list[AlertChange] = []
@@ -194,6 +254,8 @@ def reconcile(tx: Transaction, plates: Iterable[str], conditions: Iterable[Condi
         if escalate:
             tx.add_alert_event(a.id, "escalated", now, comment=c.message)
             changes.append(AlertChange("escalated", get_alert(tx, a.id), True))
+        elif state == "acknowledged" and a.ack_until is not None and a.ack_until <= now:
+            changes.append(AlertChange("ack_expired", _ack_expired(tx, a, now), True))
     for key, a in active.items():
         if key in seen:
             continue

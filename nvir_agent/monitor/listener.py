@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from nvir_agent.config import Config
-from nvir_agent.monitor.alerts import AlertChange, reconcile
+from nvir_agent.monitor.alerts import AlertChange, reconcile, shelved
 from nvir_agent.monitor.notify import Notice, Notifier, build_notifier
 from nvir_agent.monitor.platemap import PlateMapLibrary
 from nvir_agent.monitor.rules import evaluate_plate
@@ -44,7 +44,8 @@ def describe_subject(subject: str) -> str:
 def notice_for(change: AlertChange) -> Notice:
     """The operator-facing notice of an opened or escalated alert."""
     a = change.alert
-    verb = "now CRITICAL" if change.kind == "escalated" else a.severity
+    verb = ("now CRITICAL" if change.kind == "escalated"
+            else f"{a.severity} again" if change.kind == "ack_expired" else a.severity)
     title = f"NViR Agent {verb}: {a.plate} {describe_subject(a.subject)}"
     body = f"{a.message} — alert #{a.id}; acknowledge with `nvir-agent ack {a.id}`."
     return Notice(title, body, a.severity, a.plate, a.id, change.kind)
@@ -118,7 +119,8 @@ class Monitor:
     def on_idle(self) -> None:
         """Called by the engine while no image waits for analysis: at most every
         ``idle_check_s``, re-evaluate the plates seen recently, so that time-driven
-        rules (an acquisition that stalled) hold even though no result arrives."""
+        rules (an acquisition that stalled, an acknowledgement that expired) hold even
+        though no result arrives."""
         if self._resynced():
             try:
                 self.evaluate()
@@ -129,7 +131,7 @@ class Monitor:
         if now - self._last_idle_check < self.idle_check_s:
             return
         self._last_idle_check = now
-        if not self.config.alerts.enabled or self.config.alerts.stall_after <= 0:
+        if not self.config.alerts.enabled:
             return
         horizon = time.time() - self.followed_for_s
         try:
@@ -188,11 +190,19 @@ class Monitor:
                     if stalled is not None:
                         ev.conditions.append(stalled)
                     changes += reconcile(tx, [plate], ev.conditions, ev.suppressed)
+            shelves = tx.shelves(active_at=time.time())
         for c in changes:
             a = c.alert
             log.info("alert #%d %s: %s %s %s (%s)", a.id, c.kind, a.plate, a.subject, a.rule,
                      a.severity)
-        notices = [notice_for(c) for c in changes if c.notify]
+        notices = []
+        for c in (c for c in changes if c.notify):
+            shelf = shelved(shelves, c.alert)
+            if shelf is None:
+                notices.append(notice_for(c))
+            else:
+                log.info("alert #%d not notified: %s %s is shelved", c.alert.id, shelf.kind,
+                         shelf.name)
         if notices:
             self.notifier.submit(notices)
         seconds = time.perf_counter() - t0

@@ -35,6 +35,7 @@ from nvir_agent.store.rows import (
     MeasurementRow,
     PlateRow,
     Result,
+    Shelf,
     StationRow,
 )
 from nvir_agent.store.schema import MIGRATIONS, to_json
@@ -44,7 +45,7 @@ from nvir_agent.store.writes import Transaction
 __all__ = [
     "ACTIVE_STATES", "CLOSED_STATES", "MIGRATIONS", "SEVERITY_RANK", "Alert", "AlertEvent",
     "Counts", "Heartbeat", "ImageRecord", "ImageScore", "ImageStateSummary", "Key",
-    "Measurement", "MeasurementRow", "PlateRow", "Reads", "Result", "StationRow", "Store",
+    "Measurement", "MeasurementRow", "PlateRow", "Shelf", "Reads", "Result", "StationRow", "Store",
     "StoreOffline", "StoreReader", "Transaction", "database_path", "database_url", "open_reader", "redact",
     "station_name", "store_options", "to_json",
 ]

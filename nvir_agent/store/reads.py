@@ -39,6 +39,7 @@ from nvir_agent.store.rows import (
     Key,
     MeasurementRow,
     PlateRow,
+    Shelf,
     StationRow,
 )
 from nvir_agent.store.url import Target, default_station, is_postgres, redact, sqlite_path
@@ -50,7 +51,7 @@ IMAGE_COLUMNS = (
     "elapsed_s, state, error, attempts, created_at, updated_at, station"
 )
 ALERT_COLUMNS = ("id, plate, subject, rule, severity, state, message, value, timepoint, "
-                 "opened_at, updated_at, closed_at, details")
+                 "opened_at, updated_at, closed_at, details, ack_until")
 
 
 def _marks(items: Sequence[Any]) -> str:
@@ -111,7 +112,8 @@ def alert_row(row: Sequence[Any]) -> Alert:
         except ValueError:
             details = {"unreadable": row[12]}
     return Alert(int(row[0]), row[1], row[2], row[3], row[4], row[5], row[6] or "", row[7],
-                 row[8], row[9] or 0.0, row[10] or 0.0, row[11], details)
+                 row[8], row[9] or 0.0, row[10] or 0.0, row[11], details,
+                 row[13] if len(row) > 13 else None)
 
 
 def _measurement_row(row: Any) -> MeasurementRow:
@@ -424,6 +426,31 @@ class Reads:
         rows = self._query("SELECT id, alert_id, at, action, \"user\", comment FROM alert_events "
                            "WHERE alert_id = ? ORDER BY id", (alert_id,))
         return [AlertEvent(*r) for r in rows]
+
+    def shelves(self, active_at: float | None = None) -> list[Shelf]:
+        """Shelved plates and compounds (those still shelved at ``active_at`` when
+        given), the latest first."""
+        sql = 'SELECT id, kind, name, until, "user", comment, created_at FROM shelves'
+        params: list[Any] = []
+        if active_at is not None:
+            sql += " WHERE until > ?"
+            params.append(active_at)
+        return [Shelf(int(r[0]), r[1], r[2], r[3] or 0.0, r[4], r[5], r[6] or 0.0)
+                for r in self._query(sql + " ORDER BY created_at DESC, id DESC", params)]
+
+    def count_images(self, *, state: str | None = None, since: float | None = None,
+                     station: str | None = None) -> int:
+        """How many images (in ``state``; last changed at or after ``since``)."""
+        params: list[Any] = []
+        sql = "SELECT COUNT(*) FROM images WHERE 1 = 1"
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(state)
+        if since is not None:
+            sql += " AND updated_at >= ?"
+            params.append(since)
+        sql = _station(sql, params, station)
+        return int(self._query(sql, params)[0][0])
 
     def closed_alerts(self, key: Key) -> list[Alert]:
         """Resolved or dismissed alerts of one (plate, subject, rule)."""

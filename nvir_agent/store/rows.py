@@ -206,6 +206,7 @@ class Alert:
     updated_at: float
     closed_at: float | None
     details: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    ack_until: float | None = None  # an acknowledgement that expires: open again after it
 
     @property
     def key(self) -> Key:
@@ -221,7 +222,21 @@ class Alert:
             "severity": self.severity, "state": self.state, "message": self.message,
             "value": self.value, "timepoint": self.timepoint, "opened_at": self.opened_at,
             "updated_at": self.updated_at, "closed_at": self.closed_at, "details": self.details,
+            "ack_until": self.ack_until,
         }
+
+
+@dataclass(frozen=True)
+class Shelf:
+    """A plate or compound the operator shelved: no notifications for it until ``until``."""
+
+    id: int
+    kind: str  # plate | compound
+    name: str
+    until: float
+    user: str | None
+    comment: str | None
+    created_at: float
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,17 @@ ALTER TABLE agent_status ADD COLUMN host TEXT;
 DELETE FROM agent_status WHERE name = 'engine';
 """
 
+# v5: the operator's time limits: an acknowledgement that expires (the alert
+# returns), and plates or compounds shelved (no notifications) until a time.
+SCHEMA_V5 = """
+ALTER TABLE alerts ADD COLUMN ack_until REAL;
+CREATE TABLE shelves(
+    id INTEGER PRIMARY KEY, kind TEXT CHECK (kind IN ('plate', 'compound')), name TEXT,
+    until REAL, user TEXT, comment TEXT, created_at REAL);
+"""
+
 # Append-only: never edit a script that has shipped; add a new one instead.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
 
 def to_json(value: Any) -> str:
     """JSON for the store: numpy scalars/arrays become plain values, NaN/inf null."""

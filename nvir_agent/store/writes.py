@@ -87,6 +87,25 @@ class Transaction(Reads):
             "UPDATE alerts SET state = ?, updated_at = ?, closed_at = ? WHERE id = ?",
             (state, now, closed_at, alert_id))
 
+    def set_ack_until(self, alert_id: int, until: float | None) -> None:
+        """When an acknowledgement expires (None: never)."""
+        self._conn.execute("UPDATE alerts SET ack_until = ? WHERE id = ?", (until, alert_id))
+
+    def shelve(self, kind: str, name: str, until: float, *, user: str | None = None,
+               comment: str | None = None, now: float | None = None) -> int:
+        """Shelve a plate or compound until ``until``; returns the shelf's id."""
+        now = time.time() if now is None else now
+        return self._sql.insert_id(
+            self._conn,
+            'INSERT INTO shelves(kind, name, until, "user", comment, created_at) '
+            "VALUES (?,?,?,?,?,?)", (kind, name, until, user, comment, now))
+
+    def unshelve(self, shelf_id: int, now: float | None = None) -> None:
+        """End a shelf now."""
+        now = time.time() if now is None else now
+        self._conn.execute("UPDATE shelves SET until = ? WHERE id = ? AND until > ?",
+                           (now, shelf_id, now))
+
     def add_alert_event(self, alert_id: int, action: str, now: float,
                         user: str | None = None, comment: str | None = None) -> None:
         self._conn.execute(
