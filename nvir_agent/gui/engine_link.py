@@ -9,6 +9,7 @@ the UI thread, so Qt queues every delivery to the UI thread.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from nvir_agent.app import build_engine
 from nvir_agent.config import Config
 from nvir_agent.core.engine import Engine
 from nvir_agent.gui import workers
+from nvir_agent.gui.operator_actions import OperatorState
 from nvir_agent.gui.tray_state import TraySnapshot
 from nvir_agent.monitor.notify import Message
 from nvir_agent.store import StoreReader
@@ -166,7 +168,13 @@ class EngineController(QObject):
             status = engine.status()
             with StoreReader(engine.database) as reader:
                 alerts = tuple(reader.alerts())
-            return TraySnapshot(status, alerts, done0, paused)
+                state = OperatorState(reader.shelves(active_at=time.time()))
+                midnight = time.mktime(time.localtime()[:3] + (0, 0, 0, 0, 0, -1))
+                today = reader.count_images(state="done", since=midnight)
+            hidden = frozenset(a.id for a in alerts
+                               if a.state == "open" and not state.needs_operator(a))
+            return TraySnapshot(status, alerts, done0, paused, hidden=hidden,
+                                images_today=today)
 
         def done(snap: TraySnapshot) -> None:
             self._polling = False

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import platform
 import shutil
-import time
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,7 +33,6 @@ from nvir_agent import __version__, paths
 from nvir_agent.config import Config
 from nvir_agent.gui.engine_link import EngineController
 from nvir_agent.gui.icons import icon
-from nvir_agent.gui.operator_actions import OperatorState
 from nvir_agent.gui.tray_state import TraySnapshot, tooltip, tray_state
 from nvir_agent.monitor.notify import Message
 from nvir_agent.store import database_path
@@ -262,11 +260,6 @@ class TrayAgent(QObject):
     # ----------------------------------------------------------------- state
 
     def show_snapshot(self, snap: TraySnapshot) -> None:
-        state = OperatorState.load()
-        hidden = frozenset(a.id for a in snap.alerts if not state.needs_operator(a)
-                           and a.state == "open")
-        snap = TraySnapshot(snap.status, snap.alerts, snap.done_at_start, snap.paused,
-                            snap.demo_model, hidden)
         self.snapshot = snap
         self.state = tray_state(snap)
         text = tooltip(snap)
@@ -279,12 +272,7 @@ class TrayAgent(QObject):
     def notify(self, message: Message) -> None:
         """A coalesced message from the notifier: toast it; a critical one also opens
         the review window, which keeps it in sight until acknowledged."""
-        state = OperatorState.load()
-        notices = [n for n in message.notices
-                   if not (n.plate and any(s.kind == "plate" and s.name == n.plate
-                                           for s in state.shelves if s.until > time.time()))]
-        if message.notices and not notices:
-            return
+        notices = message.notices  # shelved plates and compounds are not notified at all
         ids = [n.alert_id for n in notices if n.alert_id is not None]
         self._last_clicked = ids[0] if ids else None
         self.notifications.show(message.title, message.body, message.severity)

@@ -20,6 +20,7 @@ class TraySnapshot:
     paused: bool = False
     demo_model: bool = False
     hidden: frozenset[int] = field(default_factory=frozenset)  # acknowledged/shelved here
+    images_today: int | None = None  # analysed since local midnight (None: not counted)
 
 
 def open_alerts(snap: TraySnapshot) -> list[Alert]:
@@ -73,9 +74,14 @@ def tooltip(snap: TraySnapshot, now: float | None = None) -> str:
             lines.append(f"… and {len(st.folders) - 3} more folders")
     else:
         lines.append("No folder watched (Settings…)")
-    since = time.strftime("%H:%M", time.localtime(st.started_at)) if st.started_at else "start"
-    lines.append(f"Images analysed since {since}: {max(st.done - snap.done_at_start, 0)}"
-                 + (f", {st.failed} failed in total" if st.failed else ""))
+    if snap.images_today is not None:
+        lines.append(f"Images analysed today: {snap.images_today}"
+                     + (f", {st.failed} failed in total" if st.failed else ""))
+    else:
+        since = (time.strftime("%H:%M", time.localtime(st.started_at)) if st.started_at
+                 else "start")
+        lines.append(f"Images analysed since {since}: {max(st.done - snap.done_at_start, 0)}"
+                     + (f", {st.failed} failed in total" if st.failed else ""))
     if alerts:
         crit = sum(a.severity == "critical" for a in alerts)
         lines.append(f"Open alerts: {len(alerts)}" + (f" ({crit} critical)" if crit else ""))

@@ -149,7 +149,7 @@ class AlertTableModel(QAbstractTableModel):
             if a.state != "acknowledged":
                 return ""
             at = ack if ack is not None else a.updated_at
-            until = self.state.ack_until.get(a.id)
+            until = a.ack_until
             extra = f", until {time.strftime('%d %b %H:%M', time.localtime(until))}" \
                 if until else ""
             return f"{age(self.now - at)} ago{extra}"

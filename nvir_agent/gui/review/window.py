@@ -155,7 +155,7 @@ class ReviewWindow(QMainWindow):
         db = self.database
 
         def work() -> tuple[list[Alert], list[str], OperatorState]:
-            return load_alerts(db), plate_names(db), OperatorState.load()
+            return load_alerts(db), plate_names(db), OperatorState.load(db)
 
         workers.submit(work, self._alerts_loaded, self._failed, parent=self)
 
@@ -343,7 +343,8 @@ class ReviewWindow(QMainWindow):
         dlg = ShelveDialog(plate, compound, self)
         if dlg.exec():
             kind, name, until, comment = dlg.values()
-            workers.submit(lambda: operator_actions.shelve(kind, name, until, comment),
+            db = self.database
+            workers.submit(lambda: operator_actions.shelve(db, kind, name, until, comment),
                            self._after_change, self._failed, parent=self)
 
     def export_plate(self, path: str | None = None) -> None:
