@@ -145,7 +145,7 @@ def test_summary_rows_show_truth_first_alert_and_fit(truth):
     assert rows["Shamacil"].first_alert_read is None and not rows["Shamacil"].toxic
     text = format_summary(list(rows.values()))
     assert "2.4 µM (1.5–3.9)" in text
-    assert "read 2, critical" in text
+    assert "time point 2, critical" in text
     assert "harmless" in text
     assert fit_text(fits[1]) == "none (infinite)"
     flat = [ViabilityRecord("Shamacil", 3, c, v) for c in (0.5, 2.0, 8.0, 32.0)

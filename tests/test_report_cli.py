@@ -173,7 +173,8 @@ def test_report_command_with_plate_map_folder_from_config(database, tmp_path, ca
     "extra, says",
     [
         (["--plate", "NOPE"], "no analysed images of plate 'NOPE'"),
-        (["--day", "42"], "No plate read 42"),
+        (["--day", "42"], "No time point 42"),
+        (["--timepoint", "42"], "No time point 42"),
         (["--compounds", "MISSING.csv"], "does not exist"),
     ],
 )

@@ -147,7 +147,7 @@ def test_dili_evaluation_skips_what_it_cannot_judge_and_says_why():
     ev = evaluate_dili(fit_compounds(recs), labels)
     assert [r.compound for r in ev.rows] == ["A"]
     assert ev.skipped["B"] == "no DILI label"
-    assert ev.skipped["C"] == "no dose-response on day 7"
+    assert ev.skipped["C"] == "no dose-response at time point 7"
     assert ev.skipped["D"].startswith("fit failed")
     assert ev.skipped["E"].startswith("no dose-response")
     assert math.isnan(ev.auc)  # one class only

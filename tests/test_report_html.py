@@ -156,7 +156,7 @@ def test_report_renders_every_compound_and_is_self_contained(database, tmp_path)
     assert "Plates without a plate map" in text and "P2" in text
     assert "Mortifene 30 µM: viability 0.02 of control" in text
     # margin of safety and ROC on the default day (day 5: no day 7 here)
-    assert "Margin of safety (day 5)" in text and "ROC AUC" in text
+    assert "Margin of safety (time point 5)" in text and "ROC AUC" in text
 
 
 def test_report_dili_numbers_match_the_truth(database):
@@ -199,7 +199,7 @@ def test_unknown_plate_or_day_names_what_exists(database):
     with pytest.raises(DataError, match="no analysed images of plate 'P9'") as info:
         collect_report(database, plate="P9")
     assert "P1, P2" in info.value.hint
-    with pytest.raises(DataError, match="No plate read 8") as info:
+    with pytest.raises(DataError, match="No time point 8") as info:
         collect_report(database, day=8)
     assert "1, 2, 3, 4, 5" in info.value.hint
 

@@ -54,13 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
-        "export", help="results as tables: per image, per well and read, or per compound",
+        "export", help="results as tables: per image, per well and time point, or per compound",
         description="Export results with their provenance (agent version, model file and "
         "hash, training data). --level image: every image with its key, state and "
-        "measurements; well: one row per plate x well x read with role, compound, "
+        "measurements; well: one row per plate x well x time point with role, compound, "
         "concentration, group, viability (relative to vehicle and to baseline), whether "
         "the counting rule includes it and why not, QC flags and image paths; compound: "
-        "per compound and read the IC50 under the reporting rule with CI, hill, R², "
+        "per compound and time point the IC50 under the reporting rule with CI, hill, R², "
         "margin of safety, reliability and n. --format xlsx writes all three levels, one "
         "sheet each, plus a provenance sheet.")
     p.add_argument("--level", choices=("image", "well", "compound"), default="image",

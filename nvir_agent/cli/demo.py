@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="watch a synthetic plate under drug exposure, end to end (no microscope needed)",
         description="Creates a demo folder with a plate map and an agent.toml, starts the "
         "agent on it with the bundled demo model, writes synthetic spheroid images into "
-        "the watched folder read by read like an imager, prints alerts as they are raised "
+        "the watched folder time point by time point like an imager, prints alerts as they are raised "
         "and ends with the ground truth next to the fitted IC50s and the path of the HTML "
         "report. Uses its own configuration (--config is ignored).",
     )
@@ -82,13 +82,13 @@ def _print_event(event: Any) -> None:
         print(f"Read {event.day}/{event.days} (day {event.day}): the imager writes "
               f"{event.images} images …", flush=True)
     elif event.kind == "read_written":
-        print(f"  read {event.day} written in {event.seconds:.1f} s", flush=True)
+        print(f"  time point {event.day} written in {event.seconds:.1f} s", flush=True)
     elif event.kind == "alert":
         a = event.alert
         word = CHANGE_WORDS.get(event.change, event.change)
         print(f"  ALERT #{a.id} {a.severity.upper()} ({word}): {a.message}", flush=True)
     elif event.kind == "read_analysed":
-        print(f"  read {event.day} analysed by the agent {event.seconds:.1f} s after its last "
+        print(f"  time point {event.day} analysed by the agent {event.seconds:.1f} s after its last "
               "file was written", flush=True)
     elif event.kind == "waiting":
         print(f"Waiting for the agent: {event.done}/{event.total} images analysed", flush=True)

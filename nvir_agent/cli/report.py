@@ -42,13 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser(
         "report",
         help="write a self-contained HTML report (plates, time courses, IC50, margin of safety)",
-        description="Write one HTML file with figures inside: plate heatmaps per read, "
+        description="Write one HTML file with figures inside: plate heatmaps per time point, "
         "viability time courses per compound with the vehicle band, dose-response curves "
-        "with IC50 per day, the margin-of-safety table (and ROC AUC with a compound table) "
+        "with IC50 per time point, the margin-of-safety table (and ROC AUC with a compound table) "
         "and a QC summary. Reads the database named in the config (or --db).",
     )
     r.add_argument("--plate", help="only this plate (default: all plates)")
-    r.add_argument("--day", type=int, help="only this read/day for heatmaps and dose-response")
+    r.add_argument("--timepoint", "--day", dest="day", type=int, metavar="N",
+                   help="only this time point for heatmaps and dose-response (--day: the same)")
     r.add_argument(
         "--compounds",
         metavar="CSV",

@@ -235,12 +235,12 @@ def alert_text(s: CompoundSummary) -> str:
     if s.first_alert_read is None:
         return "none"
     concs = ", ".join(_num(c) for c in s.alerted_concentrations)
-    return f"read {s.first_alert_read}, {s.worst_severity} ({concs} µM)"
+    return f"time point {s.first_alert_read}, {s.worst_severity} ({concs} µM)"
 
 
 def format_summary(rows: Sequence[CompoundSummary]) -> str:
     """The summary table as aligned text."""
-    header = ("Compound", "Truth (renderer)", "First alert", "Fitted IC50 (95 % CI)", "Day")
+    header = ("Compound", "Truth (renderer)", "First alert", "Fitted IC50 (95 % CI)", "Time point")
     lines = [header]
     for s in rows:
         name = s.compound + (" (positive control)" if s.positive_control else "")

@@ -31,11 +31,11 @@ from nvir_agent.store import Store, StoreOffline
 
 log = logging.getLogger(__name__)
 
-SUBJECT_WORDS = {"plate": "plate", "well": "well", "group": "", "read": "read"}
+SUBJECT_WORDS = {"plate": "plate", "well": "well", "group": "", "read": "time point"}
 
 
 def describe_subject(subject: str) -> str:
-    """'well:B03' → 'well B03', 'group:Tox 10 µM' → 'Tox 10 µM', 'read:3' → 'read 3'."""
+    """'well:B03' → 'well B03', 'group:Tox 10 µM' → 'Tox 10 µM', 'read:3' → 'time point 3'."""
     kind, _, rest = subject.partition(":")
     word = SUBJECT_WORDS.get(kind, kind)
     return f"{word} {rest}".strip() if rest else word

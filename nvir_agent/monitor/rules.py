@@ -158,7 +158,7 @@ def _subject_conditions(plate: str, subject: str, label: str, points: Sequence[W
         out.append(Condition(
             plate, subject, "viability", ep.severity, ep.since, ep.timepoint, ep.value,
             f"{label}: viability {_fmt(ep.value)} {ref} at time point {ep.timepoint} "
-            f"({ep.severity} level {level:g}, confirmed over {cfg.confirm} reads; alerting "
+            f"({ep.severity} level {level:g}, confirmed over {cfg.confirm} time points; alerting "
             f"since time point {ep.since})",
             {**details, "since": ep.since, "values": values, "reference": ref},
         ))
@@ -248,7 +248,7 @@ def _plate_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> list[Condition]
                 out.append(Condition(
                     plate, f"read:{cur.timepoint}", "control_drop", "warning", cur.timepoint,
                     cur.timepoint, ratio,
-                    f"{plate}: vehicle median fell to {ratio:.0%} of the previous read "
+                    f"{plate}: vehicle median fell to {ratio:.0%} of the previous time point "
                     f"(time point {prev.timepoint} → {cur.timepoint}); check the incubator, "
                     "medium and imaging settings.",
                     {"since": cur.timepoint, "previous": prev.timepoint,
@@ -283,7 +283,7 @@ def _plate_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> list[Condition]
             out.append(Condition(
                 plate, f"read:{r.timepoint}", "missing_wells", "warning", r.timepoint,
                 r.timepoint, float(len(r.missing_wells)),
-                f"{plate}: read at time point {r.timepoint} lacks {len(r.missing_wells)} "
+                f"{plate}: time point {r.timepoint} lacks {len(r.missing_wells)} "
                 f"well(s): {listing(r.missing_wells, 12)}.", {"since": r.timepoint, "wells": list(r.missing_wells)}))
     return out
 

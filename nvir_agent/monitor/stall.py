@@ -54,7 +54,7 @@ def stall_condition(tc: PlateTimecourse, cfg: AlertsConfig, now: float | None = 
     return Condition(
         tc.plate, "plate", RULE, "warning", last_tp, last_tp, silent / 3600.0,
         f"{tc.plate}: no new image for {_hours(silent)}; this plate has been read every "
-        f"{_hours(interval)} (last read: time point {last_tp}). Check the imager's schedule, "
+        f"{_hours(interval)} (last: time point {last_tp}). Check the imager's schedule, "
         "the plate and the acquisition folder or share.",
         {"since": last_tp, "interval_s": interval, "silent_s": silent,
          "last_image_at": last_image})

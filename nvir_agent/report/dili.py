@@ -213,7 +213,7 @@ def fit_compounds(
         med = tuple(float(statistics.median(p[1])) for p in points)
         fit = fit_dose_response(conc, med, model=model)  # type: ignore[arg-type]
         if not fit.converged:
-            log.info("%s day %d: dose-response fit failed: %s", compound, day, fit.message)
+            log.info("%s time point %d: dose-response fit failed: %s", compound, day, fit.message)
         c = (cmax or {}).get(compound) or map_cmax.get(compound)
         out.append(CompoundDayFit(
             compound=compound, day=day, concentrations=conc, medians=med,
@@ -351,7 +351,7 @@ def evaluate_dili(
             skipped[name] = "no DILI label"
             continue
         if f is None:
-            skipped[name] = f"no dose-response on day {chosen}"
+            skipped[name] = f"no dose-response at time point {chosen}"
             continue
         cmax = label.cmax_uM or f.cmax_uM
         if cmax is None:

@@ -155,7 +155,7 @@ def heatmap_png(tc: PlateTimecourse, reads: Sequence[int]) -> str:
     expected = set(tc.plate_map.expected_wells()) if mapped else {p.well for p in tc.points}
     im = None
     for tp in reads:
-        ax = axes(f"read {tp}")
+        ax = axes(f"time point {tp}")
         grid = np.full((n_rows, n_cols), np.nan)
         excluded: list[tuple[int, int]] = []
         have: set[str] = set()
@@ -190,7 +190,7 @@ def heatmap_png(tc: PlateTimecourse, reads: Sequence[int]) -> str:
         if excluded:
             _crosses(ax, excluded)
     if im is not None:
-        label = "viability / vehicle median" if mapped else "viability / own first read"
+        label = "viability / vehicle median" if mapped else "viability / own first time point"
         cax = fig.add_axes((0.89, 0.2, 0.018, 0.6))
         bar = fig.colorbar(im, cax=cax)
         bar.set_label(label, fontsize=9)
@@ -235,7 +235,7 @@ def timecourse_png(compound: str, points: Sequence[WellTimepoint],
         ax.plot(tps, [statistics.median(series[t]) for t in tps], marker="o", ms=3, lw=1.2,
                 color=colour, label=f"{c:g} µM")
     ax.set_title(compound, fontsize=10)
-    ax.set_xlabel("read / day", fontsize=8)
+    ax.set_xlabel("time point", fontsize=8)
     ax.set_ylabel("viability / vehicle", fontsize=8)
     ax.set_ylim(0, max(1.3, ax.get_ylim()[1]))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -285,7 +285,7 @@ def dose_response_png(compound: str, fits: Sequence[CompoundDayFit]) -> str:
         ax.scatter([c * shift for c in f.concentrations], f.medians, s=26, marker="_",
                    color="black", lw=1.4, zorder=4)
         call = f.call
-        label = f"day {f.day}: {call.label}"
+        label = f"time point {f.day}: {call.label}"
         if f.fit.converged:
             c_lo, c_hi = min(f.concentrations), max(f.concentrations)
             inside = np.logspace(math.log10(c_lo), math.log10(c_hi), 100)

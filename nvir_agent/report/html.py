@@ -153,7 +153,7 @@ def collect_report(
 
 def _check_selection(source: Reads | str | os.PathLike[str], plate: str | None,
                      day: int | None, plates: Mapping[str, PlateTimecourse]) -> None:
-    """A clear error when --plate or --day names nothing in the database."""
+    """A clear error when --plate or --timepoint names nothing in the database."""
     if plate is not None and plate not in plates:
         with open_reader(source) as reads:
             known = reads.plate_names()
@@ -165,8 +165,8 @@ def _check_selection(source: Reads | str | os.PathLike[str], plate: str | None,
         days = sorted({p.timepoint for p in _points(plates)})
         if day not in days:
             raise DataError(
-                f"No plate read {day} in the database{' for plate ' + plate if plate else ''}.",
-                f"Reads present: {', '.join(map(str, days)) or 'none yet'}.",
+                f"No time point {day} in the database{' for plate ' + plate if plate else ''}.",
+                f"Time points present: {', '.join(map(str, days)) or 'none yet'}.",
             )
 
 
@@ -278,7 +278,7 @@ def render_html(data: ReportData) -> str:
         "<title>NViR Agent report</title>", f"<style>{_CSS}</style></head><body>",
         "<h1>NViR Agent report</h1>",
         f"<p class='note'>{'plate ' + _e(data.plate) + ' · ' if data.plate else ''}"
-        f"{'day ' + _e(data.day) + ' · ' if data.day is not None else ''}"
+        f"{'time point ' + _e(data.day) + ' · ' if data.day is not None else ''}"
         f"{len(data.plates)} plate(s), {len(compounds)} compound(s)</p>",
     ]
     parts += _provenance_section(data)
@@ -312,7 +312,7 @@ def _qc_section(data: ReportData) -> list[str]:
     out.append(f"<p>Images: {_e(states)}. Spheroid not found: {qc.not_found}.</p>")
     if qc.plates_without_map:
         out.append("<p class='warn'>Plates without a plate map (viability relative to each "
-                   f"well's first read): {_e(', '.join(qc.plates_without_map))}</p>")
+                   f"well's first time point): {_e(', '.join(qc.plates_without_map))}</p>")
     if qc.qc_flags:
         out.append("<h3>QC flags</h3>" + _table(["flag", "images"], qc.qc_flags.items()))
     if qc.failures:
@@ -321,7 +321,7 @@ def _qc_section(data: ReportData) -> list[str]:
     out.append(f"<h3>Open alerts ({len(qc.open_alerts)})</h3>")
     if qc.open_alerts:
         out.append(_table(
-            ["id", "plate", "subject", "rule", "severity", "state", "read", "message"],
+            ["id", "plate", "subject", "rule", "severity", "state", "time point", "message"],
             [(a["id"], a["plate"], a["subject"], a["rule"], a["severity"], a["state"],
               a["timepoint"] if a["timepoint"] is not None else "–", a["message"])
              for a in qc.open_alerts]))
@@ -337,15 +337,15 @@ def _plate_section(data: ReportData) -> list[str]:
         out.append(f"<h3>{_e(plate)}</h3>")
         if tc.plate_map is None:
             out.append("<p class='warn'>No plate map: colours show viability relative to each "
-                       "well's first read.</p>")
+                       "well's first time point.</p>")
         if not reads:
-            out.append("<p class='note'>No reads to show.</p>")
+            out.append("<p class='note'>No time points to show.</p>")
             continue
         summary_rows = [(s.timepoint, s.wells_imaged, s.wells_failed_qc, s.wells_unreadable,
                          len(s.missing_wells), format_number(s.control.median),
                          format_number(s.control.cv), s.control.source)
                         for s in tc.reads if s.timepoint in reads]
-        out.append(_table(["read", "wells", "failed QC (imaging)", "unreadable", "missing",
+        out.append(_table(["time point", "wells", "failed QC (imaging)", "unreadable", "missing",
                            "vehicle median", "vehicle CV", "controls"], summary_rows))
         out.append("<p class='note'>Heatmaps: viability relative to the vehicle median; "
                    "each well names its compound (first letters) and concentration in µM "
@@ -390,11 +390,11 @@ def _dose_response_section(data: ReportData, compounds: Sequence[str]) -> list[s
         if by_compound.get(compound):
             out.append(_img(dose_response_png(compound, by_compound[compound]),
                             f"{compound} dose-response"))
-    out.append("</div><h3>IC50 per compound and day</h3>")
+    out.append("</div><h3>IC50 per compound and time point</h3>")
     rows = [(r.compound, r.day, r.ic50_text, r.ci_text or "–", format_number(r.hill),
              format_number(r.r2), r.n_concentrations, r.n_wells, r.reason or r.message)
             for r in ic50_rows(data.fits)]
-    out.append(_table(["compound", "day", "IC50", "95% CI", "hill", "R²", "conc.", "wells",
+    out.append(_table(["compound", "time point", "IC50", "95% CI", "hill", "R²", "conc.", "wells",
                        "note"], rows))
     missing = [c for c in compounds if not by_compound.get(c)]
     if missing:
@@ -405,7 +405,7 @@ def _dose_response_section(data: ReportData, compounds: Sequence[str]) -> list[s
 
 def _mos_section(data: ReportData) -> list[str]:
     day = data.dili_day
-    out = [f"<h2>Margin of safety (day {_e(day if day is not None else '–')})</h2>"]
+    out = [f"<h2>Margin of safety (time point {_e(day if day is not None else '–')})</h2>"]
     fits = sorted((f for f in data.fits if f.day == day), key=lambda f: f.compound)
     rows = []
     for f in fits:
