@@ -15,11 +15,21 @@ import logging
 import sys
 
 from nvir_agent import __version__
-from nvir_agent.cli import core, demo, imaging, model, monitor, report, synth, training
+from nvir_agent.cli import (
+    autostart,
+    core,
+    demo,
+    imaging,
+    model,
+    monitor,
+    report,
+    synth,
+    training,
+)
 from nvir_agent.errors import AgentError
 from nvir_agent.logsetup import setup_logging
 
-AREAS = [core, demo, imaging, model, monitor, report, synth, training]
+AREAS = [core, autostart, demo, imaging, model, monitor, report, synth, training]
 
 log = logging.getLogger(__name__)
 
