@@ -105,7 +105,7 @@ def test_systemd_unit_restarts_on_failure_logs_to_journald_at_low_priority():
     text = systemd_unit(["/home/lab/.venv/bin/nvir-agent", "run", "--headless"])
     lines = text.splitlines()
     for expected in ("ExecStart=/home/lab/.venv/bin/nvir-agent run --headless",
-                     "Restart=on-failure", "RestartPreventExitStatus=2",
+                     "Restart=on-failure", "RestartSec=30",
                      "StandardOutput=journal", "StandardError=journal", "Nice=10",
                      "IOSchedulingClass=best-effort", "IOSchedulingPriority=7",
                      "WantedBy=default.target"):

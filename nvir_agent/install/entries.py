@@ -30,10 +30,6 @@ RUN_VALUE = "NViR Agent"
 TASK_NAME = "NViR Agent (headless)"           # in the Task Scheduler root folder
 LAUNCHD_LABELS = {TRAY: "org.nvir-agent.tray", HEADLESS: "org.nvir-agent.headless"}
 
-# Exit status 2 is a usage or config error: starting again cannot help.
-_NO_RESTART_STATUS = 2
-
-
 def desktop_entry(argv: Sequence[str]) -> str:
     """XDG autostart entry that starts the tray at login (Desktop Entry Specification)."""
     return "\n".join([
@@ -58,15 +54,16 @@ def systemd_unit(argv: Sequence[str]) -> str:
     return "\n".join([
         "[Unit]",
         f"Description={APP_NAME} (headless): bright-field spheroid viability monitoring",
-        "StartLimitIntervalSec=600",
-        "StartLimitBurst=5",
+        # a watched share not mounted yet at login stops `run` (config error): retry
+        # every 30 s for about 10 minutes, then give up
+        "StartLimitIntervalSec=900",
+        "StartLimitBurst=20",
         "",
         "[Service]",
         "Type=simple",
         f"ExecStart={systemd_exec(argv)}",
         "Restart=on-failure",
         "RestartSec=30",
-        f"RestartPreventExitStatus={_NO_RESTART_STATUS}",
         "TimeoutStopSec=60",
         "Environment=PYTHONUNBUFFERED=1",
         "StandardOutput=journal",
