@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up NViR Agent in ./.venv (created when missing). As root, also installs the
-# Debian libraries Qt needs (and, with --test, the PostgreSQL server the store tests
-# start a throwaway instance of). Usage: installer/setup.sh [--test]
+# Debian libraries Qt needs (with --test also the PostgreSQL server the store tests start a
+# throwaway instance of, and desktop-file-utils and systemd, which the autostart tests
+# use). Usage: installer/setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
@@ -20,6 +21,16 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     if [ ${#need[@]} -gt 0 ]; then
         echo "Installing Debian packages: ${need[*]}"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+    if [ -n "$extras" ]; then
+        # the autostart tests check the files they write with these tools
+        need=()
+        command -v desktop-file-validate >/dev/null 2>&1 || need+=(desktop-file-utils)
+        command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+        if [ ${#need[@]} -gt 0 ]; then
+            echo "Installing Debian tools for the tests: ${need[*]}"
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+        fi
     fi
 fi
 

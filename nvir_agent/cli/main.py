@@ -16,6 +16,7 @@ import sys
 
 from nvir_agent import __version__
 from nvir_agent.cli import (
+    autostart,
     core,
     db,
     demo,
@@ -38,7 +39,7 @@ from nvir_agent.errors import (
 )
 from nvir_agent.logsetup import setup_logging
 
-AREAS = [core, db, demo, imaging, model, monitor, report, review, synth, training]
+AREAS = [core, autostart, db, demo, imaging, model, monitor, report, review, synth, training]
 
 # Exit status by error class (the nearest class in its ancestry); any other
 # AgentError exits with 1.
