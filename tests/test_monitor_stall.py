@@ -40,6 +40,11 @@ def test_a_plate_read_daily_stalls_when_its_next_read_is_well_overdue():
     assert stall_condition(tc, cfg, now=last + 5 * 24 * HOUR) is None  # finished: not followed
 
 
+def test_a_burst_of_quick_reads_is_not_a_schedule_to_follow():
+    tc = plate_read_every(0.01, 3)  # 36 s apart, like the demo's plate
+    assert stall_condition(tc, AlertsConfig(), now=T0 + 600.0) is None
+
+
 def test_one_read_has_no_rhythm_and_zero_switches_the_rule_off():
     assert stall_condition(plate_read_every(24, 1), AlertsConfig(), now=T0 + 1e6) is None
     tc = plate_read_every(24, 3)

@@ -1,7 +1,8 @@
 """The acquisition-stalled rule: a followed plate whose next read is overdue.
 
-A plate imaged at a steady rhythm (at least two reads) has an expected
-interval: the median gap between the starts of its reads. When no image of
+A plate imaged at a steady rhythm (at least two time points, at least 15
+minutes apart) has an expected interval: the median gap between the starts of
+its time points. When no image of
 the plate has arrived for more than ``stall_after`` intervals since the last
 one, the plate's acquisition has stalled (imager stopped, share unreachable,
 plate left in the incubator) and a warning holds. A plate silent for more than
@@ -23,6 +24,9 @@ from nvir_agent.monitor.rules import Condition
 from nvir_agent.monitor.timecourse import PlateTimecourse
 
 RULE = "acquisition_stalled"
+# Plates read more often than this are not followed: such a rhythm is a burst (a
+# quick re-read, a demo) rather than a schedule, and a few minutes' delay is normal.
+MIN_INTERVAL_S = 900.0
 
 
 def _hours(seconds: float) -> str:
@@ -43,6 +47,8 @@ def stall_condition(tc: PlateTimecourse, cfg: AlertsConfig, now: float | None = 
     if not gaps:
         return None
     interval = statistics.median(gaps)
+    if interval < MIN_INTERVAL_S:
+        return None
     last_tp = reads[-1].timepoint
     last_image = max([p.acquired_at for p in tc.points if p.timepoint == last_tp]
                      + [reads[-1].acquired_at])
