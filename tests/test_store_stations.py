@@ -11,6 +11,7 @@ code path, with ``storage.retry_s`` short) and started again.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -335,3 +336,34 @@ def test_db_migrate_creates_the_tables_on_the_server(pg_url, capsys):
 
     assert main(["db", "migrate", "--to", pg_url]) == 0
     assert f"schema version {len(MIGRATIONS)}" in capsys.readouterr().out
+
+
+def test_the_cli_reads_alerts_and_exports_from_the_server_not_a_local_file(
+        pg_url, tmp_path, capsys):
+    import cv2
+
+    from nvir_agent.cli.main import main
+    from nvir_agent.synth.render import render_spheroid
+
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(acq / f"P9_B0{i + 1}_s1_w1.png"), render_spheroid(0.8, seed=70 + i).image)
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[storage]\nurl = "{pg_url}"\nstation = "scope-1"\n'
+                   '[model]\nenabled = false\n', encoding="utf-8")
+    assert main(["--config", str(cfg), "process", str(acq)]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "export", "--format", "jsonl"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+            if line.strip() and "provenance" not in line]
+    assert sorted(r["well"] for r in rows) == ["B01", "B02"]
+    assert all(r["station"] == "scope-1" for r in rows)
+    assert main(["--config", str(cfg), "alerts", "--json"]) == 0
+    alerts = json.loads(capsys.readouterr().out)
+    assert [(a["plate"], a["rule"]) for a in alerts] == [("P9", "no_map")]  # the server's
+    assert main(["--config", str(cfg), "ack", str(alerts[0]["id"])]) == 0
+    assert "is now acknowledged" in capsys.readouterr().out
+    assert main(["--config", str(cfg), "alerts", "--json"]) == 0
+    assert [a["state"] for a in json.loads(capsys.readouterr().out)] == ["acknowledged"]
+    assert not list(tmp_path.glob("*.sqlite3"))  # nothing went to a local file

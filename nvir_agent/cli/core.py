@@ -208,7 +208,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --- export -------------------------------------------------------------------------------
 
 
-def _export_tables(config: Any, db: Path, levels: Iterable[str]) -> tuple[
+def _export_tables(config: Any, db: str | Path, levels: Iterable[str]) -> tuple[
         dict[str, tuple[list[str], list[dict[str, Any]]]], Any]:
     """level → (columns, rows) for the levels asked, and the provenance."""
     from nvir_agent.cli.report import plate_map_lookup
@@ -216,13 +216,13 @@ def _export_tables(config: Any, db: Path, levels: Iterable[str]) -> tuple[
     from nvir_agent.report import export
     from nvir_agent.report.dili import fit_compounds, records_from_points
     from nvir_agent.report.provenance import collect_provenance
-    from nvir_agent.store import StoreReader
+    from nvir_agent.store import StoreReader, redact
 
     levels = list(levels)
     out: dict[str, tuple[list[str], list[dict[str, Any]]]] = {}
     with StoreReader(db) as reader:
         images = list(reader.export_rows())
-        provenance = collect_provenance(config, database=str(db),
+        provenance = collect_provenance(config, database=redact(db),
                                         models_in_data=reader.model_counts())
     if "image" in levels:
         out["image"] = (export.columns_of(images, EXPORT_KEYS), images)
@@ -241,10 +241,10 @@ def _export_tables(config: Any, db: Path, levels: Iterable[str]) -> tuple[
 
 def cmd_export(args: argparse.Namespace) -> int:
     from nvir_agent.report import export
-    from nvir_agent.store import database_path
+    from nvir_agent.store import database_url
 
     config = load_config(args.config, check_folders=False)
-    db = database_path(config)
+    db = database_url(config)
     if args.format == "xlsx":
         if not args.out:
             raise UsageError("--format xlsx needs --out FILE.xlsx.",

@@ -60,10 +60,11 @@ def cmd_platemap_check(args: argparse.Namespace) -> int:
 # --- alerts -------------------------------------------------------------------------------
 
 
-def _database(args: argparse.Namespace) -> Path:
-    from nvir_agent.store import database_path
+def _database(args: argparse.Namespace) -> str:
+    """The store named by the config: a SQLite file or a server URL."""
+    from nvir_agent.store import database_url
 
-    return database_path(load_config(args.config, check_folders=False))
+    return database_url(load_config(args.config, check_folders=False))
 
 
 def _when(t: float | None) -> str:
@@ -73,14 +74,14 @@ def _when(t: float | None) -> str:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from nvir_agent.monitor.alerts import alert_events, list_alerts
     from nvir_agent.monitor.listener import describe_subject
-    from nvir_agent.store import StoreReader
+    from nvir_agent.store import StoreReader, redact, store_exists
 
     db = _database(args)
-    if not db.is_file():
+    if not store_exists(db):
         if args.json:
             print("[]")
         else:
-            print(f"No alerts: there is no database at {db} yet.")
+            print(f"No alerts: there is no database at {redact(db)} yet.")
         return 0
     with StoreReader(db) as reader:
         alerts = list_alerts(reader, include_closed=args.all, plate=args.plate)

@@ -204,7 +204,7 @@ def cmd_dose_response(args: argparse.Namespace) -> int:
     return 0
 
 
-def plate_map_lookup(cfg: Any, db: Path) -> Any:
+def plate_map_lookup(cfg: Any, db: str | Path) -> Any:
     """plate → PlateMap: the configured plate-map files first, else the map the
     monitor stored; None (the stored maps) when no files are configured."""
     from nvir_agent.monitor.platemap import PlateMapLibrary
@@ -227,13 +227,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from nvir_agent.config import load_config
     from nvir_agent.report.dili import read_compound_table
     from nvir_agent.report.html import write_report
-    from nvir_agent.store import database_path
+    from nvir_agent.store import database_url, redact, store_exists
 
     cfg = load_config(args.config, check_folders=False)
-    db = Path(args.db).expanduser() if args.db else database_path(cfg)
-    if not db.is_file():
+    db = str(Path(args.db).expanduser()) if args.db else database_url(cfg)
+    if not store_exists(db):
         raise StoreError(
-            f"There is no database at {db}.",
+            f"There is no database at {redact(db)}.",
             "Start the agent (`nvir-agent run`) first, or name the database with --db.",
         )
     labels = read_compound_table(args.compounds) if args.compounds else None

@@ -25,11 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_review(args: argparse.Namespace) -> int:
     config = load_config(args.config, check_folders=False)
-    from nvir_agent.store import database_path
+    from nvir_agent.store import database_url, redact, store_exists
 
-    db = database_path(config)
-    if not db.is_file():
-        raise UsageError(f"There is no database at {db} yet, so there is nothing to review.",
+    db = database_url(config)
+    if not store_exists(db):
+        raise UsageError(f"There is no database at {redact(db)} yet, so there is nothing "
+                         "to review.",
                          "Start the agent (`nvir-agent run`) or check --config.")
     if not has_display():
         raise UsageError("The review window needs a display.",

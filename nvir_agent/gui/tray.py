@@ -35,7 +35,7 @@ from nvir_agent.gui.engine_link import EngineController
 from nvir_agent.gui.icons import icon
 from nvir_agent.gui.tray_state import TraySnapshot, tooltip, tray_state
 from nvir_agent.monitor.notify import Message
-from nvir_agent.store import database_path
+from nvir_agent.store import database_url, store_exists
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class TrayAgent(QObject):
                  tray_available: bool | None = None) -> None:
         super().__init__()
         self.config = config
-        self.database = database_path(config)
+        self.database = database_url(config)  # a SQLite file or a server
         self.controller = controller or EngineController(config, parent=self)
         self.error: str | None = None
         self.state = "watching"
@@ -157,7 +157,7 @@ class TrayAgent(QObject):
     def open_review(self, alert_id: int | None = None) -> Any:
         from nvir_agent.gui.review.window import ReviewWindow
 
-        if not self.database.is_file():
+        if not store_exists(self.database):
             self._say("No data yet", "The agent has not analysed any image yet.")
             return None
         if self.review is None:

@@ -22,7 +22,6 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from nvir_agent.errors import DataError, StoreError
 from nvir_agent.monitor.rules import Condition
@@ -36,6 +35,8 @@ from nvir_agent.store import (
     Shelf,
     Store,
     Transaction,
+    redact,
+    store_exists,
 )
 from nvir_agent.store.writes import details_json
 
@@ -136,9 +137,9 @@ def act_on_alert(database: str | os.PathLike[str], alert_id: int, action: str, *
     """ack / dismiss / resolve one alert through a short-lived connection to the
     agent's database (for the CLI and the UI; a running agent is held up for
     a moment at most). ``until`` makes an acknowledgement expire."""
-    path = Path(database)
-    if not path.is_file():
-        raise StoreError(f"There is no database at {path} yet, so there are no alerts.",
+    path = database
+    if not store_exists(path):
+        raise StoreError(f"There is no database at {redact(path)} yet, so there are no alerts.",
                          "Start the agent (`nvir-agent run`) first, or check --config.")
     if action not in OPERATOR_ACTIONS:
         raise DataError(f"Unknown alert action '{action}'.",
@@ -159,7 +160,10 @@ def shelve(database: str | os.PathLike[str], kind: str, name: str, until: float,
     """Shelve a plate or a compound until ``until``: its alerts are still raised and
     listed, but not notified, until then (e.g. a plate known to be bad, a compound
     whose toxicity is expected)."""
-    path = Path(database)
+    path = database
+    if not store_exists(path):
+        raise StoreError(f"There is no database at {redact(path)} yet.",
+                         "Start the agent (`nvir-agent run`) first, or check --config.")
     if kind not in SHELF_KINDS:
         raise DataError(f"Cannot shelve a {kind!r}.", "Shelve a plate or a compound.")
     if not str(name).strip():

@@ -39,13 +39,13 @@ from nvir_agent.store.rows import (
     StationRow,
 )
 from nvir_agent.store.schema import MIGRATIONS, to_json
-from nvir_agent.store.url import database_url, redact, station_name
+from nvir_agent.store.url import database_url, redact, station_name, store_exists
 from nvir_agent.store.writes import Transaction
 
 __all__ = [
     "ACTIVE_STATES", "CLOSED_STATES", "MIGRATIONS", "SEVERITY_RANK", "Alert", "AlertEvent",
     "Counts", "Heartbeat", "ImageRecord", "ImageScore", "ImageStateSummary", "Key",
     "Measurement", "MeasurementRow", "PlateRow", "Shelf", "Reads", "Result", "StationRow", "Store",
-    "StoreOffline", "StoreReader", "Transaction", "database_path", "database_url", "open_reader", "redact",
+    "StoreOffline", "StoreReader", "Transaction", "database_path", "database_url", "open_reader", "redact", "store_exists",
     "station_name", "store_options", "to_json",
 ]

@@ -52,6 +52,12 @@ def sqlite_path(target: Target) -> Path:
     return Path(unquote(rest)).expanduser()
 
 
+def store_exists(target: Target) -> bool:
+    """Whether there is a store to read at ``target``: a server URL always counts (a
+    missing server is reported when it is opened); a SQLite file must exist."""
+    return is_postgres(target) or sqlite_path(target).is_file()
+
+
 def redact(url: Target) -> str:
     """``url`` with any password replaced by ``***`` (for logs and messages); a SQLite
     store as its file path."""

@@ -45,7 +45,7 @@ from nvir_agent.gui.review.export import export_plate
 from nvir_agent.gui.review.plate_view import PlateView
 from nvir_agent.gui.review.well_view import WellView
 from nvir_agent.monitor.timecourse import settings_from_config
-from nvir_agent.store import Alert
+from nvir_agent.store import Alert, redact
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class ReviewWindow(QMainWindow):
                  plate: str | None = None, alert_id: int | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.database = Path(database)
+        self.database = database  # a SQLite file or a server URL
         self.config = config
         self.settings = settings_from_config(config)
         self.alerts: list[Alert] = []
@@ -173,7 +173,7 @@ class ReviewWindow(QMainWindow):
         elif self._want_alert is not None:
             self._apply_wanted_alert()
         if not plates:
-            self.message.setText(f"No plates in {self.database} yet.")
+            self.message.setText(f"No plates in {redact(self.database)} yet.")
         self.loaded = True
 
     def load_plate(self, plate: str, *, reload: bool = False) -> None:
