@@ -33,7 +33,7 @@ from nvir_agent.monitor.alerts import reconcile
 from nvir_agent.monitor.rules import Condition
 from nvir_agent.pipeline.contract import Analysis
 from nvir_agent.plate import ImageKey
-from nvir_agent.store import MIGRATIONS, Store, StoreReader, database_url
+from nvir_agent.store import MIGRATIONS, Measurement, Result, Store, StoreReader, database_url
 from nvir_agent.store.postgres import PG_MIGRATIONS
 
 KEY = ImageKey(vendor="imagexpress", plate="P1", well="B03", row=2, column=3, timepoint=1)
@@ -367,3 +367,33 @@ def test_the_cli_reads_alerts_and_exports_from_the_server_not_a_local_file(
     assert main(["--config", str(cfg), "alerts", "--json"]) == 0
     assert [a["state"] for a in json.loads(capsys.readouterr().out)] == ["acknowledged"]
     assert not list(tmp_path.glob("*.sqlite3"))  # nothing went to a local file
+
+
+def test_db_copy_moves_a_station_history_into_the_server_once(pg_url, tmp_path, capsys):
+    from nvir_agent.cli.main import main
+    from nvir_agent.monitor import alerts as alert_api
+    from nvir_agent.monitor.rules import Condition
+
+    local = tmp_path / "station.sqlite3"
+    with Store(local, station="scope-7") as s:
+        ids = s.add_jobs([(f"/acq/P5_B0{i}.tif", 10, float(i),
+                           ImageKey(plate="P5", well=f"B0{i}", timepoint=1)) for i in (1, 2, 3)])
+        recs = s.records(ids)
+        s.commit_results([Result(recs[0], None, Measurement(True, 0.8, "m@1", ["ok"], {"a": 1})),
+                          Result(recs[1], "unreadable")])
+        with s.transaction() as tx:
+            alert_api.reconcile(tx, ["P5"], [Condition("P5", "well:B01", "viability",
+                                                       "warning", 1, 1, 0.4, "low", {})])
+    args = ["db", "copy", "--from", str(local), "--to", pg_url, "--station", "scope-7"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "3 images copied, 0 already there" in first and "1 alerts copied" in first
+    assert main(args) == 0  # again: nothing twice
+    again = capsys.readouterr().out
+    assert "0 images copied, 3 already there" in again and "0 alerts copied" in again
+    with StoreReader(pg_url) as r:
+        rows = {m.key.well: m for m in r.measurements()}
+        assert (rows["B01"].state, rows["B01"].viability) == ("done", 0.8)
+        assert rows["B02"].state == "failed" and rows["B03"].state == "pending"
+        assert {m.station for m in rows.values()} == {"scope-7"}
+        assert [(a.plate, a.subject) for a in r.alerts()] == [("P5", "well:B01")]

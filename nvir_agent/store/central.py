@@ -38,10 +38,10 @@ from typing import Any
 from nvir_agent.errors import StoreError
 from nvir_agent.plate import ImageKey
 from nvir_agent.store import postgres
-from nvir_agent.store.database import CLAIM_TIMEOUT_S, Store, _text
+from nvir_agent.store.database import CLAIM_TIMEOUT_S, Store
 from nvir_agent.store.dialect import StoreOffline
 from nvir_agent.store.rows import Counts, Heartbeat, ImageRecord, Result
-from nvir_agent.store.schema import to_json
+from nvir_agent.store.transfer import copy_image
 from nvir_agent.store.url import redact
 from nvir_agent.store.writes import Transaction
 
@@ -342,45 +342,4 @@ class CentralStore(Store):
 
     def _sync_row(self, conn: Any, row: Any, path: str) -> int:
         """One spooled image (at ``path``) onto the server; 1 when it was written."""
-        where, ident = self._identity(path)
-        old = conn.execute(f"SELECT id, size, mtime, state FROM images WHERE {where} FOR UPDATE",
-                           ident).fetchone()
-        same = old is not None and old["size"] == row.size and old["mtime"] == row.mtime
-        if same and (old["state"] != "pending" or row.state == "pending"):
-            return 0  # already recorded (by this station before, or by another)
-        k, now = row.key, time.time()
-        fields = (k.vendor, k.plate, k.well, k.row, k.column, k.field, k.channel, k.z,
-                  k.timepoint, k.elapsed_s)
-        if old is None:
-            image_id = self._sql.insert_id(
-                conn,
-                "INSERT INTO images(path, size, mtime, vendor, plate, well, row, col, field, "
-                "channel, z, timepoint, elapsed_s, state, error, attempts, created_at, "
-                "updated_at, station, scope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (self._sql.path(path), row.size, row.mtime, *fields, row.state,
-                 _text(row.error), row.attempts, row.updated_at or now, row.updated_at or now,
-                 self.station, self.scope_of(path)))
-        else:
-            image_id = int(old["id"])
-            conn.execute(
-                "UPDATE images SET size=?, mtime=?, vendor=?, plate=?, well=?, row=?, col=?, "
-                "field=?, channel=?, z=?, timepoint=?, elapsed_s=?, state=?, error=?, "
-                "attempts=?, updated_at=?, claimed_by=NULL, claimed_at=NULL WHERE id=?",
-                (row.size, row.mtime, *fields, row.state, _text(row.error), row.attempts,
-                 row.updated_at or now, image_id))
-            conn.execute("DELETE FROM measurements WHERE image_id = ?", (image_id,))
-        if k.plate:
-            conn.execute(
-                "INSERT INTO plates(plate, first_seen, last_seen) VALUES (?,?,?) "
-                "ON CONFLICT(plate) DO UPDATE SET last_seen = excluded.last_seen",
-                (k.plate, now, now))
-        if row.state == "done":
-            conn.execute(
-                "INSERT INTO measurements(image_id, found, viability, model, qc, features, "
-                "created_at, outline, station) VALUES (?,?,?,?,?,?,?,?,?)",
-                (image_id, None if row.found is None else int(row.found), row.viability,
-                 row.model, to_json(list(row.qc)), to_json(row.features),
-                 row.measured_at or now,
-                 to_json([list(p) for p in row.outline]) if row.outline else None,
-                 self.station))
-        return 1
+        return copy_image(self, conn, row, path)
