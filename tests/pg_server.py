@@ -19,8 +19,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from core_helpers import wait_until
 
 USER = "nvir"
 
@@ -115,9 +116,4 @@ class PgServer:
 
 
 def wait_for(predicate, timeout: float = 30.0, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
+    return wait_until(predicate, timeout=timeout, step=step)

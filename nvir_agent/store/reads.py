@@ -404,20 +404,14 @@ class Reads:
         on plates imaged by that station."""
         sql = f"SELECT {ALERT_COLUMNS} FROM alerts WHERE 1 = 1"
         params: list[Any] = []
-        if station is not None:
-            sql += " AND plate IN (SELECT plate FROM images WHERE station = ?)"
-            params.append(station)
-        if state is not None:
-            sql += " AND state = ?"
-            params.append(state)
-        elif not include_closed:
+        for clause, value in (("plate IN (SELECT plate FROM images WHERE station = ?)",
+                               station), ("state = ?", state), ("plate = ?", plate),
+                              ("severity = ?", severity)):
+            if value is not None:
+                sql += f" AND {clause}"
+                params.append(value)
+        if state is None and not include_closed:
             sql += " AND state IN ('open', 'acknowledged')"
-        if plate is not None:
-            sql += " AND plate = ?"
-            params.append(plate)
-        if severity is not None:
-            sql += " AND severity = ?"
-            params.append(severity)
         alerts = [alert_row(r) for r in self._query(sql, params)]
         return sorted(alerts, key=lambda a: (not a.active, -SEVERITY_RANK.get(a.severity, 0),
                                              -a.updated_at, -a.id))
