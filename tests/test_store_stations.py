@@ -366,6 +366,13 @@ def test_the_cli_reads_alerts_and_exports_from_the_server_not_a_local_file(
     assert "is now acknowledged" in capsys.readouterr().out
     assert main(["--config", str(cfg), "alerts", "--json"]) == 0
     assert [a["state"] for a in json.loads(capsys.readouterr().out)] == ["acknowledged"]
+    assert main(["--config", str(cfg), "alerts", "--json", "--station", "scope-1"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+    assert main(["--config", str(cfg), "alerts", "--json", "--station", "elsewhere"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["--config", str(cfg), "export", "--format", "jsonl", "--station", "other"]) == 0
+    assert [line for line in capsys.readouterr().out.splitlines()
+            if line.strip() and "provenance" not in line] == []
     assert not list(tmp_path.glob("*.sqlite3"))  # nothing went to a local file
 
 

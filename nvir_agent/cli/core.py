@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("csv", "jsonl", "xlsx"), default="csv",
                    help="default: csv (xlsx needs --out)")
     p.add_argument("--out", metavar="FILE", help="write here instead of the console")
+    p.add_argument("--station", metavar="NAME",
+                   help="only images of this station (level image; several microscopes on one "
+                   "store)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("names", help="show how file names are read (plate, well, time point)")
@@ -208,7 +211,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --- export -------------------------------------------------------------------------------
 
 
-def _export_tables(config: Any, db: str | Path, levels: Iterable[str]) -> tuple[
+def _export_tables(config: Any, db: str | Path, levels: Iterable[str],
+                   station: str | None = None) -> tuple[
         dict[str, tuple[list[str], list[dict[str, Any]]]], Any]:
     """level → (columns, rows) for the levels asked, and the provenance."""
     from nvir_agent.cli.report import plate_map_lookup
@@ -221,7 +225,7 @@ def _export_tables(config: Any, db: str | Path, levels: Iterable[str]) -> tuple[
     levels = list(levels)
     out: dict[str, tuple[list[str], list[dict[str, Any]]]] = {}
     with StoreReader(db) as reader:
-        images = list(reader.export_rows())
+        images = list(reader.export_rows(station=station))
         provenance = collect_provenance(config, database=redact(db),
                                         models_in_data=reader.model_counts())
     if "image" in levels:
@@ -249,7 +253,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not args.out:
             raise UsageError("--format xlsx needs --out FILE.xlsx.",
                              "For example: nvir-agent export --format xlsx --out results.xlsx")
-        tables, provenance = _export_tables(config, db, export.LEVELS)
+        tables, provenance = _export_tables(config, db, export.LEVELS, args.station)
         try:
             counts = export.write_xlsx(args.out, tables, provenance)
         except OSError as exc:
@@ -258,7 +262,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"Exported {', '.join(f'{n} {k} rows' for k, n in counts.items())} to {args.out}",
               file=sys.stderr)
         return 0
-    tables, provenance = _export_tables(config, db, [args.level])
+    tables, provenance = _export_tables(config, db, [args.level], args.station)
     columns, rows = tables[args.level]
     if args.out:
         try:

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all", action="store_true", help="include resolved and dismissed alerts")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.add_argument("--plate", metavar="PLATE", help="only this plate")
+    p.add_argument("--station", metavar="NAME",
+                   help="only plates imaged by this station (several microscopes on one store)")
     p.set_defaults(func=cmd_alerts)
 
     for name, verb in (("ack", "acknowledge an alert (you are looking into it)"),
@@ -72,7 +74,7 @@ def _when(t: float | None) -> str:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from nvir_agent.monitor.alerts import alert_events, list_alerts
+    from nvir_agent.monitor.alerts import alert_events
     from nvir_agent.monitor.listener import describe_subject
     from nvir_agent.store import StoreReader, redact, store_exists
 
@@ -84,7 +86,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             print(f"No alerts: there is no database at {redact(db)} yet.")
         return 0
     with StoreReader(db) as reader:
-        alerts = list_alerts(reader, include_closed=args.all, plate=args.plate)
+        alerts = reader.alerts(include_closed=args.all, plate=args.plate,
+                               station=args.station)
         events = {a.id: alert_events(reader, a.id) for a in alerts}
     if args.json:
         out = []
