@@ -200,6 +200,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         detail = f" — {f.detail}" if f.detail else ""
         restarts = f", {f.restarts} restarts" if f.restarts else ""
         print(f"  {f.folder}  {f.mode}{net}  {f.health}{restarts}{detail}")
+    if st.spooling:
+        print("store:     the server is away: results go to the local spool until it returns")
+    others = [s for s in st.stations if s.name != st.station]
+    if others:
+        print(f"stations ({len(st.stations)}, this one: {st.station}):")
+        for s in st.stations:
+            how = ("running" if s.running else "not running") + (
+                ", paused" if s.paused else "") + (", spooling" if s.spooling else "")
+            print(f"  {s.name}{' (' + s.host + ')' if s.host else ''}: {how}, last heartbeat "
+                  f"{_when(s.heartbeat_at)}; {s.done} done, {s.failed} failed, "
+                  f"{s.pending} pending; {len(s.folders)} folder(s)")
     if st.problems:
         print(f"problems ({len(st.problems)}):")
         for problem in st.problems:
