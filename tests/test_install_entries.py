@@ -6,6 +6,7 @@ from __future__ import annotations
 import plistlib
 import shlex
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -99,6 +100,8 @@ def test_desktop_entry_holds_the_exec_line_and_starts_without_a_terminal():
     assert 'Exec="/opt/My Lab/nvir-agent" run' in lines
     assert "Type=Application" in lines and "Terminal=false" in lines
     assert text.endswith("\n")
+    (icon,) = [line.removeprefix("Icon=") for line in lines if line.startswith("Icon=")]
+    assert Path(icon).is_absolute() and Path(icon).is_file()  # the installed tray icon
 
 
 def test_systemd_unit_restarts_on_failure_logs_to_journald_at_low_priority():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import plistlib
 from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 from nvir_agent.install.command import (
@@ -30,8 +32,15 @@ RUN_VALUE = "NViR Agent"
 TASK_NAME = "NViR Agent (headless)"           # in the Task Scheduler root folder
 LAUNCHD_LABELS = {TRAY: "org.nvir-agent.tray", HEADLESS: "org.nvir-agent.headless"}
 
-def desktop_entry(argv: Sequence[str]) -> str:
+def app_icon() -> Path:
+    """The tray's "watching" icon, installed with the package (an absolute path)."""
+    return Path(str(resources.files("nvir_agent").joinpath("assets", "icons",
+                                                            "watching-64.png")))
+
+
+def desktop_entry(argv: Sequence[str], icon: Path | None = None) -> str:
     """XDG autostart entry that starts the tray at login (Desktop Entry Specification)."""
+    icon = app_icon() if icon is None else icon
     return "\n".join([
         "[Desktop Entry]",
         "Type=Application",
@@ -40,6 +49,7 @@ def desktop_entry(argv: Sequence[str]) -> str:
         "GenericName=Spheroid viability monitor",
         "Comment=Watches the microscope folders and alerts when wells lose viability",
         f"Exec={desktop_exec(argv)}",
+        f"Icon={icon}",
         "Terminal=false",
         "Categories=Science;Biology;",
         "StartupNotify=false",
