@@ -17,6 +17,7 @@ from nvir_agent.monitor.listener import Monitor
 from nvir_agent.monitor.notify import Sink, build_notifier
 from nvir_agent.pipeline.contract import ResultListener, Stage
 from nvir_agent.pipeline.stages import build_stages
+from nvir_agent.pipeline.workers import with_image_workers
 from nvir_agent.store import Store, database_url, store_options
 
 __all__ = ["build_engine"]
@@ -31,12 +32,15 @@ def build_engine(
     ``sinks`` join the notifier's log and e-mail/chat channels (a sink named
     ``tray`` only while ``notify.tray`` is on); ``listeners`` are told after the
     monitor about every committed batch. ``stages`` replaces the read → segment
-    → score pipeline (tests and benchmarks). Opens the database; a problem with
-    the model file or a setting raises here, before anything runs.
+    → score pipeline (tests and benchmarks). The stages before scoring run in
+    ``[imaging] workers`` processes (``pipeline/workers.py``). Opens the
+    database; a problem with the model file or a setting raises here, before
+    anything runs.
     """
     store = Store(database_url(config), **store_options(config))
     try:
-        stage_list = list(build_stages(config) if stages is None else stages)
+        stage_list = (with_image_workers(config, build_stages(config)) if stages is None
+                      else list(stages))
         monitor = Monitor(config, store, build_notifier(config.notify, sinks=sinks))
     except BaseException:
         store.close()

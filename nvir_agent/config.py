@@ -64,6 +64,7 @@ class ImagingConfig:
     page: int = 0
     pixel_size_um: float = 0.0  # 0: unknown unless the TIFF says
     thumbnails: bool = True  # previews for the review window, in the user cache folder
+    workers: int = 0  # processes that read and segment; 0: as many as the scoring threads
 
 
 @dataclass
@@ -292,6 +293,7 @@ def _validate(cfg: Config, where: str, check_folders: bool) -> None:
     positive("watch", "poll_interval_s")
     positive("imaging", "max_pixels_side")
     positive("imaging", "pixel_size_um", allow_zero=True)
+    positive("imaging", "workers", allow_zero=True)
     positive("model", "threads", allow_zero=True)
     positive("model", "one_shot_threads", allow_zero=True)
     positive("model", "batch_size")

@@ -31,6 +31,10 @@ class AgentError(Exception):
         self.message = message
         self.hint = hint
 
+    def __reduce__(self) -> tuple:
+        # message and hint survive pickling (an error raised in a worker process)
+        return (self.__class__, (self.message, self.hint))
+
     def __str__(self) -> str:
         if self.hint:
             return f"{self.message}\n  → {self.hint}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -70,3 +71,34 @@ def write_file(path: Path, data: bytes = b"II*\x00" + b"\x00" * 60) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+class CrashOrRaiseStage:
+    """A stage that can run in a worker process: it ends its process on a path
+    with CRASH, raises on one with RAISE and measures the others."""
+
+    name = "crash-or-raise"
+
+    def run(self, batch: list[Analysis]) -> None:
+        for a in batch:
+            if "CRASH" in str(a.record.path):
+                os._exit(3)
+            if "RAISE" in str(a.record.path):
+                raise ValueError("a bug in a stage")
+            a.found = True
+            a.image_meta["pid"] = os.getpid()
+
+
+class SlowStage:
+    """Takes ``seconds`` per batch and remembers when (thread name, start, end)."""
+
+    def __init__(self, name: str, seconds: float, own_thread: bool = False) -> None:
+        self.name = name
+        self.seconds = seconds
+        self.own_thread = own_thread
+        self.spans: list[tuple[str, float, float]] = []
+
+    def run(self, batch: list[Analysis]) -> None:
+        start = time.monotonic()
+        time.sleep(self.seconds)
+        self.spans.append((threading.current_thread().name, start, time.monotonic()))

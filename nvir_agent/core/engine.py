@@ -5,10 +5,21 @@ Three threads of its own besides the watcher's:
   the store already has unchanged (and a second path to a file it already
   has: same device and inode), waits until each file has settled, parses
   its name and writes pending job rows (one transaction per tick);
-- ``nvir-worker`` drains pending jobs in batches of ``model.batch_size``,
-  runs the stages, commits the results in one transaction and tells the
-  listeners;
+- ``nvir-worker`` takes pending jobs in batches of ``model.batch_size``,
+  counts an attempt on each and runs the stages that prepare them (read,
+  segment, thumbnail: ``pipeline.workers`` spreads these over worker
+  processes);
+- ``nvir-score`` takes the prepared batches in order (a bounded queue: the
+  preparing side waits when it runs ahead), runs the scoring stage and the
+  ones after it (``pipeline.contract.split_stages``), commits the results in
+  one transaction and tells the listeners. So the next batch is read and
+  segmented while this one is scored, and the throughput approaches that of
+  the slower side rather than the sum of both;
 - the watcher's supervisor (see watch.py).
+
+A job stays pending until its result is committed: an agent killed at any
+moment analyses the batches in hand again at the next start (their attempts
+counted), and never one that was committed.
 
 No single path can stop a thread: an unexpected exception while handling one
 is logged with the path and recorded against it as a failed image, and the
@@ -33,13 +44,21 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.config import Config
+from nvir_agent.core.batches import BatchQueue
 from nvir_agent.core.status import HEARTBEAT_S, EngineStatus, read_status
 from nvir_agent.errors import AgentError, ConfigError, DataError, ImageError, StoreError
 from nvir_agent.ingest.filenames import try_parse_path
 from nvir_agent.ingest.pathnames import readable
 from nvir_agent.ingest.watch import FolderWatcher, LinkPolicy, SettleTracker, iter_candidates
 from nvir_agent.model.locate import describe_model_source
-from nvir_agent.pipeline.contract import Analysis, ImageRecord, ResultListener, Stage, run_stages
+from nvir_agent.pipeline.contract import (
+    Analysis,
+    ImageRecord,
+    ResultListener,
+    Stage,
+    run_stages,
+    split_stages,
+)
 from nvir_agent.plate import ImageKey
 from nvir_agent.store import Counts, Store, database_url, redact, store_options
 
@@ -48,17 +67,19 @@ log = logging.getLogger(__name__)
 __all__ = ["Engine", "EngineStatus", "read_status"]
 
 MAX_ATTEMPTS = 3  # an image whose analysis was interrupted this often is failed
+PREPARED_BATCHES = 1  # batches prepared ahead of the one being scored
 
 
-def _close_listeners(listeners: Sequence[ResultListener]) -> None:
-    """Let listeners that hold resources (the monitor's notifier thread) finish."""
-    for listener in listeners:
-        close = getattr(listener, "close", None)
+def _close_all(parts: Sequence[Any]) -> None:
+    """Let listeners and stages that hold resources (the monitor's notifier thread,
+    the image worker processes) finish."""
+    for part in parts:
+        close = getattr(part, "close", None)
         if callable(close):
             try:
                 close()
-            except Exception:  # closing a listener must not stop the shutdown
-                log.exception("Closing result listener %r failed", listener)
+            except Exception:  # closing one part must not stop the shutdown
+                log.exception("Closing %r failed", part)
 
 
 class Engine:
@@ -80,6 +101,7 @@ class Engine:
         self.config = config
         self.database = database_url(config)
         self._stages = list(stages)
+        self._prepare_stages, self._score_stages = split_stages(self._stages)
         self._listeners = list(listeners)
         self._store: Store | None = store
         self._watcher: FolderWatcher | None = None
@@ -94,6 +116,9 @@ class Engine:
         self._busy = threading.Event()
         self._paused = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._batches: BatchQueue[list[Analysis]] = BatchQueue(PREPARED_BATCHES)
+        self._in_flight: set[int] = set()  # ids begun and not yet committed and told
+        self._in_flight_lock = threading.Lock()
         self._started_at: float | None = None
         self._error: AgentError | None = None
         self._settling = 0
@@ -145,6 +170,8 @@ class Engine:
                              daemon=True),
             threading.Thread(target=self._guard(self._worker_loop), name="nvir-worker",
                              daemon=True),
+            threading.Thread(target=self._guard(self._score_loop), name="nvir-score",
+                             daemon=True),
         ]
         for t in self._threads:
             t.start()
@@ -187,7 +214,9 @@ class Engine:
             self._watcher.stop()
         for t in self._threads:
             t.join(timeout)
-        _close_listeners(self._listeners)
+        self._give_back(self._batches.abandon())
+        _close_all(self._stages)
+        _close_all(self._listeners)
         if self._store is not None:
             if self._started_at is not None:
                 try:
@@ -259,7 +288,7 @@ class Engine:
     def idle(self) -> bool:
         """Nothing queued, settling, pending or in analysis."""
         return (self._candidates.empty() and self._settling == 0 and not self._busy.is_set()
-                and self.store.counts().pending == 0)
+                and not self._in_flight and self.store.counts().pending == 0)
 
     def wait_idle(self, timeout: float, quiet_s: float = 0.3) -> bool:
         """Wait until the engine has been idle for ``quiet_s`` (tests, benchmarks)."""
@@ -419,22 +448,76 @@ class Engine:
     # --- analysis ---------------------------------------------------------------------
 
     def _worker_loop(self) -> None:
+        """Take pending jobs, begin their attempt, prepare them, hand them to scoring."""
         batch_size = self.config.model.batch_size
-        while not self._stop.is_set():
-            if self._paused.is_set():
+        try:
+            while not self._stop.is_set():
+                if self._paused.is_set():
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+                    continue
+                self._busy.set()
+                records = self._next_pending(batch_size)
+                if records:
+                    batch = self._begin(records)
+                    self._prepare(batch)
+                    if not self._batches.put(batch):  # the scoring thread has stopped
+                        self._give_back([batch])
+                    self._busy.clear()
+                    continue
+                self._busy.clear()
+                if not self._in_flight:
+                    self._tell_idle()
                 self._wake.wait(0.5)
                 self._wake.clear()
-                continue
-            self._busy.set()
-            records = self.store.pending(batch_size)
-            if records:
-                self._analyse_guarded(records)
-                continue
+        finally:
             self._busy.clear()
-            self._tell_idle()
-            self._wake.wait(0.5)
-            self._wake.clear()
-        self._busy.clear()
+            self._batches.close()
+
+    def _score_loop(self) -> None:
+        """Score, commit and tell each prepared batch, in order, until the
+        preparing thread has stopped and nothing is left."""
+        try:
+            while (batch := self._batches.get()) is not None:
+                self._finish_guarded(batch)
+        finally:
+            self._give_back(self._batches.abandon())
+
+    def _next_pending(self, limit: int) -> list[ImageRecord]:
+        """The oldest pending jobs that are not already being analysed."""
+        with self._in_flight_lock:
+            busy = set(self._in_flight)
+        records = self.store.pending(limit + len(busy))
+        return [r for r in records if r.id not in busy][:limit]
+
+    def _begin(self, records: Sequence[ImageRecord]) -> list[Analysis]:
+        """Count one attempt on each job before any work (a kill from now on leaves
+        it pending, to be analysed again, and counts towards MAX_ATTEMPTS)."""
+        ids = [r.id for r in records]
+        with self._in_flight_lock:
+            self._in_flight.update(ids)
+        try:
+            self.store.begin_attempt(ids)
+        except BaseException:
+            self._done_with(ids)
+            raise
+        return [Analysis(record=r) for r in records]
+
+    def _done_with(self, ids: Iterable[int]) -> None:
+        with self._in_flight_lock:
+            self._in_flight.difference_update(ids)
+
+    def _give_back(self, batches: Iterable[list[Analysis]]) -> None:
+        """Batches begun but never finished (the engine stopped on a fatal error):
+        take their attempt back; they stay pending for the next start."""
+        for batch in batches:
+            ids = [a.record.id for a in batch]
+            try:
+                self.store.begin_attempt(ids, undo=True)
+            except AgentError as exc:
+                log.warning("%s", exc.message)
+            finally:
+                self._done_with(ids)
 
     def _tell_idle(self) -> None:
         """Let listeners with time-driven rules (``on_idle``) run while nothing waits."""
@@ -448,6 +531,61 @@ class Engine:
                 raise
             except Exception:  # a listener must never stop the engine
                 log.exception("Result listener %r failed while idle", listener)
+
+    def _run_part(self, stages: list[Stage], batch: list[Analysis]) -> None:
+        """Run some of the stages; a per-image error fails that image, a fatal one
+        takes the batch's attempt back and propagates."""
+        try:
+            run_stages(stages, batch)
+        except ImageError as exc:  # a stage that should have failed one image only
+            for a in batch:
+                if not a.failed:
+                    a.fail(exc)
+        except AgentError:  # fatal (the model cannot load …): not this batch's fault
+            self._give_back([batch])
+            raise
+        except Exception as exc:
+            log.exception("Analysis stage failed on a batch of %d images", len(batch))
+            for a in batch:
+                if not a.failed:
+                    a.fail(f"Internal error during analysis: {exc!r}")
+
+    def _prepare(self, batch: list[Analysis]) -> None:
+        self._run_part(self._prepare_stages, batch)
+
+    def _finish(self, batch: list[Analysis]) -> list[int]:
+        """Score, commit in one transaction, log and tell the listeners."""
+        self._run_part(self._score_stages, batch)
+        results = [a.result() for a in batch]
+        for a, res in zip(batch, results, strict=True):
+            if res.error is not None and not a.failed:
+                a.fail(res.error)
+        written = self.store.commit_results(results)
+        for a in batch:
+            self._log_result(a)
+        if written:
+            for listener in self.listeners:
+                try:
+                    listener.on_results(written)
+                except Exception:  # a listener must never stop the engine
+                    log.exception("Result listener %r failed", listener)
+        return written
+
+    def _finish_guarded(self, batch: list[Analysis]) -> None:
+        """``_finish``, but an unexpected error (in recording the results, say) is
+        narrowed down to the image that causes it, which is failed."""
+        ids = [a.record.id for a in batch]
+        try:
+            self._finish(batch)
+        except AgentError:
+            raise
+        except Exception:
+            log.exception("Recording a batch of %d images failed; analysing them one "
+                          "by one", len(batch))
+            for a in batch:
+                self._analyse_guarded([a.record])
+        finally:
+            self._done_with(ids)
 
     def _analyse_guarded(self, records: Sequence[ImageRecord]) -> None:
         """``analyse``, but an unexpected error (in recording the results, say)
@@ -474,36 +612,50 @@ class Engine:
         A fatal error (the model cannot load, the database fails) propagates
         and leaves the jobs pending for the next start.
         """
-        self.store.begin_attempt([r.id for r in records])
-        batch = [Analysis(record=r) for r in records]
+        batch = self._begin(records)
         try:
-            run_stages(self.stages, batch)
-        except ImageError as exc:  # a stage that should have failed one image only
-            for a in batch:
-                if not a.failed:
-                    a.fail(exc)
-        except AgentError:  # fatal (the model cannot load …): not this batch's fault
-            self.store.begin_attempt([r.id for r in records], undo=True)
-            raise
-        except Exception as exc:
-            log.exception("Analysis stage failed on a batch of %d images", len(batch))
-            for a in batch:
-                if not a.failed:
-                    a.fail(f"Internal error during analysis: {exc!r}")
-        results = [a.result() for a in batch]
-        for a, res in zip(batch, results, strict=True):
-            if res.error is not None and not a.failed:
-                a.fail(res.error)
-        written = self.store.commit_results(results)
-        for a in batch:
-            self._log_result(a)
-        if written:
-            for listener in self.listeners:
-                try:
-                    listener.on_results(written)
-                except Exception:  # a listener must never stop the engine
-                    log.exception("Result listener %r failed", listener)
-        return written
+            self._prepare(batch)
+            return self._finish(batch)
+        finally:
+            self._done_with(r.id for r in records)
+
+    def _analyse_overlapped(self, chunks: Sequence[Sequence[int]]) -> None:
+        """Analyse batches of job ids as the watching engine does: this thread
+        prepares the next batch while a scoring thread finishes the one before.
+        A fatal error on either side stops both and propagates."""
+        if len(chunks) < 2 or not self._score_stages:
+            for ids in chunks:
+                self.analyse(self.store.records(ids))
+            return
+        batches: BatchQueue[list[Analysis]] = BatchQueue(PREPARED_BATCHES)
+        errors: list[BaseException] = []
+
+        def score() -> None:
+            try:
+                while (batch := batches.get()) is not None:
+                    try:
+                        self._finish(batch)
+                    finally:
+                        self._done_with(a.record.id for a in batch)
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                self._give_back(batches.abandon())
+
+        scorer = threading.Thread(target=score, name="nvir-score", daemon=True)
+        scorer.start()
+        try:
+            for ids in chunks:
+                batch = self._begin(self.store.records(ids))
+                self._prepare(batch)
+                if not batches.put(batch):
+                    self._give_back([batch])
+                    break
+        finally:
+            batches.close()
+            scorer.join()
+        if errors:
+            raise errors[0]
 
     @staticmethod
     def _log_result(a: Analysis) -> None:
@@ -552,14 +704,14 @@ class Engine:
             jobs.append((f, st.st_size, st.st_mtime, try_parse_path(f, w.naming, w.regex or None)))
         ids = self.store.add_jobs(jobs, force=force)
         size = self.config.model.batch_size
-        for i in range(0, len(ids), size):
-            self.analyse(self.store.records(ids[i:i + size]))
+        self._analyse_overlapped([ids[i:i + size] for i in range(0, len(ids), size)])
         rows = {r["path"]: r for r in self.store.export_rows(files)}
         return [rows[readable(f)] for f in files if readable(f) in rows]
 
     def close(self) -> None:
         """Close the store after one-shot use (``stop`` does it after ``start``)."""
-        _close_listeners(self._listeners)
+        _close_all(self._stages)
+        _close_all(self._listeners)
         if self._store is not None:
             self._store.close()
             self._store = None

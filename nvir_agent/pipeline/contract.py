@@ -6,10 +6,16 @@ in order. A stage fills in what it knows (``pixels``, ``features``,
 ``viability`` …) or marks one analysis failed with a per-image error; it never
 raises for a single bad image. A stage raises only for a fatal problem that
 stops the engine (an ``AgentError`` that is not an ``ImageError``).
+
+A stage with a true ``own_thread`` attribute (scoring) starts the second half
+of the pipeline: the engine runs it, and the stages after it, in a thread of
+their own on the batches the first half prepared, so that the next batch is
+read and segmented while this one is scored (:func:`split_stages`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -17,6 +23,8 @@ import numpy as np
 
 from nvir_agent.errors import ImageError
 from nvir_agent.store.rows import ImageRecord, Measurement, Result
+
+NOT_SCORED = "not_scored"  # QC flag: the image could not be turned into the network's input
 
 
 @dataclass
@@ -35,6 +43,8 @@ class Analysis:
     model: str | None = None
     error: str | None = None
     outline: tuple[tuple[int, int], ...] = ()
+    network_input: np.ndarray | None = None  # the scorer's (1, S, S) input, when prepared
+
 
     @property
     def failed(self) -> bool:
@@ -45,6 +55,7 @@ class Analysis:
         self.error = err.message if isinstance(err, ImageError) else str(err)
         self.pixels = None
         self.mask = None
+        self.network_input = None
 
     def result(self) -> Result:
         """What the store records for this image (a viability that is not a finite
@@ -80,6 +91,16 @@ class ResultListener(Protocol):
     analysis (time-driven rules), and ``close()``, called at shutdown."""
 
     def on_results(self, image_ids: list[int]) -> None: ...
+
+
+def split_stages(stages: Sequence[Stage]) -> tuple[list[Stage], list[Stage]]:
+    """The stages before the first one with ``own_thread`` (read, segment …) and
+    that stage with the ones after it (score); the second list is empty when no
+    stage asks for its own thread."""
+    for i, stage in enumerate(stages):
+        if getattr(stage, "own_thread", False):
+            return list(stages[:i]), list(stages[i:])
+    return list(stages), []
 
 
 def run_stages(stages: list[Stage], batch: list[Analysis]) -> None:

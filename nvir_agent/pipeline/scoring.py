@@ -7,7 +7,10 @@ ingests and segments. A configured model that cannot be loaded is fatal and
 stops the engine with the file and the fix.
 
 The network is loaded on the first batch that needs it and shared by every
-stage in the process that uses the same file and settings.
+stage in the process that uses the same file and settings. The stage runs in
+the engine's scoring thread (``own_thread``); an image whose network input the
+image workers already made (``Analysis.network_input``, made with ``spec``) is
+scored from it, so its pixels need not cross from the worker process.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from nvir_agent.errors import ImageError
 from nvir_agent.imaging.reading import read_image
 from nvir_agent.model.locate import DEMO_WARNING, GET_A_MODEL, ModelSource, resolve_model
 from nvir_agent.model.modelfile import read_model_metadata
+from nvir_agent.model.preprocess import PreprocessSpec
 from nvir_agent.model.scorer import Scorer
-from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.pipeline.contract import NOT_SCORED, Analysis
 
 log = logging.getLogger(__name__)
 
-NOT_SCORED = "not_scored"
+__all__ = ["NOT_SCORED", "ScoreStage", "shared_scorer"]
 
 _scorers: dict[tuple, Scorer] = {}
 _scorers_lock = threading.Lock()
@@ -69,14 +73,20 @@ class ScoreStage:
     """Sets ``viability`` and ``model`` (file name @ short hash) on each scored image."""
 
     name = "score"
+    own_thread = True
 
     def __init__(self, config: Config, scorer: Scorer | None = None) -> None:
         self.config = config
         self._scorer = scorer
         self.source = resolve_model(config)
+        self.spec: PreprocessSpec | None = scorer.spec if scorer is not None else None
         if scorer is None and self.source.path is not None:
             # fail at start, not on the first image: check the file now, load it later
-            read_model_metadata(self.source.path)
+            meta = read_model_metadata(self.source.path)
+            try:
+                self.spec = PreprocessSpec.from_dict(meta["preprocessing"])
+            except (KeyError, TypeError, ValueError):
+                self.spec = None  # loading the model says what is wrong
         if scorer is None and self.source.path is None:
             if config.model.enabled:
                 log.warning("Scoring is off: %s. %s", self.source.reason, GET_A_MODEL)
@@ -101,7 +111,14 @@ class ScoreStage:
         assert scorer is not None
         inputs: list[np.ndarray] = []
         scored: list[Analysis] = []
+        prepared = self.spec is not None and scorer.spec == self.spec
         for a in todo:
+            if prepared and a.network_input is not None:
+                inputs.append(a.network_input)
+                scored.append(a)
+                continue
+            if NOT_SCORED in a.qc:  # the image workers could not make its input
+                continue
             try:
                 pixels, bit_depth = self._pixels(a)
                 inputs.append(scorer.preprocess(pixels, bit_depth=bit_depth, mask=a.mask))
@@ -119,6 +136,7 @@ class ScoreStage:
         for a, v in zip(scored, values, strict=True):
             a.viability = round(float(v), 6)
             a.model = scorer.name
+            a.network_input = None
 
     def _pixels(self, a: Analysis) -> tuple[np.ndarray, int | None]:
         if a.pixels is not None:
