@@ -39,12 +39,15 @@ from typing import Any
 
 import numpy as np
 
+from nvir_agent.store.rows import UNLIKE_TRAINING
+
+__all__ = ["UNLIKE_TRAINING", "TrainingSummary", "Typicality", "fit_summary", "image_statistics"]
+
 SUMMARY_VERSION = 1
 TENSOR_PREFIX = "typicality."
 SHRINKAGE = 0.1
 COMPONENTS = 32
 UNLIKE_QUANTILE = 0.99
-UNLIKE_TRAINING = "unlike_training"  # the QC flag
 # the image statistics, and the smallest spread each is given (its unit below)
 STATISTICS: dict[str, float] = {
     "frame_side_log2": 0.1,  # log2 of sqrt(width × height) in pixels

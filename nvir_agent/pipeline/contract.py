@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from nvir_agent.errors import ImageError
-from nvir_agent.store.rows import ImageRecord, Measurement, Result
+from nvir_agent.store.rows import ImageRecord, Measurement, Result, Trust
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Analysis:
     model: str | None = None
     error: str | None = None
     outline: tuple[tuple[int, int], ...] = ()
+    trust: Trust = field(default_factory=Trust)
 
     @property
     def failed(self) -> bool:
@@ -61,6 +62,7 @@ class Analysis:
             features=dict(self.features),
             image_meta=dict(self.image_meta),
             outline=tuple(self.outline),
+            trust=self.trust,
         )
 
 

@@ -17,6 +17,7 @@ from nvir_agent.store.rows import (
     ACTIVE_STATES,
     CLOSED_STATES,
     SEVERITY_RANK,
+    UNLIKE_TRAINING,
     Alert,
     AlertEvent,
     Counts,
@@ -29,6 +30,7 @@ from nvir_agent.store.rows import (
     MeasurementRow,
     PlateRow,
     Result,
+    Trust,
 )
 from nvir_agent.store.schema import MIGRATIONS, to_json
 from nvir_agent.store.writes import Transaction
@@ -37,5 +39,5 @@ __all__ = [
     "ACTIVE_STATES", "CLOSED_STATES", "MIGRATIONS", "SEVERITY_RANK", "Alert", "AlertEvent",
     "Counts", "Heartbeat", "ImageRecord", "ImageScore", "ImageStateSummary", "Key",
     "Measurement", "MeasurementRow", "PlateRow", "Reads", "Result", "Store", "StoreReader",
-    "Transaction", "database_path", "open_reader", "to_json",
+    "Transaction", "Trust", "UNLIKE_TRAINING", "database_path", "open_reader", "to_json",
 ]

@@ -17,6 +17,7 @@ takes (``ImageRecord.path``) or the readable form (``export_rows``).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 import threading
@@ -50,6 +51,14 @@ def database_path(config: Config) -> Path:
 def _text(value: str | None) -> str | None:
     """Text for a TEXT column: a message quoting an odd file name stays writable."""
     return None if value is None else readable(str(value))
+
+
+def _real(value: float | None) -> float | None:
+    """A finite float for a REAL column, else NULL."""
+    if value is None:
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
 
 
 class Store(Reads):
@@ -220,14 +229,18 @@ class Store(Reads):
                 written.append(r.id)
                 if failed or m is None:
                     continue
+                t = m.trust
                 conn.execute(
                     "INSERT OR REPLACE INTO measurements(image_id, found, viability, model, qc, "
-                    "features, created_at, outline) VALUES (?,?,?,?,?,?,?,?)",
+                    "features, created_at, outline, viability_low, viability_high, typicality, "
+                    "ood_distance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         r.id, None if m.found is None else int(bool(m.found)),
                         None if m.viability is None else float(m.viability), _text(m.model),
                         to_json(list(m.qc)), to_json({**m.image_meta, **m.features}), now,
                         to_json([list(v) for v in m.outline]) if m.outline else None,
+                        _real(t.viability_low), _real(t.viability_high), _real(t.typicality),
+                        _real(t.ood_distance),
                     ),
                 )
             return written

@@ -33,6 +33,7 @@ from nvir_agent.store.rows import (
     Key,
     MeasurementRow,
     PlateRow,
+    Trust,
 )
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,13 @@ def _measurement_row(row: sqlite3.Row) -> MeasurementRow:
         features=_json_or(row["features"], {}) if done else {},
         measured_at=row["measured_at"] if done else None,
         outline=_outline(row["outline"]) if done else None,
+        trust=_trust(row) if done else Trust(),
     )
+
+
+def _trust(row: sqlite3.Row) -> Trust:
+    return Trust(row["viability_low"], row["viability_high"], row["typicality"],
+                 row["ood_distance"])
 
 
 class Reads:
@@ -190,7 +197,8 @@ class Reads:
         """Images with their state and measurement, by id, one page at a time:
         ``after_id`` is the last id of the previous page."""
         sql = ("SELECT i.*, m.found, m.viability, m.model, m.qc, m.features, "
-               "m.created_at AS measured_at, m.outline "
+               "m.created_at AS measured_at, m.outline, m.viability_low, m.viability_high, "
+               "m.typicality, m.ood_distance "
                "FROM images i LEFT JOIN measurements m ON m.image_id = i.id WHERE i.id > ?")
         params: list[Any] = [after_id]
         if plate is not None:
@@ -236,7 +244,8 @@ class Reads:
     def image_scores(self, plates: Iterable[str] | None = None) -> list[ImageScore]:
         """Image results of all plates or the named ones (input of the time courses)."""
         sql = ("SELECT i.id, i.plate, i.well, i.timepoint, i.elapsed_s, i.mtime, i.field, "
-               "i.channel, i.z, i.state, m.found, m.viability, m.qc FROM images i"
+               "i.channel, i.z, i.state, m.found, m.viability, m.qc, m.viability_low, "
+               "m.viability_high, m.typicality, m.ood_distance FROM images i"
                " LEFT JOIN measurements m ON m.image_id = i.id"
                " WHERE i.plate IS NOT NULL AND i.well IS NOT NULL")
         params: list[str] = []
@@ -247,11 +256,13 @@ class Reads:
             sql += f" AND i.plate IN ({_marks(params)})"
         out = []
         for row in self._query(sql, params):
-            (iid, plate, well, tp, elapsed, mtime, fld, channel, z, state, found, via, qc) = row
+            (iid, plate, well, tp, elapsed, mtime, fld, channel, z, state, found, via, qc,
+             low, high, typ, dist) = row
             out.append(ImageScore(
                 image_id=iid, plate=plate, well=well, timepoint=tp, elapsed_s=elapsed,
                 mtime=mtime or 0.0, field=fld, channel=channel, z=z, state=state or "pending",
                 found=None if found is None else bool(found), viability=via, qc=_qc_tuple(qc),
+                trust=Trust(low, high, typ, dist),
             ))
         return out
 
