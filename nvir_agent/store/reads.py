@@ -245,7 +245,7 @@ class Reads:
         """Image results of all plates or the named ones (input of the time courses)."""
         sql = ("SELECT i.id, i.plate, i.well, i.timepoint, i.elapsed_s, i.mtime, i.field, "
                "i.channel, i.z, i.state, m.found, m.viability, m.qc, m.viability_low, "
-               "m.viability_high, m.typicality, m.ood_distance FROM images i"
+               "m.viability_high, m.typicality, m.ood_distance, m.model FROM images i"
                " LEFT JOIN measurements m ON m.image_id = i.id"
                " WHERE i.plate IS NOT NULL AND i.well IS NOT NULL")
         params: list[str] = []
@@ -257,12 +257,12 @@ class Reads:
         out = []
         for row in self._query(sql, params):
             (iid, plate, well, tp, elapsed, mtime, fld, channel, z, state, found, via, qc,
-             low, high, typ, dist) = row
+             low, high, typ, dist, model) = row
             out.append(ImageScore(
                 image_id=iid, plate=plate, well=well, timepoint=tp, elapsed_s=elapsed,
                 mtime=mtime or 0.0, field=fld, channel=channel, z=z, state=state or "pending",
                 found=None if found is None else bool(found), viability=via, qc=_qc_tuple(qc),
-                trust=Trust(low, high, typ, dist),
+                trust=Trust(low, high, typ, dist), model=model,
             ))
         return out
 

@@ -160,6 +160,7 @@ class ImageScore:
     viability: float | None = None
     qc: tuple[str, ...] = ()
     trust: Trust = Trust()  # frozen, so one shared default is safe
+    model: str | None = None
 
     @property
     def unlike_training(self) -> bool:
