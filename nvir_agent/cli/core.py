@@ -30,7 +30,8 @@ NAME_KEYS = ("path", "vendor", "plate", "well", "row", "column", "field", "chann
 # The first export columns; measurement columns follow, sorted.
 EXPORT_KEYS = ("path", "vendor", "plate", "well", "row", "column", "field", "channel", "z",
                "timepoint", "elapsed_s", "state", "error", "size", "mtime", "attempts",
-               "updated_at")
+               "updated_at", "viability", "viability_low", "viability_high", "typicality",
+               "ood_distance", "unlike_training")
 _INTERNAL = ("id", "attempts", "updated_at", "size", "mtime", "state")
 
 
