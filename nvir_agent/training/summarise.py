@@ -38,7 +38,7 @@ from nvir_agent.model.uncertainty import (
     mc_dropout,
     spreads,
 )
-from nvir_agent.training.labels import read_labels
+from nvir_agent.training.labels import LabelledImage, read_labels
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +175,22 @@ def write_summary(model: Path, out: Path, fit: Embedded, held: Embedded,
     path = add_trust(model, out, summary, cal)
     return SummaryReport(path, len(fit.paths), len(held.paths), fit.skipped + held.skipped,
                          summary.threshold, cal is not None, cov, width)
+
+
+def summarise_trained(model: Path, train_items: Sequence[LabelledImage],
+                      val_items: Sequence[LabelledImage], *,
+                      limit: int = DEFAULT_LIMIT) -> SummaryReport:
+    """After training: summarise (up to ``limit`` of) the training images into the
+    model file and calibrate on the validation images (labelled)."""
+    scorer = Scorer(load_model(model), fast_path="fp32", threads=0, use_cache=False)
+
+    def pick(items: Sequence[LabelledImage]) -> tuple[list[Path], np.ndarray]:
+        idx = np.unique(np.linspace(0, len(items) - 1, min(limit, len(items))).round()
+                        .astype(int)) if items else np.zeros(0, int)
+        return [items[i].path for i in idx], np.array([items[i].viability for i in idx], float)
+
+    fit_e = embed(scorer, *pick(train_items))
+    held_e = embed(scorer, *pick(val_items))
+    info = {"images": len(fit_e.paths), "held_out_images": len(held_e.paths),
+            "source": "training split (validation split held out)"}
+    return write_summary(model, model, fit_e, held_e, info)
