@@ -50,7 +50,7 @@ COMPONENTS = 32
 UNLIKE_QUANTILE = 0.99
 # the image statistics, and the smallest spread each is given (its unit below)
 STATISTICS: dict[str, float] = {
-    "frame_side_log2": 0.1,  # log2 of sqrt(width × height) in pixels
+    "frame_side_log2": 0.5,  # log2 of sqrt(width × height) in pixels (a factor 2: 2 spreads)
     "bit_depth": 0.5,  # effective bits of the data
     "background": 0.02,  # median outside the spheroid, fraction of full scale
     "contrast": 0.03,  # 1 − spheroid median / background median
