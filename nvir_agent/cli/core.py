@@ -30,7 +30,8 @@ NAME_KEYS = ("path", "vendor", "plate", "well", "row", "column", "field", "chann
 # The first export columns; measurement columns follow, sorted.
 EXPORT_KEYS = ("path", "vendor", "plate", "well", "row", "column", "field", "channel", "z",
                "timepoint", "elapsed_s", "state", "error", "size", "mtime", "attempts",
-               "updated_at")
+               "updated_at", "viability", "viability_low", "viability_high", "typicality",
+               "ood_distance", "unlike_training")
 _INTERNAL = ("id", "attempts", "updated_at", "size", "mtime", "state")
 
 
@@ -134,7 +135,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _process_row(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k not in _INTERNAL}
     out["status"] = "ok" if row["state"] == "done" else "failed"
-    for k, default in (("found", None), ("qc", []), ("viability", None), ("model", None)):
+    for k, default in (("found", None), ("qc", []), ("viability", None),
+                       ("viability_low", None), ("viability_high", None), ("typicality", None),
+                       ("ood_distance", None), ("unlike_training", False), ("model", None)):
         out.setdefault(k, default)
     return out
 
@@ -163,6 +166,11 @@ def cmd_process(args: argparse.Namespace) -> int:
         else:
             v = out.get("viability")
             extra = f"  viability {v:.2f}" if isinstance(v, float) else ""
+            lo, hi = out.get("viability_low"), out.get("viability_high")
+            if isinstance(v, float) and isinstance(lo, float) and isinstance(hi, float):
+                extra += f" ({lo:.2f}–{hi:.2f})"
+            if out.get("unlike_training"):
+                extra += "  unlike the model's training images"
             msg = f"  {out['error']}" if out["error"] else extra
             print(f"{out['status']:<6}  {_where(out):<20}  {out['path']}{msg}")
     print(f"{len(rows)} images: {ok} ok, {len(rows) - ok} failed (database {engine.database})",

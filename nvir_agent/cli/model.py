@@ -47,6 +47,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--history", action="store_true",
                       help="also print the training history, one line per epoch")
     info.set_defaults(func=cmd_info)
+
+    summ = msub.add_parser(
+        "summarise",
+        help="store a summary of the model's training images (the out-of-distribution check) "
+        "and calibrate its intervals",
+        description="Read, segment and encode the images the model was trained on, store "
+        "their summary in the model file (the network's tensors are copied unchanged) and "
+        "calibrate the typicality on held-out images of the same kind: --held-out, or else "
+        "every fourth image of --images. With labels (a labels.csv in the held-out folder) "
+        "the 90%% interval of every score is calibrated too.",
+    )
+    summ.add_argument("model", type=Path, metavar="MODEL", help="model file (.safetensors)")
+    summ.add_argument("--images", required=True, type=Path, metavar="FOLDER",
+                      help="images the model was trained on (or a folder with labels.csv)")
+    summ.add_argument("--held-out", type=Path, metavar="FOLDER",
+                      help="images of the same kind the model was not trained on, with a "
+                      "labels.csv to calibrate intervals")
+    summ.add_argument("--out", type=Path, metavar="MODEL",
+                      help="write here instead of rewriting MODEL")
+    summ.add_argument("--limit", type=int, default=400, metavar="N",
+                      help="use at most N images of each folder, evenly spread (default 400)")
+    summ.set_defaults(func=cmd_summarise)
     m.set_defaults(func=lambda args: _usage(m))
 
     s = sub.add_parser("score", help="NViR viability of image files, one line per image")
@@ -112,9 +134,31 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summarise(args: argparse.Namespace) -> int:
+    from nvir_agent.training.summarise import summarise_model
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 50 == 0:
+            print(f"  {done}/{total} images", file=sys.stderr)
+
+    r = summarise_model(args.model, args.images, held_out=args.held_out, out=args.out,
+                        limit=args.limit, progress=progress)
+    print(f"summarised {r.fit_images} training images, calibrated on {r.held_out_images} "
+          f"held-out images ({r.skipped} skipped); unlike_training above distance "
+          f"{r.threshold:.2f}")
+    if r.calibrated:
+        print(f"intervals: 90% nominal, {r.coverage:.0%} of held-out labels covered, "
+              f"mean width {r.mean_width:.3f}")
+    else:
+        print("intervals: not calibrated (no labelled held-out images)")
+    print(f"wrote {r.out}")
+    return 0
+
+
 def _info_dict(path: Path) -> dict[str, Any]:
     from nvir_agent.model.modelfile import load_model
     from nvir_agent.model.network import parameter_count
+    from nvir_agent.model.typicality import describe
 
     loaded = load_model(path)
     meta = loaded.metadata
@@ -131,6 +175,15 @@ def _info_dict(path: Path) -> dict[str, Any]:
         "output": meta.get("output"),
         "provenance": meta.get("provenance", {}),
         "metrics": meta.get("metrics", {}),
+        "out_of_distribution_check": describe(loaded.summary),
+        "intervals": (
+            "none: scores of this model have no interval (calibrate them with "
+            "`nvir-agent model summarise MODEL --images FOLDER --held-out LABELLED_FOLDER`)"
+            if loaded.intervals is None else
+            f"{loaded.intervals.level:.0%} by {loaded.intervals.method} "
+            f"({loaded.intervals.passes} passes), calibrated on "
+            f"{loaded.intervals.info.get('calibrated_on', '?')} held-out images"
+        ),
         "extra": {
             k: v
             for k, v in meta.items()
@@ -143,6 +196,8 @@ def _info_dict(path: Path) -> dict[str, Any]:
                 "provenance",
                 "metrics",
                 "dtype",
+                "typicality",
+                "uncertainty",
             }
         },
     }
@@ -179,6 +234,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     )
     print(f"preprocessing: {spec.describe()}")
     print(f"output:        {info['output']}")
+    print(f"typicality:    {info['out_of_distribution_check']}")
+    print(f"intervals:     {info['intervals']}")
     for k, v in info["provenance"].items():
         print(f"provenance:    {k}: {v}")
     metrics = info["metrics"] or {}

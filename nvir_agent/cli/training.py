@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="epochs without improvement before the learning rate halves (15)")
     p.add_argument("--patience", type=int, default=30,
                    help="epochs without improvement before training stops early (30)")
+    p.add_argument("--no-summary", action="store_true",
+                   help="do not store the training-image summary (the out-of-distribution "
+                   "check) nor calibrate intervals on the validation images")
     p.add_argument("--keep", choices=("best", "last"), default="best",
                    help="which epoch the model file holds: the one with the lowest validation "
                    "loss (default) or the last one (for a fixed schedule whose validation set "
@@ -175,7 +178,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         keep=args.keep, augment=args.augment, calibrate=not args.no_calibrate, blur=args.augment_blur,
         noise=args.augment_noise, label_source=args.labels_from, workers=args.workers,
         device=args.device, precision=args.precision, save_dtype=args.save_dtype,
-        cache_dir=args.cache_dir, resume=args.resume, stop_after=args.stop_after)
+        cache_dir=args.cache_dir, resume=args.resume, stop_after=args.stop_after,
+        summary=not args.no_summary)
     result = train(options, progress=ProgressPrinter())
     v = result.validation
     if result.path is None:

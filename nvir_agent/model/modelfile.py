@@ -6,6 +6,12 @@ metadata holds a JSON object under the key ``nvir``:
 (``source``, ``created``, ``by``), ``metrics`` (validation numbers) and any
 further keys the writer adds (training data summary, split, recipe …).
 
+Optional, since the out-of-distribution check: ``typicality`` (the JSON part
+of the training-image summary, whose arrays are the tensors named
+``typicality.*``; see :mod:`nvir_agent.model.typicality`) and ``uncertainty``
+(the interval calibration, :mod:`nvir_agent.model.uncertainty`). A file
+without them loads as before; its scores have no typicality and no interval.
+
 :func:`load_model` checks everything and turns each problem into a
 ``ModelLoadError`` that names the file and the fix.
 """
@@ -32,6 +38,8 @@ from nvir_agent import __version__
 from nvir_agent.errors import ModelLoadError, listing
 from nvir_agent.model.network import ARCHITECTURE, NViR, build_nvir
 from nvir_agent.model.preprocess import PreprocessSpec
+from nvir_agent.model.typicality import TENSOR_PREFIX, TrainingSummary
+from nvir_agent.model.uncertainty import IntervalCalibration
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,8 @@ class LoadedModel:
     file_size: int = 0
     stored_dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
+    summary: TrainingSummary | None = None  # None: the OOD check is unavailable
+    intervals: IntervalCalibration | None = None  # None: no calibrated interval
 
     @property
     def name(self) -> str:
@@ -77,12 +87,16 @@ def save_model(
     metadata: dict[str, Any] | None = None,
     *,
     dtype: torch.dtype | str = torch.float32,
+    summary: TrainingSummary | None = None,
+    intervals: IntervalCalibration | None = None,
 ) -> Path:
     """Write ``module``'s weights and the metadata to ``path`` atomically.
 
     ``metadata`` may hold ``output``, ``provenance`` (``source`` …), ``metrics``
     and any JSON-serialisable extras; ``created`` and ``by`` are filled in.
     ``dtype`` float16 halves the file; BatchNorm step counters stay int64.
+    ``summary`` and ``intervals`` add the training-image summary and the
+    interval calibration.
     """
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
@@ -110,6 +124,46 @@ def save_model(
         if t.is_floating_point():
             t = t.to(dtype)
         tensors[key] = t.contiguous()
+    _add_trust(meta, tensors, summary, intervals)
+    return _write(path, tensors, meta)
+
+
+def _add_trust(meta: dict[str, Any], tensors: dict[str, torch.Tensor],
+               summary: TrainingSummary | None, intervals: IntervalCalibration | None) -> None:
+    if summary is not None:
+        meta["typicality"] = summary.metadata()
+        for key, arr in summary.tensors().items():
+            tensors[key] = torch.from_numpy(arr.copy()).contiguous()
+    if intervals is not None:
+        meta["uncertainty"] = intervals.metadata()
+
+
+def add_trust(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    summary: TrainingSummary | None,
+    intervals: IntervalCalibration | None = None,
+) -> Path:
+    """Rewrite the model file ``path`` to ``out`` with a training summary and
+    interval calibration; the network's tensors are copied byte for byte."""
+    path = Path(path)
+    raw = read_bytes(path)
+    header, _ = _parse_header(path, raw)
+    meta = _check_metadata(path, header.get("__metadata__"))
+    try:
+        tensors = {k: v for k, v in st_load(raw).items() if not k.startswith(TENSOR_PREFIX)}
+    except (SafetensorError, RuntimeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"Model file {path} is corrupt: its tensors cannot be read ({exc}).", _FIX_GET
+        ) from exc
+    meta.pop("typicality", None)
+    meta.pop("uncertainty", None)
+    _add_trust(meta, tensors, summary, intervals)
+    return _write(Path(out), tensors, meta)
+
+
+def _write(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
+           meta: dict[str, Any]) -> Path:
     try:
         text = json.dumps(meta, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -161,6 +215,8 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         raise ModelLoadError(
             f"Model file {path} is corrupt: its tensors cannot be read ({exc}).", _FIX_GET
         ) from exc
+    trust = {k: tensors.pop(k) for k in list(tensors) if k.startswith(TENSOR_PREFIX)}
+    summary, intervals = _read_trust(path, meta, trust)
     module = build_nvir()
     check_state_dict(tensors, module, source=str(path))
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
@@ -178,7 +234,31 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         sha256=hashlib.sha256(raw).hexdigest(),
         file_size=len(raw),
         stored_dtype=stored,
+        summary=summary,
+        intervals=intervals,
     )
+
+
+def _read_trust(
+    path: Path, meta: dict[str, Any], trust: dict[str, torch.Tensor]
+) -> tuple[TrainingSummary | None, IntervalCalibration | None]:
+    """The stored summary and calibration; an unusable one is logged and ignored
+    (the model still scores, without the check)."""
+    summary = intervals = None
+    if "typicality" in meta:
+        try:
+            arrays = {k: v.float().numpy() for k, v in trust.items()}
+            summary = TrainingSummary.from_stored(meta["typicality"], arrays)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("Model file %s: its training summary is unusable (%s); "
+                        "the out-of-distribution check is off.", path, exc)
+    if "uncertainty" in meta:
+        try:
+            intervals = IntervalCalibration.from_metadata(meta["uncertainty"])
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("Model file %s: its interval calibration is unusable (%s); "
+                        "scores have no interval.", path, exc)
+    return summary, intervals
 
 
 def check_state_dict(

@@ -4,14 +4,24 @@ A :class:`Scorer` owns a loaded model, the device, the thread count and the
 fast path chosen for this machine (and, on a CUDA GPU, the batch size that
 keeps it busy, measured). It takes decoded images (or preprocessed
 tensors), batches them and returns one viability per image.
+
+:meth:`Scorer.assess_tensors` also says how far each image lies from the
+model's training images and gives a calibrated interval, when the model file
+holds a training summary or an interval calibration. It runs the encoder in
+fp32 eager torch (the reference) to get the 512-d features, computes the
+viability from them, and runs the head with dropout on for the interval; a
+model without either is scored on the fast path as before.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +33,8 @@ from nvir_agent.model.fastpath import GPU_BATCHES, FastPathChoice, choose_fast_p
 from nvir_agent.model.locate import DEMO_WARNING, GET_A_MODEL, resolve_model
 from nvir_agent.model.modelfile import LoadedModel, load_model
 from nvir_agent.model.preprocess import preprocess
+from nvir_agent.model.typicality import image_statistics, statistics_vector
+from nvir_agent.model.uncertainty import intervals, mc_dropout, spreads
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +92,23 @@ def lower_process_priority() -> bool:
     _priority_lowered = True
     log.info("Process priority lowered so the acquisition software keeps precedence.")
     return True
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One image's viability, its interval and how like the training images it is.
+
+    ``low``/``high`` are None without an interval calibration; ``distance`` and
+    ``typicality`` None without a training summary (the check is unavailable).
+    """
+
+    viability: float
+    low: float | None = None
+    high: float | None = None
+    distance: float | None = None
+    typicality: float | None = None
+    unlike_training: bool = False
+    farthest_statistic: str | None = None
 
 
 class Scorer:
@@ -173,6 +202,86 @@ class Scorer:
                     "Try [model] device = 'cpu' and fast_path = 'fp32' in agent.toml.",
                 ) from exc
         return out
+
+    @property
+    def judges_trust(self) -> bool:
+        """Whether this model gives typicality or intervals (else assess = score)."""
+        return self.model.summary is not None or self.model.intervals is not None
+
+    def image_statistics(self, image: np.ndarray, *, bit_depth: int | None = None,
+                         mask: np.ndarray | None = None) -> dict[str, float]:
+        """The statistics the training summary compares (frame, bit depth, levels …)."""
+        return image_statistics(image, bit_depth, mask)
+
+    def features(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(N, 512) encoder features of a preprocessed batch, fp32 eager, on the CPU."""
+        x = torch.as_tensor(batch, dtype=torch.float32)
+        if x.ndim == 3:
+            x = x[:, None]
+        module = self._eager_module()
+        out = []
+        try:
+            with torch.no_grad():
+                for start in range(0, x.shape[0], self.batch_size):
+                    chunk = x[start : start + self.batch_size].to(self.device)
+                    out.append(module.encoder(chunk).float().cpu())
+        except RuntimeError as exc:
+            raise ModelLoadError(
+                f"Scoring with {self.name} on {self.device} failed: {exc}.",
+                "Try [model] device = 'cpu' in agent.toml.",
+            ) from exc
+        return torch.cat(out) if out else torch.empty(0, 512)
+
+    def _eager_module(self) -> torch.nn.Module:
+        if self.device.type == "cpu":
+            return self.model.module
+        if getattr(self, "_device_module", None) is None:
+            self._device_module = copy.deepcopy(self.model.module).to(self.device).eval()
+        return self._device_module
+
+    def assess_tensors(
+        self, batch: np.ndarray | torch.Tensor, stats: Sequence[Mapping[str, float]] | None = None
+    ) -> list[Assessment]:
+        """Viability, interval and typicality per item of a preprocessed batch.
+
+        ``stats`` are each image's :meth:`image_statistics` (needed for the
+        typicality; without them only the embedding is compared).
+        """
+        if not self.judges_trust:
+            return [Assessment(float(v)) for v in self.score_tensors(batch)]
+        feats = self.features(batch)
+        head = self.model.module.regression_head
+        with torch.no_grad():
+            centre = head.eval()(feats).squeeze(1).double().numpy()
+        n = centre.size
+        summary, cal = self.model.summary, self.model.intervals
+        dist = typ = None
+        judged = []
+        if summary is not None:
+            rows = np.stack([statistics_vector(s) for s in stats]) if stats is not None else (
+                np.full((n, len(summary.stat_mean)), math.nan))
+            judged = summary.assess(feats.double().numpy(), rows)
+            dist = np.array([j.distance for j in judged])
+            typ = np.array([j.typicality for j in judged])
+        low = high = None
+        if cal is not None:
+            samples = mc_dropout(head, feats, cal.passes)
+            spread = spreads(samples, dist, cal.widen_from)
+            low, high = intervals(centre, spread, cal)
+        return [
+            Assessment(
+                viability=float(centre[i]),
+                low=None if low is None else float(low[i]),
+                high=None if high is None else float(high[i]),
+                distance=None if dist is None else float(dist[i]),
+                typicality=None if typ is None else float(typ[i]),
+                unlike_training=bool(judged and judged[i].unlike_training),
+                farthest_statistic=judged[i].farthest_statistic if judged and
+                judged[i].image_distance >= judged[i].embedding_distance else
+                ("embedding" if judged else None),
+            )
+            for i in range(n)
+        ]
 
     def score(
         self,

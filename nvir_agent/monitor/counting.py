@@ -17,6 +17,9 @@ Segmentation raises QC flags of two kinds, and they mean different things:
   see; no body means no living cells to score).
 - In **vehicle and untreated wells** any QC flag excludes the image: those
   wells are the reference, and a damaged control is not a reference.
+- **caveats** (:data:`CAVEAT_FLAGS`: ``unlike_training``, the image is unlike
+  the model's training images) say nothing about the spheroid or the picture:
+  they never exclude an image; the alerts carry them instead.
 
 A well at one read counts when at least one of its images counts; its value is
 the median of the counting images. A well that does not count keeps its raw
@@ -30,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from nvir_agent.store.rows import ImageScore
+from nvir_agent.store.rows import UNLIKE_TRAINING, ImageScore
 
 IMAGING_FAILURE_FLAGS = frozenset({"out_of_focus", "underexposed", "saturated",
                                    "touches_border"})
@@ -38,6 +41,8 @@ IMAGING_FAILURE_FLAGS = frozenset({"out_of_focus", "underexposed", "saturated",
 DRUG_EFFECT_FLAGS = frozenset({"fragmented", "too_small", "too_large", "multiple_objects",
                                "no_spheroid"})
 """QC flags that can be the drug's effect: data in treated and positive wells."""
+CAVEAT_FLAGS = frozenset({UNLIKE_TRAINING})
+"""Flags about the model's view of the image, not the image: never exclude."""
 DRUG_ROLES = frozenset({"treated", "positive"})
 CONTROL_ROLES = frozenset({"vehicle", "untreated"})
 
@@ -82,7 +87,7 @@ def image_verdict(im: ImageScore, role: str | None, qc_ignore: Iterable[str] = (
         return Verdict(False, None, PENDING)
     if role in ("empty", "ignore"):
         return Verdict(False, im.viability, f"{NOT_TESTED}: plate map role {role}")
-    flags = set(im.qc) - set(qc_ignore)
+    flags = set(im.qc) - set(qc_ignore) - CAVEAT_FLAGS
     if im.found is False:
         flags.add("no_spheroid")
     imaging = flags & IMAGING_FAILURE_FLAGS

@@ -27,10 +27,28 @@ not on the order in which images arrived:
 Groups alert on the median of their wells; a well whose group holds the same
 condition is *suppressed* (listed in the group's details instead), and so is a
 ``drop`` condition of a subject that already holds a ``viability`` one.
+
+How sure a ``viability`` alert is (when the model gives intervals): at the
+alert's time point, the subject's value ``v`` (a well's, or the median of a
+group's wells) gets a 90 % interval ``v ± 1.645·se`` with
+``se² = mean(σᵢ²)/n + s²/n`` — ``σᵢ`` each well's interval half-width / 1.645
+(the model's uncertainty), ``s`` the spread of the ``n`` replicate wells (0
+for one well). When the interval reaches the level crossed (``threshold``,
+or ``critical`` for a critical alert), the crossing is within the uncertainty:
+the alert is marked **possible** (``details['certainty']``), and a critical
+one is raised as a warning. Otherwise it is **sure**. The message gives the
+interval and the number of replicates.
+
+Images unlike the model's training images (``unlike_training``): when more
+than half of the scored wells of a read are, the plate holds one
+``unlike_training`` warning that says so in plain words, and every
+``viability``/``drop`` alert at such a read carries the caveat
+(``details['caveat']``, and in its message).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -139,10 +157,40 @@ def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.2f}"
 
 
+Z90 = 1.645
+UNLIKE_FRACTION = 0.5  # more than this share of a read's scored wells → plate alert
+CAVEAT = ("the images of this read are unlike the images model {model} was trained on; "
+          "the score may be wrong")
+
+
+def subject_interval(points: Sequence[WellTimepoint], timepoint: int
+                     ) -> tuple[float, float, int] | None:
+    """(low, high, replicates) of a subject's value at ``timepoint`` (see module doc);
+    None when a well there has no interval."""
+    pts = [p for p in points if p.timepoint == timepoint and p.viability_rel_control is not None]
+    if not pts or any(p.rel_control_low is None or p.rel_control_high is None for p in pts):
+        return None
+    values = [float(p.viability_rel_control) for p in pts]  # type: ignore[arg-type]
+    sig = [(float(p.rel_control_high) - float(p.rel_control_low)) / (2 * Z90)  # type: ignore[arg-type]
+           for p in pts]
+    n = len(pts)
+    rep = statistics.variance(values) if n >= 2 else 0.0
+    se = math.sqrt(sum(s * s for s in sig) / n / n + rep / n)
+    v = float(statistics.median(values))
+    return v - Z90 * se, v + Z90 * se, n
+
+
+def _models_of(tc: PlateTimecourse) -> str:
+    names = sorted({m for r in tc.reads for m in r.models})
+    return ", ".join(names) if names else "the model"
+
+
 def _subject_conditions(plate: str, subject: str, label: str, points: Sequence[WellTimepoint],
-                        cfg: AlertsConfig, *, mapped: bool, details: dict[str, Any]
-                        ) -> list[Condition]:
-    """viability and drop conditions for one well or group."""
+                        cfg: AlertsConfig, *, mapped: bool, details: dict[str, Any],
+                        unlike: dict[int, str] | None = None) -> list[Condition]:
+    """viability and drop conditions for one well or group (``unlike``: time point →
+    caveat, for reads whose images are unlike the model's training images)."""
+    unlike = unlike or {}
     out: list[Condition] = []
     if mapped:
         series = _median_series(points, "viability_rel_control")
@@ -155,24 +203,41 @@ def _subject_conditions(plate: str, subject: str, label: str, points: Sequence[W
                hysteresis=cfg.hysteresis, critical=cfg.critical)
     if ep is not None:
         level = cfg.critical if ep.severity == "critical" else cfg.threshold
+        severity, sure, extra = ep.severity, "", {}
+        interval = subject_interval(points, ep.timepoint) if mapped else None
+        if interval is not None:
+            low, high, n = interval
+            possible = high >= level
+            if possible and severity == "critical":
+                severity = "warning"
+            sure = (f"; {'possible' if possible else 'sure'}: 90% interval {low:.2f}–"
+                    f"{high:.2f} from {n} {'replicate' if n == 1 else 'replicates'}")
+            extra = {"certainty": "possible" if possible else "sure",
+                     "interval": [round(low, 4), round(high, 4)], "replicates": n}
+        caveat = unlike.get(ep.timepoint)
+        if caveat:
+            extra["caveat"] = caveat
         out.append(Condition(
-            plate, subject, "viability", ep.severity, ep.since, ep.timepoint, ep.value,
-            f"{label}: viability {_fmt(ep.value)} {ref} at time point {ep.timepoint} "
+            plate, subject, "viability", severity, ep.since, ep.timepoint, ep.value,
+            f"{label}: {'possibly ' if extra.get('certainty') == 'possible' else ''}"
+            f"viability {_fmt(ep.value)} {ref} at time point {ep.timepoint} "
             f"({ep.severity} level {level:g}, confirmed over {cfg.confirm} time points; alerting "
-            f"since time point {ep.since})",
-            {**details, "since": ep.since, "values": values, "reference": ref},
+            f"since time point {ep.since}{sure})" + (f". Caution: {caveat}." if caveat else ""),
+            {**details, "since": ep.since, "values": values, "reference": ref, **extra},
         ))
     if mapped:
         base_series = _median_series(points, "viability_rel_baseline")
         ep = below(base_series, threshold=1.0 - cfg.drop, confirm=cfg.confirm,
                    hysteresis=cfg.hysteresis)
         if ep is not None:
+            caveat = unlike.get(ep.timepoint)
             out.append(Condition(
                 plate, subject, "drop", "warning", ep.since, ep.timepoint, ep.value,
                 f"{label}: viability fell to {_fmt(ep.value)} of its own baseline at time point "
-                f"{ep.timepoint} (a drop of {cfg.drop:.0%} or more since time point {ep.since})",
+                f"{ep.timepoint} (a drop of {cfg.drop:.0%} or more since time point {ep.since})"
+                + (f". Caution: {caveat}." if caveat else ""),
                 {**details, "since": ep.since, "values": dict(base_series),
-                 "reference": "baseline"},
+                 "reference": "baseline", **({"caveat": caveat} if caveat else {})},
             ))
     return out
 
@@ -181,6 +246,9 @@ def _well_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> tuple[
         list[Condition], list[Condition], dict[str, str]]:
     """Well and group conditions, and each treated well's group subject."""
     mapped = tc.plate_map is not None
+    caveat = CAVEAT.format(model=_models_of(tc))
+    unlike = {tp: caveat for tp, share in _unlike_series(tc)
+              if share is not None and share > UNLIKE_FRACTION}
     by_well: dict[str, list[WellTimepoint]] = defaultdict(list)
     for p in tc.points:
         if not mapped or p.role == "treated":
@@ -196,7 +264,8 @@ def _well_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> tuple[
         well_conds += _subject_conditions(
             tc.plate, f"well:{well}", f"{tc.plate} {label}", pts, cfg, mapped=mapped,
             details={"wells": [well], "compound": p0.compound,
-                     "concentration_uM": p0.concentration_uM, "group": p0.group})
+                     "concentration_uM": p0.concentration_uM, "group": p0.group},
+            unlike=unlike)
     group_conds: list[Condition] = []
     group_of: dict[str, str] = {}
     for group, wells in sorted(groups.items()):
@@ -209,8 +278,33 @@ def _well_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> tuple[
         group_conds += _subject_conditions(
             tc.plate, f"group:{group}", f"{tc.plate} {group} ({len(wells)} wells)", pts, cfg,
             mapped=True, details={"wells": sorted(wells), "compound": p0.compound,
-                                  "concentration_uM": p0.concentration_uM, "group": group})
+                                  "concentration_uM": p0.concentration_uM, "group": group},
+            unlike=unlike)
     return well_conds, group_conds, group_of
+
+
+def _unlike_series(tc: PlateTimecourse) -> list[tuple[int, float | None]]:
+    """Per read: the share of scored wells whose images are unlike the training images."""
+    return [(r.timepoint, r.wells_unlike_training / r.wells_scored if r.wells_scored else None)
+            for r in sorted(tc.reads, key=lambda r: r.timepoint)]
+
+
+def unlike_training_condition(tc: PlateTimecourse) -> Condition | None:
+    """The plate's ``unlike_training`` warning while most wells of its reads are unlike."""
+    series = _unlike_series(tc)
+    ep = scan(series, breach=lambda v: v > UNLIKE_FRACTION,
+              clear=lambda v: v <= UNLIKE_FRACTION, confirm=1)
+    if ep is None:
+        return None
+    model = _models_of(tc)
+    init = model.split("@")[0] if "," not in model else "MODEL"
+    return Condition(
+        tc.plate, "plate", "unlike_training", "warning", ep.since, ep.timepoint, ep.value,
+        f"{tc.plate}: {ep.value:.0%} of the wells at time point {ep.timepoint} look unlike "
+        f"the images model {model} was trained on: this microscope's images differ from "
+        "them, so its scores may be wrong. Calibrate the model with "
+        f"`nvir-agent train --init {init}` on a few ATP-measured wells of this microscope.",
+        {"since": ep.since, "values": dict(series), "model": model})
 
 
 def _plate_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> list[Condition]:
@@ -218,6 +312,9 @@ def _plate_conditions(tc: PlateTimecourse, cfg: AlertsConfig) -> list[Condition]
     plate, reads = tc.plate, sorted(tc.reads, key=lambda r: r.timepoint)
     if not reads:
         return out
+    unlike = unlike_training_condition(tc)
+    if unlike is not None:
+        out.append(unlike)
     last = reads[-1]
     # The latest read may still be arriving: judge it only once it is complete
     # (for the control rules: once all its vehicle wells are in).

@@ -40,7 +40,7 @@ from nvir_agent.monitor.platemap import (
     plate_map_from_dict,
     plate_map_to_dict,
 )
-from nvir_agent.store import ImageScore, Reads, Transaction, open_reader
+from nvir_agent.store import UNLIKE_TRAINING, ImageScore, Reads, Transaction, open_reader
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,10 @@ class WellRead:
     image_ids: tuple[int, ...] = ()
     counted: bool = True  # the counting rule keeps this well at this read
     exclusion: str = ""  # why not, in words ("" when counted)
+    score_low: float | None = None  # the score's 90 % interval (median of its images')
+    score_high: float | None = None
+    unlike_training: bool = False  # most of its scored images are unlike the training images
+    models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,9 @@ class WellTimepoint:
     counted: bool = True  # the counting rule keeps this well at this read
     exclusion: str = ""  # why not, in words ("" when counted)
     image_ids: tuple[int, ...] = ()
+    rel_control_low: float | None = None  # 90 % interval of viability_rel_control
+    rel_control_high: float | None = None
+    unlike_training: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,9 @@ class ReadSummary:
     control: ControlLevel
     acquired_at: float = 0.0
     wells_unreadable: int = 0  # no image of the well could be read (not a QC failure)
+    wells_scored: int = 0
+    wells_unlike_training: int = 0  # most of their images unlike the model's training images
+    models: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- time points
@@ -208,7 +218,8 @@ def aggregate_wells(images: Iterable[ImageScore], timepoints: dict[int, int], *,
         verdicts = [counting.image_verdict(im, role, ignore) for im in ims]
         counted = [v.value for v in verdicts if v.counts and v.value is not None]
         clean = [im.viability for im in ims if im.state == "done" and bool(im.found)
-                 and im.viability is not None and not (set(im.qc) - ignore)]
+                 and im.viability is not None
+                 and not (set(im.qc) - ignore - counting.CAVEAT_FLAGS)]
         scored = [im.viability for im in ims if im.state == "done" and im.viability is not None]
         flags: list[str] = []
         if any(im.state == "failed" for im in ims):
@@ -223,6 +234,12 @@ def aggregate_wells(images: Iterable[ImageScore], timepoints: dict[int, int], *,
         if not counted:
             flags.append(FLAG_EXCLUDED)
         values = counted or scored
+        used = [im for im, v in zip(ims, verdicts, strict=True) if v.counts] or [
+            im for im in ims if im.state == "done" and im.viability is not None]
+        lows = [im.trust.viability_low for im in used]
+        highs = [im.trust.viability_high for im in used]
+        judged = [im for im in used if im.trust.typicality is not None]
+        unlike = sum(UNLIKE_TRAINING in im.qc for im in judged)
         elapsed = [im.elapsed_s for im in ims if im.elapsed_s is not None]
         out.append(WellRead(
             plate=plate, well=well, timepoint=tp,
@@ -232,8 +249,18 @@ def aggregate_wells(images: Iterable[ImageScore], timepoints: dict[int, int], *,
             elapsed_s=float(statistics.median(elapsed)) if elapsed else None,
             image_ids=tuple(sorted(im.image_id for im in ims)),
             counted=bool(counted), exclusion="" if counted else counting.well_reason(verdicts),
+            score_low=_median_or_none(lows), score_high=_median_or_none(highs),
+            unlike_training=bool(judged) and unlike * 2 > len(judged),
+            models=tuple(sorted({im.model for im in used if im.model})),
         ))
     return out
+
+
+def _median_or_none(values: Sequence[float | None]) -> float | None:
+    """The median when every value is known, else None."""
+    if not values or any(v is None for v in values):
+        return None
+    return float(statistics.median(values))  # type: ignore[type-var]
 
 
 # --------------------------------------------------------------------------- controls
@@ -314,7 +341,7 @@ def normalise(reads: Sequence[WellRead], maps: dict[str, PlateMap | None], *,
         if pm is None:
             flags.append(FLAG_NO_MAP)
         lvl = levels.get((r.plate, r.timepoint), ControlLevel(None, None, 0, "none"))
-        rel_control = None
+        rel_control = rel_low = rel_high = None
         if pm is not None:
             if lvl.source == "fallback":
                 flags.append(FLAG_FALLBACK)
@@ -322,6 +349,8 @@ def normalise(reads: Sequence[WellRead], maps: dict[str, PlateMap | None], *,
                 flags.append(FLAG_NO_CONTROLS)
             elif r.score is not None and r.counted and lvl.median > 0:
                 rel_control = r.score / lvl.median
+                if r.score_low is not None and r.score_high is not None:
+                    rel_low, rel_high = r.score_low / lvl.median, r.score_high / lvl.median
         base_tp = _baseline_tp(sorted(scored_tps.get((r.plate, r.well), [])),
                                pm.dosing_timepoint if pm else None)
         rel_base = None
@@ -343,6 +372,8 @@ def normalise(reads: Sequence[WellRead], maps: dict[str, PlateMap | None], *,
             control_median=lvl.median, passed_qc=r.passed_qc, acquired_at=r.acquired_at,
             elapsed_s=r.elapsed_s, n_fields=r.n_fields, counted=r.counted,
             exclusion=r.exclusion, image_ids=r.image_ids,
+            rel_control_low=rel_low, rel_control_high=rel_high,
+            unlike_training=r.unlike_training,
         ))
     return out
 
@@ -384,6 +415,9 @@ def summarise_reads(reads: Sequence[WellRead], maps: dict[str, PlateMap | None],
             acquired_at=min(r.acquired_at for r in rs),
             wells_unreadable=sum(1 for r in counted
                                  if not r.counted and counting.is_unreadable(r.exclusion)),
+            wells_scored=sum(1 for r in counted if r.score is not None),
+            wells_unlike_training=sum(1 for r in counted if r.unlike_training),
+            models=tuple(sorted({m for r in counted for m in r.models})),
         ))
     return out
 

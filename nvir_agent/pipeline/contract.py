@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from nvir_agent.errors import ImageError
-from nvir_agent.store.rows import ImageRecord, Measurement, Result
+from nvir_agent.store.rows import ImageRecord, Measurement, Result, Trust
 
 NOT_SCORED = "not_scored"  # QC flag: the image could not be turned into the network's input
 
@@ -44,7 +44,7 @@ class Analysis:
     error: str | None = None
     outline: tuple[tuple[int, int], ...] = ()
     network_input: np.ndarray | None = None  # the scorer's (1, S, S) input, when prepared
-
+    trust: Trust = field(default_factory=Trust)
 
     @property
     def failed(self) -> bool:
@@ -72,6 +72,7 @@ class Analysis:
             features=dict(self.features),
             image_meta=dict(self.image_meta),
             outline=tuple(self.outline),
+            trust=self.trust,
         )
 
 

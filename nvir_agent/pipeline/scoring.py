@@ -6,6 +6,12 @@ stage says so once in the log (with how to get a model) and the agent still
 ingests and segments. A configured model that cannot be loaded is fatal and
 stops the engine with the file and the fix.
 
+When the model file holds a training summary, each scored image also gets
+its typicality and distance from the training images (and the QC flag
+``unlike_training`` beyond the model's level); with an interval calibration,
+a 90 % interval around its viability (see ``nvir_agent.model.typicality`` and
+``nvir_agent.model.uncertainty``). A model without them scores as before.
+
 The network is loaded on the first batch that needs it and shared by every
 stage in the process that uses the same file and settings. The stage runs in
 the engine's scoring thread (``own_thread``); an image whose network input the
@@ -29,6 +35,7 @@ from nvir_agent.model.modelfile import read_model_metadata
 from nvir_agent.model.preprocess import PreprocessSpec
 from nvir_agent.model.scorer import Scorer
 from nvir_agent.pipeline.contract import NOT_SCORED, Analysis
+from nvir_agent.store.rows import UNLIKE_TRAINING, Trust
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +117,12 @@ class ScoreStage:
         scorer = self.scorer
         assert scorer is not None
         inputs: list[np.ndarray] = []
+        stats: list[dict[str, float]] = []
         scored: list[Analysis] = []
-        prepared = self.spec is not None and scorer.spec == self.spec
+        trust = scorer.judges_trust
+        # a model that judges trust needs each image's statistics from its pixels, so it
+        # does not take the input the image workers prepared (the file is read again)
+        prepared = not trust and self.spec is not None and scorer.spec == self.spec
         for a in todo:
             if prepared and a.network_input is not None:
                 inputs.append(a.network_input)
@@ -122,6 +133,9 @@ class ScoreStage:
             try:
                 pixels, bit_depth = self._pixels(a)
                 inputs.append(scorer.preprocess(pixels, bit_depth=bit_depth, mask=a.mask))
+                if trust:
+                    stats.append(scorer.image_statistics(pixels, bit_depth=bit_depth,
+                                                         mask=a.mask))
             except ImageError as exc:
                 if a.pixels is None and a.found is None:
                     a.fail(exc)  # nothing else could read it either
@@ -132,11 +146,20 @@ class ScoreStage:
             scored.append(a)
         if not scored:
             return
-        values = scorer.score_tensors(np.stack(inputs))
-        for a, v in zip(scored, values, strict=True):
-            a.viability = round(float(v), 6)
+        if not trust:
+            values = scorer.score_tensors(np.stack(inputs))
+            for a, v in zip(scored, values, strict=True):
+                a.viability = round(float(v), 6)
+                a.model = scorer.name
+            return
+        for a, s in zip(scored, scorer.assess_tensors(np.stack(inputs), stats), strict=True):
+            a.viability = round(s.viability, 6)
             a.model = scorer.name
             a.network_input = None
+            a.trust = Trust(_round(s.low), _round(s.high), _round(s.typicality),
+                            _round(s.distance))
+            if s.unlike_training:
+                a.qc.append(UNLIKE_TRAINING)
 
     def _pixels(self, a: Analysis) -> tuple[np.ndarray, int | None]:
         if a.pixels is not None:
@@ -147,3 +170,7 @@ class ScoreStage:
             page=self.config.imaging.page,
         )
         return img.pixels, img.bit_depth
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 6)

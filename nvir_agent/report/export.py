@@ -32,8 +32,8 @@ FORMATS = ("csv", "jsonl", "xlsx")
 
 WELL_COLUMNS = (
     "plate", "well", "timepoint", "elapsed_s", "role", "compound", "concentration_uM", "group",
-    "included", "exclusion", "score", "viability_rel_control", "viability_rel_baseline",
-    "control_median", "baseline", "qc_flags", "flags", "n_images", "image_paths",
+    "included", "exclusion", "score", "viability_rel_control", "viability_rel_control_low",
+    "viability_rel_control_high", "unlike_training", "viability_rel_baseline", "control_median", "baseline", "qc_flags", "flags", "n_images", "image_paths",
 )
 COMPOUND_COLUMNS = (
     "compound", "timepoint", "ic50_uM", "ic50_text", "reliability", "reason", "ci95_low_uM",
@@ -63,6 +63,9 @@ def well_rows(plates: Mapping[str, PlateTimecourse],
                 "concentration_uM": p.concentration_uM, "group": p.group,
                 "included": p.counted, "exclusion": p.exclusion, "score": _num(p.score),
                 "viability_rel_control": _num(p.viability_rel_control),
+                "viability_rel_control_low": _num(p.rel_control_low),
+                "viability_rel_control_high": _num(p.rel_control_high),
+                "unlike_training": p.unlike_training,
                 "viability_rel_baseline": _num(p.viability_rel_baseline),
                 "control_median": _num(p.control_median),
                 "baseline": FLAG_BASELINE in p.flags,

@@ -23,6 +23,7 @@ from nvir_agent.store.rows import (
     ACTIVE_STATES,
     CLOSED_STATES,
     SEVERITY_RANK,
+    UNLIKE_TRAINING,
     Alert,
     AlertEvent,
     Counts,
@@ -37,6 +38,7 @@ from nvir_agent.store.rows import (
     Result,
     Shelf,
     StationRow,
+    Trust,
 )
 from nvir_agent.store.schema import MIGRATIONS, to_json
 from nvir_agent.store.url import database_url, redact, station_name, store_exists
@@ -48,4 +50,5 @@ __all__ = [
     "Measurement", "MeasurementRow", "PlateRow", "Shelf", "Reads", "Result", "StationRow", "Store",
     "StoreOffline", "StoreReader", "Transaction", "database_path", "database_url", "open_reader", "redact", "store_exists",
     "station_name", "store_options", "to_json",
+    "Trust", "UNLIKE_TRAINING",
 ]

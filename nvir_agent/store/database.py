@@ -28,6 +28,7 @@ bytes (``bytea``). Rows read back give the path ``open`` takes
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -88,6 +89,14 @@ def store_options(config: Config) -> dict[str, Any]:
 def _text(value: str | None) -> str | None:
     """Text for a TEXT column: a message quoting an odd file name stays writable."""
     return None if value is None else readable(str(value))
+
+
+def _real(value: float | None) -> float | None:
+    """A finite float for a REAL column, else NULL."""
+    if value is None:
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
 
 
 class Store(Reads):
@@ -336,19 +345,26 @@ class Store(Reads):
                 written.append(r.id)
                 if failed or m is None:
                     continue
+                t = m.trust
                 conn.execute(
                     "INSERT INTO measurements(image_id, found, viability, model, qc, "
-                    "features, created_at, outline, station) VALUES (?,?,?,?,?,?,?,?,?) "
+                    "features, created_at, outline, station, viability_low, viability_high, "
+                    "typicality, ood_distance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT(image_id) DO UPDATE SET found = excluded.found, "
                     "viability = excluded.viability, model = excluded.model, qc = excluded.qc, "
                     "features = excluded.features, created_at = excluded.created_at, "
-                    "outline = excluded.outline, station = excluded.station",
+                    "outline = excluded.outline, station = excluded.station, "
+                    "viability_low = excluded.viability_low, "
+                    "viability_high = excluded.viability_high, "
+                    "typicality = excluded.typicality, ood_distance = excluded.ood_distance",
                     (
                         r.id, None if m.found is None else int(bool(m.found)),
                         None if m.viability is None else float(m.viability), _text(m.model),
                         to_json(list(m.qc)), to_json({**m.image_meta, **m.features}), now,
                         to_json([list(v) for v in m.outline]) if m.outline else None,
                         self.station,
+                        _real(t.viability_low), _real(t.viability_high), _real(t.typicality),
+                        _real(t.ood_distance),
                     ),
                 )
             return written

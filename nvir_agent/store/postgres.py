@@ -94,7 +94,14 @@ CREATE TABLE shelves(
     "user" TEXT, comment TEXT, created_at DOUBLE PRECISION);
 """
 
-PG_MIGRATIONS: list[str] = [PG_V1, PG_V2, PG_V3, PG_V4, PG_V5]
+PG_V6 = """
+ALTER TABLE measurements ADD COLUMN viability_low DOUBLE PRECISION;
+ALTER TABLE measurements ADD COLUMN viability_high DOUBLE PRECISION;
+ALTER TABLE measurements ADD COLUMN typicality DOUBLE PRECISION;
+ALTER TABLE measurements ADD COLUMN ood_distance DOUBLE PRECISION;
+"""
+
+PG_MIGRATIONS: list[str] = [PG_V1, PG_V2, PG_V3, PG_V4, PG_V5, PG_V6]
 
 
 @functools.lru_cache(maxsize=512)

@@ -41,6 +41,7 @@ from nvir_agent.store.rows import (
     PlateRow,
     Shelf,
     StationRow,
+    Trust,
 )
 from nvir_agent.store.url import Target, default_station, is_postgres, redact, sqlite_path
 
@@ -130,6 +131,7 @@ def _measurement_row(row: Any) -> MeasurementRow:
         measured_at=row["measured_at"] if done else None,
         outline=_outline(row["outline"]) if done else None,
         station=row["station"],
+        trust=_trust(row) if done else Trust(),
     )
 
 
@@ -140,6 +142,11 @@ def _station(sql: str, params: list[Any], station: str | None, column: str = "st
         return sql
     params.append(station)
     return f"{sql} AND {column} = ?"
+
+
+def _trust(row: Any) -> Trust:
+    return Trust(row["viability_low"], row["viability_high"], row["typicality"],
+                 row["ood_distance"])
 
 
 class Reads:
@@ -267,7 +274,8 @@ class Reads:
         """Images with their state and measurement, by id, one page at a time:
         ``after_id`` is the last id of the previous page."""
         sql = (f"SELECT {_prefixed(IMAGE_COLUMNS, 'i.')}, m.found, m.viability, m.model, "
-               "m.qc, m.features, m.created_at AS measured_at, m.outline "
+               "m.qc, m.features, m.created_at AS measured_at, m.outline, m.viability_low, "
+               "m.viability_high, m.typicality, m.ood_distance "
                "FROM images i LEFT JOIN measurements m ON m.image_id = i.id WHERE i.id > ?")
         params: list[Any] = [after_id]
         sql = _station(sql, params, station, "i.station")
@@ -316,7 +324,8 @@ class Reads:
     def image_scores(self, plates: Iterable[str] | None = None) -> list[ImageScore]:
         """Image results of all plates or the named ones (input of the time courses)."""
         sql = ("SELECT i.id, i.plate, i.well, i.timepoint, i.elapsed_s, i.mtime, i.field, "
-               "i.channel, i.z, i.state, m.found, m.viability, m.qc FROM images i"
+               "i.channel, i.z, i.state, m.found, m.viability, m.qc, m.viability_low, "
+               "m.viability_high, m.typicality, m.ood_distance, m.model FROM images i"
                " LEFT JOIN measurements m ON m.image_id = i.id"
                " WHERE i.plate IS NOT NULL AND i.well IS NOT NULL")
         params: list[str] = []
@@ -327,11 +336,13 @@ class Reads:
             sql += f" AND i.plate IN ({_marks(params)})"
         out = []
         for row in self._query(sql, params):
-            (iid, plate, well, tp, elapsed, mtime, fld, channel, z, state, found, via, qc) = row
+            (iid, plate, well, tp, elapsed, mtime, fld, channel, z, state, found, via, qc,
+             low, high, typ, dist, model) = row
             out.append(ImageScore(
                 image_id=iid, plate=plate, well=well, timepoint=tp, elapsed_s=elapsed,
                 mtime=mtime or 0.0, field=fld, channel=channel, z=z, state=state or "pending",
                 found=None if found is None else bool(found), viability=via, qc=_qc_tuple(qc),
+                trust=Trust(low, high, typ, dist), model=model,
             ))
         return out
 

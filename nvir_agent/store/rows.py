@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,34 @@ Key = tuple[str, str, str]  # (plate, subject, rule): at most one active alert e
 
 
 def _flat(features: dict[str, Any], found: bool | None, qc: Sequence[str],
-          viability: float | None, model: str | None) -> dict[str, Any]:
-    """A measurement's flat keys: its features, then found, qc, viability and model."""
-    return {**features, "found": found, "qc": list(qc), "viability": viability, "model": model}
+          viability: float | None, model: str | None, trust: Trust | None = None
+          ) -> dict[str, Any]:
+    """A measurement's flat keys: its features, then found, qc, viability, its interval,
+    typicality and distance from the training images, and model."""
+    t = trust or Trust()
+    return {**features, "found": found, "qc": list(qc), "viability": viability,
+            "viability_low": t.viability_low, "viability_high": t.viability_high,
+            "typicality": t.typicality, "ood_distance": t.ood_distance,
+            "unlike_training": UNLIKE_TRAINING in qc, "model": model}
+
+
+UNLIKE_TRAINING = "unlike_training"  # QC flag: the image is unlike the model's training images
+
+
+@dataclass(frozen=True)
+class Trust:
+    """How far a viability can be trusted (None: the model cannot say).
+
+    ``viability_low``/``viability_high``: its calibrated 90 % interval;
+    ``typicality``: the fraction of held-out training-like images farther from
+    the training images than this one; ``ood_distance``: that distance (the
+    QC flag ``unlike_training`` is set above the model's documented level).
+    """
+
+    viability_low: float | None = None
+    viability_high: float | None = None
+    typicality: float | None = None
+    ood_distance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -48,11 +73,12 @@ class Measurement:
     features: dict[str, Any] = field(default_factory=dict)
     image_meta: dict[str, Any] = field(default_factory=dict)
     outline: tuple[tuple[int, int], ...] = ()  # simplified polygon, full-image pixels
+    trust: Trust = field(default_factory=Trust)
 
     def as_dict(self) -> dict[str, Any]:
         """Flat keys as `process --json` and `export` print them (no outline)."""
         return _flat({**self.image_meta, **self.features}, self.found, self.qc,
-                     self.viability, self.model)
+                     self.viability, self.model, self.trust)
 
 
 @dataclass(frozen=True)
@@ -75,9 +101,9 @@ class Result:
             if not math.isfinite(value):
                 return cls(record, "The analysis gave a viability that is not a number: "
                                    f"{measurement.viability!r}.")
-            measurement = Measurement(measurement.found, value, measurement.model,
-                                      list(measurement.qc), dict(measurement.features),
-                                      dict(measurement.image_meta), measurement.outline)
+            measurement = replace(measurement, viability=value, qc=list(measurement.qc),
+                                  features=dict(measurement.features),
+                                  image_meta=dict(measurement.image_meta))
         return cls(record, error, None if error is not None else measurement)
 
 
@@ -149,6 +175,12 @@ class ImageScore:
     found: bool | None = True
     viability: float | None = None
     qc: tuple[str, ...] = ()
+    trust: Trust = Trust()  # frozen, so one shared default is safe
+    model: str | None = None
+
+    @property
+    def unlike_training(self) -> bool:
+        return UNLIKE_TRAINING in self.qc
 
 
 @dataclass(frozen=True)
@@ -172,6 +204,11 @@ class MeasurementRow:
     measured_at: float | None = None
     outline: tuple[tuple[int, int], ...] | None = None  # None: not stored (older rows)
     station: str | None = None  # the station that queued the image
+    trust: Trust = field(default_factory=Trust)
+
+    @property
+    def unlike_training(self) -> bool:
+        return UNLIKE_TRAINING in self.qc
 
     def as_dict(self) -> dict[str, Any]:
         """Flat keys as `export` prints them (features only for analysed images)."""
@@ -185,7 +222,8 @@ class MeasurementRow:
             "updated_at": self.updated_at, "station": self.station,
         }
         if self.state == "done":
-            out.update(_flat(self.features, self.found, self.qc, self.viability, self.model))
+            out.update(_flat(self.features, self.found, self.qc, self.viability, self.model,
+                             self.trust))
         return out
 
 

@@ -83,8 +83,18 @@ CREATE TABLE shelves(
     until REAL, user TEXT, comment TEXT, created_at REAL);
 """
 
+# v6: how far each viability can be trusted: its calibrated interval, and the
+# image's typicality and distance from the model's training images (NULL when
+# the model cannot say; the QC flag unlike_training lives in qc).
+SCHEMA_V6 = """
+ALTER TABLE measurements ADD COLUMN viability_low REAL;
+ALTER TABLE measurements ADD COLUMN viability_high REAL;
+ALTER TABLE measurements ADD COLUMN typicality REAL;
+ALTER TABLE measurements ADD COLUMN ood_distance REAL;
+"""
+
 # Append-only: never edit a script that has shipped; add a new one instead.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6]
 
 def to_json(value: Any) -> str:
     """JSON for the store: numpy scalars/arrays become plain values, NaN/inf null."""

@@ -56,12 +56,14 @@ def copy_image(store: Store, conn: Any, row: MeasurementRow, path: str) -> int:
     if row.state == "done":
         conn.execute(
             "INSERT INTO measurements(image_id, found, viability, model, qc, features, "
-            "created_at, outline, station) VALUES (?,?,?,?,?,?,?,?,?)",
+            "created_at, outline, station, viability_low, viability_high, typicality, "
+            "ood_distance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (image_id, None if row.found is None else int(row.found), row.viability,
              row.model, to_json(list(row.qc)), to_json(row.features),
              row.measured_at or now,
              to_json([list(p) for p in row.outline]) if row.outline else None,
-             store.station))
+             store.station, row.trust.viability_low, row.trust.viability_high,
+             row.trust.typicality, row.trust.ood_distance))
     return 1
 
 

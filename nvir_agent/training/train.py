@@ -47,6 +47,7 @@ from nvir_agent.training.augment import AugmentSettings
 from nvir_agent.training.data import epoch_batches, prepare_crops, split_arrays, split_labels
 from nvir_agent.training.evaluate import metrics_report, predict
 from nvir_agent.training.labels import read_labels
+from nvir_agent.training.summarise import summarise_trained
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,11 @@ class TrainOptions:
     cache_dir: Path | None = None
     resume: bool = False
     stop_after: int | None = None  # end this run after so many epochs, keeping the checkpoint
+    summary: bool = True  # store the training-image summary and calibrate intervals (see summarise)
 
     def recipe(self) -> dict[str, Any]:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
-        for k in ("out", "resume", "stop_after", "cache_dir", "workers"):
+        for k in ("out", "resume", "stop_after", "cache_dir", "workers", "summary"):
             d.pop(k, None)
         return d
 
@@ -378,6 +380,11 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
                      result, hardware.describe(device, bf16))
     result.path = save_model(options.out, module.cpu(), spec, meta, dtype=options.save_dtype)
     result.metadata = meta
+    if options.summary:
+        try:
+            summarise_trained(result.path, [labels.items[i] for i in split.train], val_items)
+        except (DataError, ValueError) as exc:
+            log.warning("no training-image summary stored in %s: %s", result.path, exc)
     ckpt_path.unlink(missing_ok=True)
     log.info("wrote %s (epoch %d, best epoch %d, validation R² %s, MAE %s)", result.path,
              result.saved_epoch, result.best_epoch, result.validation.get("r2"),
