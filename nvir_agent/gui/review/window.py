@@ -32,12 +32,13 @@ from nvir_agent.gui.icons import icon
 from nvir_agent.gui.operator_actions import OperatorState
 from nvir_agent.gui.plate_data import (
     PlateData,
+    PlateDetails,
     alert_wells,
     dose_response,
     load_alerts,
     load_plate,
+    load_plate_details,
     plate_names,
-    well_images,
 )
 from nvir_agent.gui.review.alert_list import AlertListView
 from nvir_agent.gui.review.dialogs import AcknowledgeDialog, DismissDialog, ShelveDialog
@@ -194,6 +195,18 @@ class ReviewWindow(QMainWindow):
         self.message.setText(f"Plate {data.plate}: {len(data.timepoints)} reads, "
                              f"{len({w for w, _ in data.points})} wells with data")
         self._show_plate(data)
+        db, gap = self.database, self.settings.get("read_gap_s", 900.0)
+        workers.submit(lambda: load_plate_details(db, data.plate, gap),
+                       lambda details: self._details_loaded(data, details), self._failed,
+                       parent=self)
+
+    def _details_loaded(self, data: PlateData, details: PlateDetails) -> None:
+        """Features and images arrived: redraw a feature metric, show the well waiting."""
+        data.details = details
+        if self.plate == data.plate:
+            self.plate_view.redraw()
+            if self.well is not None:
+                self._show_well(data, self.well)
 
     def _show_plate(self, data: PlateData) -> None:
         self.plate = data.plate
@@ -252,12 +265,10 @@ class ReviewWindow(QMainWindow):
         self._show_well(data, well)
 
     def _show_well(self, data: PlateData, well: str) -> None:
+        """The plots at once; the images once the plate's details are in."""
         self.well = well
-        db, gap = self.database, self.settings.get("read_gap_s", 900.0)
-        tp = self.plate_view.timepoint
-        workers.submit(lambda: well_images(db, data.plate, well, gap),
-                       lambda images: self.well_view.show_well(data, well, images, tp)
-                       if self.well == well else None, self._failed, parent=self)
+        images = data.details.images.get(well, []) if data.details is not None else None
+        self.well_view.show_well(data, well, images, self.plate_view.timepoint)
 
     def _timepoint_changed(self, tp: int) -> None:
         data = self.plates.get(self.plate or "")
@@ -356,7 +367,14 @@ class ReviewWindow(QMainWindow):
                 "CSV (*.csv);;Excel workbook (*.xlsx)")
             if not path:
                 return
-        workers.submit(lambda: export_plate(data, path),
+        db, gap = self.database, self.settings.get("read_gap_s", 900.0)
+
+        def work() -> str:
+            if data.details is None:  # export as soon as asked: read the features here
+                data.details = load_plate_details(db, data.plate, gap)
+            return export_plate(data, path)
+
+        workers.submit(work,
                        lambda p: self.message.setText(f"Exported {p}"), self._failed,
                        parent=self)
 
