@@ -80,6 +80,7 @@ class PlateData:
     reads: list[ReadSummary] = field(default_factory=list)
     acquired_at: dict[int, float] = field(default_factory=dict)
     vehicle_band: dict[int, tuple[float, float]] = field(default_factory=dict)
+    expected: frozenset[str] = frozenset()  # wells the imager should read (× when no data)
     details: PlateDetails | None = None
     _by_read: dict[int, list[WellTimepoint]] = field(default_factory=dict, repr=False)
 
@@ -177,6 +178,7 @@ def load_plate(database: str | os.PathLike[str], plate: str,
         data.acquired_at = {r.timepoint: r.acquired_at for r in tc.reads}
         data.vehicle_band = vehicle_band(tc.points)
     data.timepoints = sorted({tp for (_w, tp) in data.points})
+    data.expected = frozenset(pm.expected_wells() if pm else wells)
     data.values(None, "rel_control")  # index the points by read here, not on the UI thread
     return data
 

@@ -2,9 +2,10 @@
 
 A 96/384/1536 grid coloured by a metric at one read (time slider), with a
 colour bar, glyphs for alert state (triangle: warning, diamond: critical;
-hollow when acknowledged), a cross (+) on wells that failed QC, an X on wells
-without data, a small "V" on vehicle wells and grey for wells the map
-excludes. Hover shows the well's content; a click selects the well.
+hollow when acknowledged), a cross (+) on wells that failed QC, a light ×
+on wells the plate map expects (or, without a map, that were read before)
+but that have no data at this read, a small "V" on vehicle wells and grey
+for wells the map excludes; wells nobody expects are left blank. Hover shows the well's content; a click selects the well.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from PySide6.QtWidgets import (
 from nvir_agent.gui.colors import EXCLUDED, NO_DATA, ColourScale, text_colour
 from nvir_agent.gui.plate_data import METRICS, PlateData
 
+WELL_PEN = QPen(QColor("#8a8a8a"), 1)
+UNREAD_PEN = QPen(QColor("#d0d0d0"), 1)  # a well nobody expects an image of: faint, no ×
+SELECTED_PEN = QPen(QColor("#202020"), 3)
+NO_DATA_PEN = QPen(QColor("#b0b0b0"), 1)
 SCALES = ("this read", "all reads", "fixed 0–1.2", "my limits")
 ROW_LETTERS = [chr(ord("A") + i) for i in range(26)] + ["AA", "AB", "AC", "AD", "AE", "AF"]
 
@@ -127,8 +132,11 @@ class PlateGrid(QWidget):
             fill = EXCLUDED
         else:
             fill = self.scale.colour(value) if value is not None else NO_DATA
-        outline = QColor("#202020") if well in self.selected else QColor("#8a8a8a")
-        p.setPen(QPen(outline, 3 if well in self.selected else 1))
+        expected = well in data.expected
+        if well in self.selected:
+            p.setPen(SELECTED_PEN)
+        else:
+            p.setPen(WELL_PEN if expected or value is not None else UNREAD_PEN)
         p.setBrush(fill)
         if small:
             p.drawRect(rect)
@@ -136,9 +144,9 @@ class PlateGrid(QWidget):
             p.drawEllipse(rect)
         ink = text_colour(fill)
         point = data.points.get((well, self.timepoint)) if self.timepoint is not None else None
-        if value is None and role not in ("ignore", "empty"):
-            p.setPen(QPen(QColor("#9a9a9a"), 1.2))  # X: no data
-            d = rect.width() * 0.25
+        if value is None and expected and not small:
+            p.setPen(NO_DATA_PEN)  # ×: a well the map expects has no data at this read
+            d = rect.width() * 0.3
             p.drawLine(rect.topLeft() + QPointF(d, d), rect.bottomRight() - QPointF(d, d))
             p.drawLine(rect.topRight() + QPointF(-d, d), rect.bottomLeft() + QPointF(d, -d))
         elif point is not None and not point.passed_qc:

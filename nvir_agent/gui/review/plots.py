@@ -98,7 +98,7 @@ def draw_timecourse(fig: Figure, data: PlateData, well: str, threshold: float) -
     ax.set_xlim(tps[0] - 0.4, tps[-1] + 0.4)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=13))
     ax.set_ylim(0, max(1.3, ax.get_ylim()[1]))
-    ax.legend(fontsize=7, loc="lower left", framealpha=0.85, ncol=2)
+    ax.legend(fontsize=7, loc="best", framealpha=0.85, ncol=2)
     return start
 
 

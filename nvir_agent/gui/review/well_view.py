@@ -115,7 +115,7 @@ class WellView(QWidget):
         self.strip.setFlow(QListWidget.Flow.LeftToRight)
         self.strip.setWrapping(False)
         self.strip.setIconSize(QSize(112, 112))
-        self.strip.setFixedHeight(158)
+        self.strip.setFixedHeight(176)
         self.strip.setMovement(QListWidget.Movement.Static)
         self.strip.itemClicked.connect(self._open_image)
         self.timecourse = TimecoursePlot()

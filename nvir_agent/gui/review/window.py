@@ -96,7 +96,7 @@ class ReviewWindow(QMainWindow):
         main = QSplitter(Qt.Orientation.Horizontal)
         main.addWidget(left)
         main.addWidget(self.well_view)
-        main.setSizes([640, 620])
+        main.setSizes([700, 600])
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(6, 4, 6, 4)
@@ -126,6 +126,7 @@ class ReviewWindow(QMainWindow):
 
         def add(text: str, slot: Any, tip: str, key: str | None = None) -> QAction:
             a = QAction(text, self)
+            a.setIconText(text)  # the tool button keeps the "…" (iconText drops it)
             a.setToolTip(tip)
             if key:
                 a.setShortcut(QKeySequence(key))
