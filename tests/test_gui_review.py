@@ -110,3 +110,14 @@ def test_review_command_writes_a_screenshot(qtbot, gui_store, tmp_path, capsys):
 
     img = QImage(str(out))
     assert img.width() >= 1000 and img.height() >= 600
+
+
+def test_plate_cells_use_the_store_well_names_on_every_format():
+    from nvir_agent.gui.plate_data import _guess_format
+    from nvir_agent.gui.review.plate_paint import well_cells
+
+    cells = well_cells(32, 48)
+    assert cells["A01"] == (0, 0) and cells["AF48"] == (31, 47) and len(cells) == 1536
+    assert _guess_format(["A01", "H12"]) == 96
+    assert _guess_format(["A01", "P24"]) == 384
+    assert _guess_format(["B03", "AF48"]) == 1536

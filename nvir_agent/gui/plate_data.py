@@ -229,7 +229,7 @@ def _guess_format(wells: Iterable[str]) -> int:
     fmt = 96
     for well in wells:
         try:
-            r, c, _ = parse_well(well, 1536)
+            r, c = parse_well(well)
         except Exception:  # an odd well name: keep the smallest plate that fits the rest
             continue
         if r > 16 or c > 24:
