@@ -82,6 +82,7 @@ class PlateData:
     vehicle_band: dict[int, tuple[float, float]] = field(default_factory=dict)
     expected: frozenset[str] = frozenset()  # wells the imager should read (× when no data)
     details: PlateDetails | None = None
+    version: int = -1  # the store's analysed-image count when this was read (store_version)
     _by_read: dict[int, list[WellTimepoint]] = field(default_factory=dict, repr=False)
 
     @property
@@ -167,11 +168,12 @@ def load_plate(database: str | os.PathLike[str], plate: str,
     """A plate's time courses as the monitor computes them (the first view)."""
     from nvir_agent.report.figures import vehicle_band
 
+    version = store_version(database)  # before reading: a later change reloads the plate
     tc = load_plate_timecourses(database, [plate], **(settings or {})).get(plate)
     pm = tc.plate_map if tc else None
     wells = {p.well for p in tc.points} if tc else set()
     data = PlateData(plate=plate, format=pm.format if pm else _guess_format(wells),
-                     plate_map=pm, timepoints=[])
+                     plate_map=pm, timepoints=[], version=version)
     if tc is not None:
         data.points = {(p.well, p.timepoint): p for p in tc.points}
         data.reads = sorted(tc.reads, key=lambda r: r.timepoint)
@@ -248,6 +250,14 @@ def load_alerts(database: str | os.PathLike[str]) -> list[Alert]:
 def plate_names(database: str | os.PathLike[str]) -> list[str]:
     with StoreReader(database) as reader:
         return reader.plate_names()
+
+
+def store_version(database: str | os.PathLike[str]) -> int:
+    """Images analysed or failed so far (one count query): a plate read at an
+    older version may lack results."""
+    with StoreReader(database) as reader:
+        c = reader.counts()
+    return c.done + c.failed
 
 
 def alert_wells(alert: Alert) -> list[str]:

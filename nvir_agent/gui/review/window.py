@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from nvir_agent.gui.plate_data import (
     load_plate,
     load_plate_details,
     plate_names,
+    store_version,
 )
 from nvir_agent.gui.review.alert_list import AlertListView
 from nvir_agent.gui.review.dialogs import AcknowledgeDialog, DismissDialog, ShelveDialog
@@ -51,6 +53,7 @@ from nvir_agent.store import Alert
 log = logging.getLogger(__name__)
 
 REFRESH_MS = 15000
+LIVE_RELOAD_S = 10.0  # the plate shown is read again at most this often while results come
 
 
 class ReviewWindow(QMainWindow):
@@ -74,6 +77,7 @@ class ReviewWindow(QMainWindow):
         self.loaded = False
         self._want_alert = alert_id
         self._loading_plate: str | None = None
+        self._reloaded_at = 0.0
         self.setWindowTitle("NViR Agent — review")
         self.setWindowIcon(icon("watching"))
 
@@ -153,16 +157,19 @@ class ReviewWindow(QMainWindow):
     # ----------------------------------------------------------------- loading
 
     def refresh(self) -> None:
-        """Read alerts and plates again (worker)."""
+        """Read alerts and plates again (worker); reload the plate shown when the
+        engine has analysed images since it was read (at most every LIVE_RELOAD_S)."""
         db = self.database
 
-        def work() -> tuple[list[Alert], list[str], OperatorState]:
-            return load_alerts(db), plate_names(db), OperatorState.load()
+        def work() -> tuple[list[Alert], list[str], OperatorState, int]:
+            return load_alerts(db), plate_names(db), OperatorState.load(), store_version(db)
 
         workers.submit(work, self._alerts_loaded, self._failed, parent=self)
 
-    def _alerts_loaded(self, result: tuple[list[Alert], list[str], OperatorState]) -> None:
-        self.alerts, plates, self.state = result
+    def _alerts_loaded(self, result: tuple[list[Alert], list[str], OperatorState, int]
+                       ) -> None:
+        self.alerts, plates, self.state, version = result
+        self._reload_stale(version)
         self.alert_list.set_alerts(self.alerts, self.state)
         self.plate_view.set_plates(plates, self.plate)
         self._banner()
@@ -178,6 +185,18 @@ class ReviewWindow(QMainWindow):
             self.message.setText(f"No plates in {self.database} yet.")
         self.loaded = True
 
+    def _reload_stale(self, version: int) -> None:
+        """New results in the store: forget the plates not shown, read the shown one
+        again in the background (the old one stays on screen until it is in)."""
+        for name in [p for p, d in self.plates.items() if d.version != version]:
+            if name != self.plate:
+                del self.plates[name]
+        shown = self.plates.get(self.plate or "")
+        if shown is not None and shown.version != version \
+                and time.monotonic() - self._reloaded_at >= LIVE_RELOAD_S:
+            self._reloaded_at = time.monotonic()
+            self.load_plate(shown.plate, reload=True)
+
     def load_plate(self, plate: str, *, reload: bool = False) -> None:
         if not reload and plate in self.plates:
             self._show_plate(self.plates[plate])
@@ -192,10 +211,19 @@ class ReviewWindow(QMainWindow):
 
     def _plate_loaded(self, data: PlateData) -> None:
         self._loading_plate = None
+        old = self.plates.get(data.plate)
         self.plates[data.plate] = data
         self.message.setText(f"Plate {data.plate}: {len(data.timepoints)} reads, "
                              f"{len({w for w, _ in data.points})} wells with data")
-        self._show_plate(data)
+        if old is not None and self.plate == data.plate:  # a live reload of the plate shown
+            data.details = old.details  # until the new ones are read
+            tp = self.plate_view.timepoint
+            latest = old.timepoints and tp == old.timepoints[-1]
+            self.plate_view.set_data(data, None if latest else tp)
+            if self.well is not None:
+                self._show_well(data, self.well)
+        else:
+            self._show_plate(data)
         db, gap = self.database, self.settings.get("read_gap_s", 900.0)
         workers.submit(lambda: load_plate_details(db, data.plate, gap),
                        lambda details: self._details_loaded(data, details), self._failed,
@@ -203,6 +231,8 @@ class ReviewWindow(QMainWindow):
 
     def _details_loaded(self, data: PlateData, details: PlateDetails) -> None:
         """Features and images arrived: redraw a feature metric, show the well waiting."""
+        if self.plates.get(data.plate) is not data:
+            return  # read again meanwhile (or forgotten): that read brings its own
         data.details = details
         if self.plate == data.plate:
             self.plate_view.redraw()
