@@ -12,11 +12,13 @@ The longest block is measured with a 10 ms timer heartbeat on the UI thread.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -288,6 +290,24 @@ def bench_plots(app, repeats: int) -> None:
     canvas.close()
 
 
+def plots_loop(stop: Any) -> None:
+    """Render the review window's kind of plot with Agg until told to stop."""
+    from nvir_agent.gui.review.plots import render
+
+    tps = list(range(1, 27))
+    curves = [np.random.default_rng(i).uniform(0.2, 1.1, len(tps)) for i in range(12)]
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        for c in curves:
+            ax.plot(tps, c, marker="o", ms=3)
+        ax.set_title("Time course of BIG-01 A03 — C3 0.8 µM (treated)")
+        ax.legend([f"well {i}" for i in range(12)], fontsize=7)
+
+    while not stop.is_set():
+        render(draw, 600, 300)
+
+
 def bench_gil(app, seconds: float) -> None:
     """The UI heartbeat alone, next to a thread of pure Python (holds the GIL), and next
     to a thread of OpenCV and numpy work (releases it): what the engine's threads cost
@@ -302,12 +322,17 @@ def bench_gil(app, seconds: float) -> None:
         while not stop.is_set():
             cv2.GaussianBlur(big, (31, 31), 5)
 
-    for name, fn in (("nothing else", None), ("a pure-Python thread", pure_python),
-                     ("an OpenCV thread", opencv)):
-        stop = threading.Event()
-        worker = threading.Thread(target=fn, args=(stop,)) if fn else None
+    cases = (("nothing else", None, threading.Thread), ("a pure-Python thread", pure_python,
+             threading.Thread), ("an OpenCV thread", opencv, threading.Thread),
+             ("a thread rendering plots", plots_loop, threading.Thread),
+             ("a child process rendering plots", plots_loop, mp.get_context("spawn").Process))
+    for name, fn, kind in cases:
+        stop = mp.get_context("spawn").Event() if kind is not threading.Thread \
+            else threading.Event()
+        worker = kind(target=fn, args=(stop,)) if fn else None
         if worker:
             worker.start()
+            time.sleep(2.0 if kind is not threading.Thread else 0.0)  # the child imports
         beat = Heartbeat()
         beat.start()
         spin(app, seconds)
