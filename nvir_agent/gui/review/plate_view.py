@@ -200,7 +200,7 @@ class ColourBar(QWidget):
 
     def paintEvent(self, _event: object) -> None:
         p = QPainter(self)
-        top, bottom, x, w = 14.0, self.height() - 14.0, 4.0, 16.0
+        top, bottom, x, w = 14.0, self.height() - 30.0, 4.0, 16.0
         n = 64
         for i in range(n):
             v = self.scale.high - (self.scale.high - self.scale.low) * i / (n - 1)
@@ -213,7 +213,7 @@ class ColourBar(QWidget):
             y = top + (bottom - top) * frac
             p.drawText(QRectF(x + w + 3, y - 8, 60, 16), Qt.AlignmentFlag.AlignVCenter,
                        f"{v:.3g}")
-        p.drawText(QRectF(0, bottom, self.width(), 14), Qt.AlignmentFlag.AlignLeft, self.unit)
+        p.drawText(QRectF(0, bottom + 12, self.width(), 16), Qt.AlignmentFlag.AlignLeft, self.unit)
 
 
 class PlateView(QWidget):

@@ -37,7 +37,7 @@ DPI = 90
 WELL = "#1f4e9c"
 LEVEL = "#b8860b"
 ONSET = "#c0262d"
-MARGINS = {"left": 0.11, "right": 0.98, "bottom": 0.16, "top": 0.89}
+MARGINS_PX = {"left": 56, "right": 10, "bottom": 36, "top": 22}  # room for labels at any size
 
 Draw = Callable[[Figure], object]  # fills a figure; returns what the view keeps (or None)
 
@@ -45,9 +45,11 @@ Draw = Callable[[Figure], object]  # fills a figure; returns what the view keeps
 def render(draw: Draw, width: int, height: int, ratio: float = 1.0) -> tuple[QImage, object]:
     """A new figure of ``width`` × ``height`` logical pixels drawn by ``draw``, rendered
     with Agg into a QImage (worker-safe: the figure lives and dies in this call)."""
-    fig = Figure(figsize=(max(width, 50) / DPI, max(height, 50) / DPI), dpi=DPI * ratio,
-                 facecolor="white")
-    fig.subplots_adjust(**MARGINS)
+    width, height = max(width, 120), max(height, 90)
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI * ratio, facecolor="white")
+    m = MARGINS_PX
+    fig.subplots_adjust(left=m["left"] / width, right=1 - m["right"] / width,
+                        bottom=m["bottom"] / height, top=1 - m["top"] / height)
     kept = draw(fig)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
@@ -131,7 +133,7 @@ class PlotView(QWidget):
     def __init__(self, message: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMinimumHeight(180)
+        self.setMinimumHeight(130)
         self.image: QImage | None = None
         self.message = message
         self._draw: Draw | None = None
