@@ -94,8 +94,13 @@ class _Runnable(QRunnable):
 
 
 def _guarded(callback: Callable[[Any], None]) -> Callable[[Any], None]:
-    """The callback, quiet when the widget it draws on was closed and deleted meanwhile
-    (a lambda holding a widget is not disconnected by Qt when the widget goes)."""
+    """The callback, quiet when the widget it draws on was closed and deleted meanwhile.
+
+    A method of a QObject is connected as it is (Qt disconnects it when the object
+    goes); a lambda holding a widget is not disconnected, so it is wrapped."""
+    if isinstance(getattr(callback, "__self__", None), QObject):
+        return callback
+
     def call(value: Any) -> None:
         try:
             callback(value)
