@@ -236,6 +236,15 @@ def spin_idle(app, seconds: float) -> None:
     loop.exec()
 
 
+def curves_on(fig: Any) -> Any:
+    """12 curves × 26 reads on a new axes of ``fig`` (the redraw measured)."""
+    tps = list(range(1, 27))
+    ax = fig.add_subplot()
+    for i in range(12):
+        ax.plot(tps, np.random.default_rng(i).uniform(0.2, 1.1, len(tps)), marker="o", ms=3)
+    return ax
+
+
 def bench_plots(app, repeats: int) -> None:
     """12 curves × 26 reads at 600×300 px: matplotlib's Qt canvas drawing on the UI
     thread, and Agg rendering in a worker with the UI thread painting the image."""
@@ -244,14 +253,6 @@ def bench_plots(app, repeats: int) -> None:
 
     from nvir_agent.gui import workers
     from nvir_agent.gui.review.plots import PlotView
-
-    tps = list(range(1, 27))
-    curves = [np.random.default_rng(i).uniform(0.2, 1.1, len(tps)) for i in range(12)]
-
-    def curves_on(fig: Figure) -> None:
-        ax = fig.add_subplot()
-        for c in curves:
-            ax.plot(tps, c, marker="o", ms=3)
 
     fig = Figure(figsize=(6, 3))
     canvas = FigureCanvasQTAgg(fig)
@@ -294,13 +295,8 @@ def plots_loop(stop: Any) -> None:
     """Render the review window's kind of plot with Agg until told to stop."""
     from nvir_agent.gui.review.plots import render
 
-    tps = list(range(1, 27))
-    curves = [np.random.default_rng(i).uniform(0.2, 1.1, len(tps)) for i in range(12)]
-
     def draw(fig: Any) -> None:
-        ax = fig.add_subplot()
-        for c in curves:
-            ax.plot(tps, c, marker="o", ms=3)
+        ax = curves_on(fig)
         ax.set_title("Time course of BIG-01 A03 — C3 0.8 µM (treated)")
         ax.legend([f"well {i}" for i in range(12)], fontsize=7)
 
