@@ -1,6 +1,8 @@
 """Desktop UI figures: review window open time on 100,000 measurements, the
-longest UI-thread block while the engine analyses a 384-well read, tray idle
-CPU, and time-course redraws with pyqtgraph vs matplotlib's Qt canvas.
+longest UI-thread block while it loads and while the engine analyses a
+384-well read, tray idle CPU, time-course redraws (matplotlib's Qt canvas on
+the UI thread vs Agg in a worker, as the review window draws), and how much a
+thread holding the GIL (pure Python) or releasing it (OpenCV) delays the UI.
 
     QT_QPA_PLATFORM=offscreen python benchmarks/gui_review.py [--quick]
 
@@ -10,11 +12,13 @@ The longest block is measured with a 10 ms timer heartbeat on the UI thread.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -81,18 +85,24 @@ class Heartbeat:
 
         self.last = time.perf_counter()
         self.worst = 0.0
+        self.gaps: list[float] = []
         self.timer = QTimer()
         self.timer.setInterval(10)
         self.timer.timeout.connect(self.tick)
 
     def tick(self) -> None:
         now = time.perf_counter()
-        self.worst = max(self.worst, now - self.last - 0.010)
+        gap = now - self.last - 0.010
+        self.gaps.append(gap)
+        self.worst = max(self.worst, gap)
         self.last = now
 
     def start(self) -> None:
-        self.last, self.worst = time.perf_counter(), 0.0
+        self.last, self.worst, self.gaps = time.perf_counter(), 0.0, []
         self.timer.start()
+
+    def p99(self) -> float:
+        return float(np.percentile(self.gaps, 99)) if self.gaps else 0.0
 
 
 def spin(app, seconds: float, until=None) -> float:
@@ -106,6 +116,7 @@ def spin(app, seconds: float, until=None) -> float:
 
 
 def bench_open(app, root: Path, plates: int, reads: int) -> None:
+    from nvir_agent.gui import workers
     from nvir_agent.gui.review.window import ReviewWindow
 
     db = root / "big.sqlite3"
@@ -118,10 +129,27 @@ def bench_open(app, root: Path, plates: int, reads: int) -> None:
     t0 = time.perf_counter()
     w = ReviewWindow(db, Config(storage=StorageConfig(database=str(db))))
     w.show()
-    spin(app, 30, lambda: w.loaded and w.plate in w.plates)
+    grid = w.plate_view.grid
+    spin(app, 30, lambda: w.loaded and w.plate in w.plates and grid.data is not None
+         and grid.is_drawn)
     opened = time.perf_counter() - t0
     print(f"review window open, alerts listed and first plate drawn: {opened:.2f} s; "
           f"longest UI-thread block meanwhile {beat.worst * 1000:.0f} ms")
+    spin(app, 60, lambda: w.plates[w.plate].details is not None and w.well_view.pending == 0
+         and not w.well_view.timecourse.pending and workers.jobs_in_flight() == 0)
+    print(f"… features, images, thumbnails and plots of the first well: "
+          f"{time.perf_counter() - t0:.2f} s; longest UI-thread block from the start "
+          f"{beat.worst * 1000:.0f} ms (99th percentile {beat.p99() * 1000:.0f} ms)")
+    data = w.plates[w.plate]
+    beat.start()
+    t0 = time.perf_counter()
+    for well in ("C05", "D07", "E09"):
+        w.select_well(data.plate, well)
+        spin(app, 30, lambda: not w.well_view.timecourse.pending
+             and workers.jobs_in_flight() == 0)
+    print(f"three wells picked one after the other, plots and thumbnails drawn: "
+          f"{(time.perf_counter() - t0) / 3 * 1000:.0f} ms each; longest UI-thread block "
+          f"{beat.worst * 1000:.0f} ms")
     w.close()
 
 
@@ -208,49 +236,108 @@ def spin_idle(app, seconds: float) -> None:
     loop.exec()
 
 
-def bench_plots(app, repeats: int) -> None:
-    import matplotlib
+def curves_on(fig: Any) -> Any:
+    """12 curves × 26 reads on a new axes of ``fig`` (the redraw measured)."""
+    tps = list(range(1, 27))
+    ax = fig.add_subplot()
+    for i in range(12):
+        ax.plot(tps, np.random.default_rng(i).uniform(0.2, 1.1, len(tps)), marker="o", ms=3)
+    return ax
 
-    matplotlib.use("QtAgg")
-    import pyqtgraph as pg
+
+def bench_plots(app, repeats: int) -> None:
+    """12 curves × 26 reads at 600×300 px: matplotlib's Qt canvas drawing on the UI
+    thread, and Agg rendering in a worker with the UI thread painting the image."""
     from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
     from matplotlib.figure import Figure
 
-    tps = list(range(1, 27))
-    curves = [np.random.default_rng(i).uniform(0.2, 1.1, len(tps)) for i in range(12)]
-    pw = pg.PlotWidget()
-    pw.resize(600, 300)
-    pw.show()
+    from nvir_agent.gui import workers
+    from nvir_agent.gui.review.plots import PlotView
+
     fig = Figure(figsize=(6, 3))
     canvas = FigureCanvasQTAgg(fig)
     canvas.resize(600, 300)
     canvas.show()
+    view = PlotView("")
+    view.resize(600, 300)
+    view.show()
     spin(app, 0.5)
 
-    def pg_draw() -> None:
-        pw.clear()
-        for c in curves:
-            pw.plot(tps, c, symbol="o", symbolSize=5)
-        pw.repaint()
-
-    def mpl_draw() -> None:
+    def qtagg_draw() -> None:
         fig.clear()
-        ax = fig.add_subplot()
-        for c in curves:
-            ax.plot(tps, c, marker="o", ms=3)
+        curves_on(fig)
         canvas.draw()
         canvas.repaint()
 
-    for name, fn in (("pyqtgraph", pg_draw), ("matplotlib QtAgg", mpl_draw)):
+    def worker_draw() -> None:
+        view.show_figure(curves_on)
+        spin(app, 30, lambda: not view.pending and workers.jobs_in_flight() == 0)
+        view.repaint()
+
+    beat = Heartbeat()
+    for name, fn in (("matplotlib QtAgg canvas (UI thread)", qtagg_draw),
+                     ("matplotlib Agg in a worker (the review window)", worker_draw)):
         fn()
+        beat.start()
         t0 = time.perf_counter()
         for _ in range(repeats):
             fn()
             app.processEvents()
-        print(f"time-course redraw (12 curves × 26 reads, 600×300 px) with {name}: "
-              f"{(time.perf_counter() - t0) / repeats * 1000:.1f} ms")
-    pw.close()
+        print(f"time-course redraw (12 curves × 26 reads, 600×300 px), {name}: "
+              f"{(time.perf_counter() - t0) / repeats * 1000:.0f} ms; longest UI-thread "
+              f"block {beat.worst * 1000:.0f} ms")
+    beat.timer.stop()
+    view.close()
     canvas.close()
+
+
+def plots_loop(stop: Any) -> None:
+    """Render the review window's kind of plot with Agg until told to stop."""
+    from nvir_agent.gui.review.plots import render
+
+    def draw(fig: Any) -> None:
+        ax = curves_on(fig)
+        ax.set_title("Time course of BIG-01 A03 — C3 0.8 µM (treated)")
+        ax.legend([f"well {i}" for i in range(12)], fontsize=7)
+
+    while not stop.is_set():
+        render(draw, 600, 300)
+
+
+def bench_gil(app, seconds: float) -> None:
+    """The UI heartbeat alone, next to a thread of pure Python (holds the GIL), and next
+    to a thread of OpenCV and numpy work (releases it): what the engine's threads cost
+    the UI in one process, whatever the UI itself does."""
+    def pure_python(stop: threading.Event) -> None:
+        while not stop.is_set():
+            sum(i * i for i in range(20000))
+
+    big = np.random.default_rng(0).integers(0, 255, (2048, 2048), dtype=np.uint8)
+
+    def opencv(stop: threading.Event) -> None:
+        while not stop.is_set():
+            cv2.GaussianBlur(big, (31, 31), 5)
+
+    cases = (("nothing else", None, threading.Thread), ("a pure-Python thread", pure_python,
+             threading.Thread), ("an OpenCV thread", opencv, threading.Thread),
+             ("a thread rendering plots", plots_loop, threading.Thread),
+             ("a child process rendering plots", plots_loop, mp.get_context("spawn").Process))
+    for name, fn, kind in cases:
+        stop = mp.get_context("spawn").Event() if kind is not threading.Thread \
+            else threading.Event()
+        worker = kind(target=fn, args=(stop,)) if fn else None
+        if worker:
+            worker.start()
+            time.sleep(2.0 if kind is not threading.Thread else 0.0)  # the child imports
+        beat = Heartbeat()
+        beat.start()
+        spin(app, seconds)
+        beat.timer.stop()
+        stop.set()
+        if worker:
+            worker.join()
+        print(f"UI heartbeat next to {name}: longest gap {beat.worst * 1000:.0f} ms, "
+              f"99th percentile {beat.p99() * 1000:.0f} ms (load {os.getloadavg()[0]:.1f})")
 
 
 def main() -> int:
@@ -269,6 +356,7 @@ def main() -> int:
         else:
             bench_open(app, root, 10, 26)  # 99,840 measurements
         bench_plots(app, 10 if args.quick else 30)
+        bench_gil(app, 3 if args.quick else 10)
         bench_engine(app, root, 40 if args.quick else 384)
         bench_idle(app, root, 10 if args.quick else 60)
     from nvir_agent.gui import workers

@@ -110,3 +110,49 @@ def test_review_command_writes_a_screenshot(qtbot, gui_store, tmp_path, capsys):
 
     img = QImage(str(out))
     assert img.width() >= 1000 and img.height() >= 600
+
+
+def test_plate_cells_use_the_store_well_names_on_every_format():
+    from nvir_agent.gui.plate_data import _guess_format
+    from nvir_agent.gui.review.plate_paint import well_cells
+
+    cells = well_cells(32, 48)
+    assert cells["A01"] == (0, 0) and cells["AF48"] == (31, 47) and len(cells) == 1536
+    assert _guess_format(["A01", "H12"]) == 96
+    assert _guess_format(["A01", "P24"]) == 384
+    assert _guess_format(["B03", "AF48"]) == 1536
+
+
+def test_new_results_reload_the_plate_shown_keeping_the_well(
+        qtbot, gui_store, no_leaked_workers, monkeypatch, tmp_path):
+    from gui_helpers import TOX, VEHICLE, disc
+
+    from nvir_agent.gui.review import window as window_module
+    from nvir_agent.ingest.filenames import ImageKey
+    from nvir_agent.store import Measurement, Result, Store
+
+    monkeypatch.setattr(window_module, "LIVE_RELOAD_S", 0.0)
+    config, db = gui_store
+    w = open_window(qtbot, config, db)
+    w.select_well("P1", "D02")
+    before = w.plates["P1"]
+    assert before.timepoints == [1, 2, 3]
+    jobs = []
+    for well in [*VEHICLE, *TOX]:  # a fourth read comes in
+        p = tmp_path / f"P1_{well}_t4.png"
+        disc(p, 20)
+        jobs.append((str(p), 1, 1.0, ImageKey(
+            vendor="test", plate="P1", well=well, row=ord(well[0]) - 64,
+            column=int(well[1:]), field=1, channel="1", timepoint=4)))
+    with Store(db) as store:
+        store.add_jobs(jobs)
+        store.commit_results([Result(rec, None, Measurement(
+            found=True, viability=1.0 if rec.key.well in VEHICLE else 0.05, model="test",
+            qc=[], features={"width": 96, "height": 96})) for rec in store.pending(100)])
+    w.refresh()
+    qtbot.waitUntil(lambda: w.plates["P1"] is not before and workers.jobs_in_flight() == 0,
+                    timeout=15000)
+    assert w.plates["P1"].timepoints == [1, 2, 3, 4]
+    assert w.plate_view.timepoint == 4  # it was on the latest read: it follows
+    assert w.well == "D02" and w.well_view.well == "D02"
+    qtbot.waitUntil(lambda: w.well_view.strip.count() == 4, timeout=15000)

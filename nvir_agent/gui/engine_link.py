@@ -96,6 +96,8 @@ class EngineController(QObject):
 
     def start(self) -> None:
         """Build and start the engine (blocking: store open, model load) in a worker."""
+        self._stopping = False
+
         def work() -> Any:
             engine = self._new_engine()
             try:

@@ -3,6 +3,12 @@
 Each function takes a database path, opens its own short-lived read-only
 connection and returns plain values, so the window can call it from a worker
 thread. Nothing here is drawn; the views turn these values into pixels.
+
+A plate loads in two steps, so the first view comes early: :func:`load_plate`
+reads the time courses (what the plate view shows first, the time-course
+plot and the fits need), :func:`load_plate_details` then pages through the
+plate's measurements once for the other metrics (diameter, circularity,
+focus) and every well's images with their outlines (the thumbnails strip).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nvir_agent.monitor.platemap import FORMATS, PlateMap
+from nvir_agent.monitor.platemap import FORMATS, PlateMap, parse_well
 from nvir_agent.monitor.timecourse import (
     ReadSummary,
     WellTimepoint,
@@ -53,18 +59,36 @@ class WellImage:
     height: int | None = None
 
 
+@dataclass(frozen=True)
+class PlateDetails:
+    """The second step of a plate: per-read features and every well's images."""
+
+    features: dict[tuple[str, int], dict[str, float]]
+    images: dict[str, list[WellImage]]
+
+
 @dataclass
 class PlateData:
-    """One plate: its layout, the time-course points and per-read features."""
+    """One plate: its layout, the time-course points and (once the details are
+    loaded) per-read features and images."""
 
     plate: str
     format: int
     plate_map: PlateMap | None
     timepoints: list[int]
     points: dict[tuple[str, int], WellTimepoint] = field(default_factory=dict)
-    features: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     reads: list[ReadSummary] = field(default_factory=list)
     acquired_at: dict[int, float] = field(default_factory=dict)
+    vehicle_band: dict[int, tuple[float, float]] = field(default_factory=dict)
+    expected: frozenset[str] = frozenset()  # wells the imager should read (× when no data)
+    details: PlateDetails | None = None
+    version: int = -1  # the store's analysed-image count when this was read (store_version)
+    _by_read: dict[int, list[WellTimepoint]] = field(default_factory=dict, repr=False)
+
+    @property
+    def features(self) -> dict[tuple[str, int], dict[str, float]]:
+        """Per (well, read) diameter, circularity and focus ({} until the details)."""
+        return self.details.features if self.details is not None else {}
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -82,14 +106,21 @@ class PlateData:
 
     def values(self, timepoint: int | None, metric: str) -> list[float]:
         """Every value of the metric on this plate (one read, or all reads)."""
-        tps = self.timepoints if timepoint is None else [timepoint]
-        out = []
-        for (well, tp) in self.points.keys() | self.features.keys():
-            if tp in tps:
-                v = self.value(well, tp, metric)
-                if v is not None:
-                    out.append(v)
-        return out
+        if metric in ("rel_control", "rel_baseline"):
+            if not self._by_read:
+                for p in self.points.values():
+                    self._by_read.setdefault(p.timepoint, []).append(p)
+            tps = self.timepoints if timepoint is None else [timepoint]
+            out = []
+            for tp in tps:
+                for p in self._by_read.get(tp, ()):
+                    v = p.viability_rel_control if metric == "rel_control" \
+                        else p.viability_rel_baseline
+                    if v is not None and math.isfinite(v):
+                        out.append(v)
+            return out
+        return [v for (_w, tp), f in self.features.items()
+                if (timepoint is None or tp == timepoint) and (v := f.get(metric)) is not None]
 
     def role(self, well: str) -> str | None:
         return self.plate_map.role(well) if self.plate_map else None
@@ -134,40 +165,73 @@ def _feature(row: MeasurementRow, metric: str) -> float | None:
 
 def load_plate(database: str | os.PathLike[str], plate: str,
                settings: dict[str, Any] | None = None) -> PlateData:
-    """A plate's time courses (as the monitor computes them) and its features."""
-    with StoreReader(database) as reader:
-        tcs = load_plate_timecourses(reader, [plate], **(settings or {}))
-        tc = tcs.get(plate)
-        scores = reader.image_scores([plate])
-        tps = assign_timepoints(scores, (settings or {}).get("read_gap_s", 900.0))
-        per: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for row in reader.iter_measurements(plate=plate, page=5000):
-            tp = tps.get(row.id)
-            if tp is None or row.state != "done" or not row.found or not row.key.well:
-                continue
-            for metric in FEATURE_KEYS:
-                v = _feature(row, metric)
-                if v is not None:
-                    per[(row.key.well, tp)][metric].append(v)
+    """A plate's time courses as the monitor computes them (the first view)."""
+    from nvir_agent.report.figures import vehicle_band
+
+    version = store_version(database)  # before reading: a later change reloads the plate
+    tc = load_plate_timecourses(database, [plate], **(settings or {})).get(plate)
     pm = tc.plate_map if tc else None
-    data = PlateData(plate=plate, format=pm.format if pm else _guess_format(scores),
-                     plate_map=pm, timepoints=[])
+    wells = {p.well for p in tc.points} if tc else set()
+    data = PlateData(plate=plate, format=pm.format if pm else _guess_format(wells),
+                     plate_map=pm, timepoints=[], version=version)
     if tc is not None:
         data.points = {(p.well, p.timepoint): p for p in tc.points}
         data.reads = sorted(tc.reads, key=lambda r: r.timepoint)
         data.acquired_at = {r.timepoint: r.acquired_at for r in tc.reads}
-    data.features = {k: {m: _median(v) for m, v in d.items()} for k, d in per.items()}
-    data.timepoints = sorted({tp for (_w, tp) in data.points} | {tp for (_w, tp) in per})
+        data.vehicle_band = vehicle_band(tc.points)
+    data.timepoints = sorted({tp for (_w, tp) in data.points})
+    data.expected = frozenset(pm.expected_wells() if pm else wells)
+    data.values(None, "rel_control")  # index the points by read here, not on the UI thread
     return data
 
 
-def _guess_format(scores: Sequence[Any]) -> int:
-    from nvir_agent.monitor.platemap import parse_well
+def load_plate_details(database: str | os.PathLike[str], plate: str,
+                       read_gap_s: float = 900.0, page: int = 2000) -> PlateDetails:
+    """The plate's features per (well, read) and each well's images in time order,
+    from one pass over its measurements, ``page`` rows at a time."""
+    per: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    images: dict[str, list[WellImage]] = defaultdict(list)
+    with StoreReader(database) as reader:
+        tps = assign_timepoints(reader.image_scores([plate]), read_gap_s)
+        after = 0
+        while True:
+            rows = reader.measurements(plate=plate, after_id=after, limit=page)
+            for row in rows:
+                well = row.key.well
+                if not well:
+                    continue
+                tp = tps.get(row.id)
+                images[well].append(_well_image(row, tp))
+                if tp is None or row.state != "done" or not row.found:
+                    continue
+                for metric in FEATURE_KEYS:
+                    v = _feature(row, metric)
+                    if v is not None:
+                        per[(well, tp)][metric].append(v)
+            if len(rows) < page:
+                break
+            after = rows[-1].id
+    features = {k: {m: v for m, vals in d.items() if (v := _median(vals)) is not None}
+                for k, d in per.items()}
+    for ims in images.values():
+        ims.sort(key=lambda w: (w.timepoint, w.field or 0, w.image_id))
+    return PlateDetails(features, dict(images))
 
+
+def _well_image(row: MeasurementRow, timepoint: int | None) -> WellImage:
+    return WellImage(
+        image_id=row.id, path=row.path,
+        timepoint=timepoint if timepoint is not None else (row.key.timepoint or 0),
+        field=row.key.field, state=row.state, found=row.found, viability=row.viability,
+        qc=row.qc, outline=row.outline or None,
+        width=row.features.get("width"), height=row.features.get("height"))
+
+
+def _guess_format(wells: Iterable[str]) -> int:
     fmt = 96
-    for s in scores:
+    for well in wells:
         try:
-            r, c, _ = parse_well(s.well, 1536)
+            r, c = parse_well(well)
         except Exception:  # an odd well name: keep the smallest plate that fits the rest
             continue
         if r > 16 or c > 24:
@@ -188,23 +252,12 @@ def plate_names(database: str | os.PathLike[str]) -> list[str]:
         return reader.plate_names()
 
 
-def well_images(database: str | os.PathLike[str], plate: str, well: str,
-                read_gap_s: float = 900.0) -> list[WellImage]:
-    """The images of one well in time order (first field of each read first)."""
+def store_version(database: str | os.PathLike[str]) -> int:
+    """Images analysed or failed so far (one count query): a plate read at an
+    older version may lack results."""
     with StoreReader(database) as reader:
-        scores = [s for s in reader.image_scores([plate])]
-        tps = assign_timepoints(scores, read_gap_s)
-        ids = {s.image_id for s in scores if s.well == well}
-        rows = [r for r in reader.iter_measurements(plate=plate, page=5000) if r.id in ids]
-    out = []
-    for r in rows:
-        outline = getattr(r, "outline", None)
-        out.append(WellImage(
-            image_id=r.id, path=r.path, timepoint=tps.get(r.id, r.key.timepoint or 0),
-            field=r.key.field, state=r.state, found=r.found, viability=r.viability, qc=r.qc,
-            outline=tuple(map(tuple, outline)) if outline else None,
-            width=r.features.get("width"), height=r.features.get("height")))
-    return sorted(out, key=lambda w: (w.timepoint, w.field or 0, w.image_id))
+        c = reader.counts()
+    return c.done + c.failed
 
 
 def alert_wells(alert: Alert) -> list[str]:
@@ -223,8 +276,6 @@ def onset(values: Sequence[tuple[int, float | None]], threshold: float) -> int |
         below = v is not None and v < threshold
         start = (tp if start is None else start) if below else None
     return start
-
-
 
 
 @dataclass(frozen=True)

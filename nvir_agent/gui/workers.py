@@ -68,8 +68,6 @@ class Job(QObject):
                 self.done.emit(value)
             else:
                 self.failed.emit(str(value))
-        except RuntimeError as exc:  # the receiving widget was closed and deleted meanwhile
-            log.debug("A background result arrived after its window closed: %s", exc)
         finally:
             _LIVE.discard(self)
             self.deleteLater()
@@ -95,6 +93,25 @@ class _Runnable(QRunnable):
         self.job._finished.emit(True, result)
 
 
+def _guarded(callback: Callable[[Any], None]) -> Callable[[Any], None]:
+    """The callback, quiet when the widget it draws on was closed and deleted meanwhile.
+
+    A method of a QObject is connected as it is (Qt disconnects it when the object
+    goes); a lambda holding a widget is not disconnected, so it is wrapped."""
+    if isinstance(getattr(callback, "__self__", None), QObject):
+        return callback
+
+    def call(value: Any) -> None:
+        try:
+            callback(value)
+        except RuntimeError as exc:
+            if "already deleted" not in str(exc):
+                raise
+            log.debug("A background result arrived after its window closed: %s", exc)
+
+    return call
+
+
 def submit(fn: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
            on_failed: Callable[[str], None] | None = None, *,
            parent: QObject | None = None) -> Job:
@@ -107,9 +124,9 @@ def submit(fn: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
     del parent
     job = Job()
     if on_done is not None:
-        job.done.connect(on_done)
+        job.done.connect(_guarded(on_done))
     if on_failed is not None:
-        job.failed.connect(on_failed)
+        job.failed.connect(_guarded(on_failed))
     _LIVE.add(job)
     pool().start(_Runnable(fn, job))
     return job

@@ -212,17 +212,23 @@ def vehicle_band(points: Iterable[WellTimepoint]) -> dict[int, tuple[float, floa
     return {tp: (statistics.median(v), statistics.pstdev(v)) for tp, v in sorted(by_tp.items())}
 
 
+def draw_vehicle_band(ax: Any, band: Mapping[int, tuple[float, float]],
+                      label: str = "vehicle ± SD") -> None:
+    """The vehicle wells' median ± SD per read as a grey band (``vehicle_band``)."""
+    if not band:
+        return
+    tps = list(band)
+    med = np.array([band[t][0] for t in tps])
+    sd = np.array([band[t][1] for t in tps])
+    ax.fill_between(tps, med - sd, med + sd, color="#9e9e9e", alpha=0.35, lw=0, label=label)
+    ax.plot(tps, med, color="#616161", lw=1)
+
+
 def timecourse_png(compound: str, points: Sequence[WellTimepoint],
                        band: Mapping[int, tuple[float, float]]) -> str:
     fig = Figure(figsize=_FIGSIZE)
     ax = fig.add_subplot(1, 1, 1)
-    if band:
-        tps = list(band)
-        med = np.array([band[t][0] for t in tps])
-        sd = np.array([band[t][1] for t in tps])
-        ax.fill_between(tps, med - sd, med + sd, color="#9e9e9e", alpha=0.35, lw=0,
-                        label="vehicle ± SD")
-        ax.plot(tps, med, color="#616161", lw=1)
+    draw_vehicle_band(ax, band)
     by_conc: dict[float, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for p in points:
         if p.viability_rel_control is not None and p.counted:
@@ -263,6 +269,25 @@ def dose_response_png(compound: str, fits: Sequence[CompoundDayFit]) -> str:
     height = 3.0 + legend_in
     fig = Figure(figsize=(6.4, height))
     ax = fig.add_subplot(1, 1, 1)
+    draw_dose_response(ax, fits)
+    ax.set_title(compound, fontsize=11)
+    ax.set_xlabel("concentration (µM)", fontsize=9)
+    ax.set_ylabel("viability / vehicle", fontsize=9)
+    ax.tick_params(labelsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.55 / 2.55),
+                  ncol=1, frameon=False, handlelength=1.5, labelspacing=0.25)
+    fig.subplots_adjust(left=0.11, right=0.97, top=1 - 0.3 / height,
+                        bottom=legend_in / height)
+    return png_base64(fig)
+
+
+def draw_dose_response(ax: Any, fits: Sequence[CompoundDayFit],
+                       highlight: Sequence[tuple[float, float]] = ()) -> None:
+    """Onto ``ax``: every counted well as a dot, median and range per concentration,
+    the fitted curve over the tested range only, the IC50 with its 95 % CI where the
+    reporting rule gives it as a number (a label per day for the legend), on a log
+    concentration axis. ``highlight``: (µM, viability) points ringed in red."""
     lo = min(min(f.concentrations) for f in fits)
     hi = max(max(f.concentrations) for f in fits)
     rng = np.random.default_rng(0)  # fixed jitter: the same figure every time
@@ -299,6 +324,9 @@ def dose_response_png(compound: str, fits: Sequence[CompoundDayFit]) -> str:
                            edgecolor="black", lw=0.6, zorder=5)
         else:
             ax.plot([], [], color=colour, label=label)
+    if highlight:
+        ax.scatter([c for c, _ in highlight], [v for _, v in highlight], s=70,
+                   facecolors="none", edgecolors="#c0262d", lw=1.6, zorder=6)
     ax.set_xscale("log")
     ax.set_xlim(lo / 2.5, hi * 2.5)
     ax.xaxis.set_major_locator(LogLocator(base=10, numticks=8))
@@ -306,13 +334,3 @@ def dose_response_png(compound: str, fits: Sequence[CompoundDayFit]) -> str:
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(-0.05, max(1.35, ax.get_ylim()[1]))
     ax.axhline(0.5, color="#bdbdbd", lw=0.6)
-    ax.set_title(compound, fontsize=11)
-    ax.set_xlabel("concentration (µM)", fontsize=9)
-    ax.set_ylabel("viability / vehicle", fontsize=9)
-    ax.tick_params(labelsize=8)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.55 / 2.55),
-                  ncol=1, frameon=False, handlelength=1.5, labelspacing=0.25)
-    fig.subplots_adjust(left=0.11, right=0.97, top=1 - 0.3 / height,
-                        bottom=legend_in / height)
-    return png_base64(fig)

@@ -61,6 +61,18 @@ def subject_text(a: Alert) -> str:
     return f"{kind} {rest}".strip()
 
 
+def _bold() -> QFont:
+    global _BOLD
+    if _BOLD is None:
+        _BOLD = QFont()
+        _BOLD.setBold(True)
+    return _BOLD
+
+
+_BOLD: QFont | None = None
+WELLS_MAX_PX = 150  # the wells column at most this wide (elided; the tooltip has all)
+
+
 class AlertTableModel(QAbstractTableModel):
     """Alerts as table rows (display, sort keys and tooltips)."""
 
@@ -111,11 +123,9 @@ class AlertTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DecorationRole and col == 0:
             return icon("alert-critical" if a.severity == "critical" else "alert-warning")
         if role == Qt.ItemDataRole.ToolTipRole:
-            return a.message
+            return f"{subject_text(a)}\n{a.message}"
         if role == Qt.ItemDataRole.FontRole and a.state == "open" and a.severity == "critical":
-            f = QFont()
-            f.setBold(True)
-            return f
+            return _bold()
         if role == Qt.ItemDataRole.ForegroundRole and not self.state.needs_operator(a, self.now) \
                 and a.state != "acknowledged":
             return QBrush(QColor("#777777"))
@@ -129,8 +139,10 @@ class AlertTableModel(QAbstractTableModel):
             return self.shown_state(a)
         if col == 2:
             return a.plate
-        if col == 3:
-            return subject_text(a)
+        if col == 3:  # a group's compound and µM have their own columns: its wells here
+            wells = alert_wells(a)
+            return ", ".join(wells) if wells and a.subject.startswith("group:") \
+                else subject_text(a)
         if col == 4:
             return str(d.get("compound") or "")
         if col == 5:
@@ -237,6 +249,8 @@ class AlertListView(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
+        header.setResizeContentsPrecision(200)  # size columns on 200 rows, not thousands
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
         self.table.selectionModel().selectionChanged.connect(self._selected)
         layout = QVBoxLayout(self)
@@ -257,6 +271,8 @@ class AlertListView(QWidget):
         self.model.set_alerts(alerts, state)
         self._filter()
         self.table.resizeColumnsToContents()
+        if self.table.columnWidth(3) > WELLS_MAX_PX:
+            self.table.setColumnWidth(3, WELLS_MAX_PX)
         if current is not None:
             self.select(current.id, emit=False)
 

@@ -38,9 +38,11 @@ def plate_rows(data: PlateData) -> list[list[Any]]:
 
 
 def export_plate(data: PlateData, path: str | os.PathLike[str]) -> Path:
-    """Write the plate as CSV, or XLSX when the name ends in .xlsx."""
+    """Write the plate as CSV, or XLSX when the name ends in .xlsx; the file appears
+    whole (written next to it, then renamed), never half-written."""
     out = Path(path)
     rows = plate_rows(data)
+    part = out.with_name(f".{out.name}.part")
     try:
         if out.suffix.lower() == ".xlsx":
             from openpyxl import Workbook
@@ -51,13 +53,15 @@ def export_plate(data: PlateData, path: str | os.PathLike[str]) -> Path:
             ws.append(list(COLUMNS))
             for r in rows:
                 ws.append(["" if v is None else v for v in r])
-            wb.save(out)
+            wb.save(part)
         else:
-            with open(out, "w", newline="", encoding="utf-8") as fh:
+            with open(part, "w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh)
                 w.writerow(COLUMNS)
                 w.writerows(["" if v is None else v for v in r] for r in rows)
+        os.replace(part, out)
     except OSError as exc:
+        part.unlink(missing_ok=True)
         raise UsageError(f"Cannot write {out}: {exc.strerror or exc}.",
                          "Choose a folder you may write to.") from exc
     return out

@@ -2,9 +2,10 @@
 
 A 96/384/1536 grid coloured by a metric at one read (time slider), with a
 colour bar, glyphs for alert state (triangle: warning, diamond: critical;
-hollow when acknowledged), a cross (+) on wells that failed QC, an X on wells
-without data, a small "V" on vehicle wells and grey for wells the map
-excludes. Hover shows the well's content; a click selects the well.
+hollow when acknowledged), a cross (+) on wells that failed QC, a light ×
+on wells the plate map expects (or, without a map, that were read before)
+but that have no data at this read, a small "V" on vehicle wells and grey
+for wells the map excludes; wells nobody expects are left blank. Hover shows the well's content; a click selects the well.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 from PySide6.QtCore import QPoint, QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPainterPath, QPalette, QPen
+from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPalette
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -28,16 +29,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from nvir_agent.gui.colors import EXCLUDED, NO_DATA, ColourScale, text_colour
+from nvir_agent.gui import workers
+from nvir_agent.gui.colors import ColourScale
 from nvir_agent.gui.plate_data import METRICS, PlateData
+from nvir_agent.gui.review.plate_paint import (
+    PlateLayout,
+    paint_overlay,
+    paint_wells,
+    render_base,
+    well_at,
+    well_cells,
+)
 
 SCALES = ("this read", "all reads", "fixed 0–1.2", "my limits")
-ROW_LETTERS = [chr(ord("A") + i) for i in range(26)] + ["AA", "AB", "AC", "AD", "AE", "AF"]
-
-
-def well_name(row: int, col: int, fmt: int) -> str:
-    width = 3 if fmt == 1536 else 2
-    return f"{ROW_LETTERS[row]}{col + 1:0{width}d}"
 
 
 def _robust_range(values: Sequence[float]) -> tuple[float, float]:
@@ -49,9 +53,15 @@ def _robust_range(values: Sequence[float]) -> tuple[float, float]:
 
 
 class PlateGrid(QWidget):
-    """Paints one plate; emits ``well_clicked(well)``."""
+    """Paints one plate; emits ``well_clicked(well)``.
+
+    The wells are painted into an image in a worker (:mod:`plate_paint`) whenever
+    the plate, read, metric, colour scale or size change; until it arrives the
+    previous image stays. Selection rings and alert glyphs are painted on top
+    here, so a click shows at once."""
 
     well_clicked = Signal(str)
+    drawn = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -61,6 +71,11 @@ class PlateGrid(QWidget):
         self.scale = ColourScale(0.0, 1.2)
         self.alert_glyphs: dict[str, tuple[str, str]] = {}  # well → (severity, state)
         self.selected: set[str] = set()
+        self._base: QImage | None = None
+        self._base_key: tuple | None = None
+        self._asked: tuple | None = None
+        self._cells: dict[str, tuple[int, int]] = {}
+        self._cells_of: tuple[int, int] | None = None
         self.setMouseTracking(True)
         self.setMinimumSize(320, 220)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -70,112 +85,78 @@ class PlateGrid(QWidget):
 
     # geometry ---------------------------------------------------------------
 
-    def _geometry(self) -> tuple[int, int, float, float, float]:
-        rows, cols = self.data.shape if self.data else (8, 12)
-        margin = 22.0 if cols <= 24 else 16.0
-        cell = min((self.width() - margin - 4) / cols, (self.height() - margin - 4) / rows)
-        return rows, cols, cell, margin, margin
+    def layout_now(self) -> PlateLayout:
+        shape = self.data.shape if self.data else (8, 12)
+        return PlateLayout.fit(shape, self.width(), self.height())
 
     def well_at(self, pos: QPointF) -> str | None:
         if self.data is None:
             return None
-        rows, cols, cell, x0, y0 = self._geometry()
-        c, r = int((pos.x() - x0) // cell), int((pos.y() - y0) // cell)
-        if 0 <= r < rows and 0 <= c < cols:
-            return well_name(r, c, self.data.format)
-        return None
+        layout = self.layout_now()
+        cell = layout.cell_at(pos.x(), pos.y())
+        return None if cell is None else well_at(*cell)
 
     # painting ---------------------------------------------------------------
 
+    def _key(self) -> tuple:
+        data = self.data
+        return (id(data), data is not None and data.details is not None, self.timepoint,
+                self.metric_key, self.scale.low, self.scale.high, self.width(), self.height(),
+                self.devicePixelRatioF())
+
+    @property
+    def is_drawn(self) -> bool:
+        """The image shows the plate as it is now (nothing being painted)."""
+        return self.data is None or self._base_key == self._key()
+
+    def _request_base(self) -> None:
+        key = self._key()
+        if key == self._base_key or key == self._asked or self.data is None:
+            return
+        self._asked = key
+        args = (self.data, self.layout_now(), self.timepoint, self.metric_key, self.scale,
+                (self.width(), self.height()), self.devicePixelRatioF(), QFont(self.font()),
+                self.palette().color(QPalette.ColorRole.Base),
+                self.palette().color(QPalette.ColorRole.Text))
+        workers.submit(lambda: render_base(*args), lambda img: self._base_ready(key, img),
+                       parent=self)
+
+    def _base_ready(self, key: tuple, image: QImage) -> None:
+        if key != self._asked:
+            return  # a newer image is on its way
+        self._base, self._base_key, self._asked = image, key, None
+        self.update()
+        self.drawn.emit()
+
     def paintEvent(self, _event: object) -> None:
         p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
         p.fillRect(self.rect(), self.palette().color(QPalette.ColorRole.Base))
         if self.data is None:
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "No plate loaded")
             return
-        self.paint_plate(p)
+        self._request_base()
+        if self._base is None:
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Drawing the plate …")
+            return
+        p.drawImage(0, 0, self._base)
+        layout = self.layout_now()
+        cells_of = (layout.rows, layout.cols)
+        if cells_of != self._cells_of:
+            self._cells, self._cells_of = well_cells(*cells_of), cells_of
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        paint_overlay(p, layout, self.selected, self.alert_glyphs, self._cells)
 
-    def paint_plate(self, p: QPainter) -> None:
-        assert self.data is not None
-        rows, cols, cell, x0, y0 = self._geometry()
-        label_font = QFont(self.font())
-        label_font.setPointSizeF(max(6.0, min(9.0, cell * 0.45)))
-        p.setFont(label_font)
-        p.setPen(self.palette().color(QPalette.ColorRole.Text))
-        step = 1 if cols <= 24 else 4
-        for c in range(0, cols, step):
-            p.drawText(QRectF(x0 + c * cell, 0, cell * step, y0),
-                       Qt.AlignmentFlag.AlignCenter, str(c + 1))
-        for r in range(0, rows, 1 if rows <= 16 else 4):
-            p.drawText(QRectF(0, y0 + r * cell, x0 - 2, cell),
-                       Qt.AlignmentFlag.AlignCenter, ROW_LETTERS[r])
-        small = cell < 12
-        for r in range(rows):
-            for c in range(cols):
-                well = well_name(r, c, self.data.format)
-                rect = QRectF(x0 + c * cell + 1, y0 + r * cell + 1, cell - 2, cell - 2)
-                self._paint_well(p, well, rect, small)
-
-    def _paint_well(self, p: QPainter, well: str, rect: QRectF, small: bool) -> None:
-        data = self.data
-        assert data is not None
-        role = data.role(well)
-        value = None if self.timepoint is None else data.value(well, self.timepoint,
-                                                                self.metric_key)
-        if role in ("ignore", "empty"):
-            fill = EXCLUDED
-        else:
-            fill = self.scale.colour(value) if value is not None else NO_DATA
-        outline = QColor("#202020") if well in self.selected else QColor("#8a8a8a")
-        p.setPen(QPen(outline, 3 if well in self.selected else 1))
-        p.setBrush(fill)
-        if small:
-            p.drawRect(rect)
-        else:
-            p.drawEllipse(rect)
-        ink = text_colour(fill)
-        point = data.points.get((well, self.timepoint)) if self.timepoint is not None else None
-        if value is None and role not in ("ignore", "empty"):
-            p.setPen(QPen(QColor("#9a9a9a"), 1.2))  # X: no data
-            d = rect.width() * 0.25
-            p.drawLine(rect.topLeft() + QPointF(d, d), rect.bottomRight() - QPointF(d, d))
-            p.drawLine(rect.topRight() + QPointF(-d, d), rect.bottomLeft() + QPointF(d, -d))
-        elif point is not None and not point.passed_qc:
-            p.setPen(QPen(ink, 2))  # +: failed QC
-            cx, cy, d = rect.center().x(), rect.center().y(), rect.width() * 0.3
-            p.drawLine(QPointF(cx - d, cy), QPointF(cx + d, cy))
-            p.drawLine(QPointF(cx, cy - d), QPointF(cx, cy + d))
-        if role == "vehicle" and not small:
-            p.setPen(ink)
-            f = QFont(p.font())
-            f.setBold(True)
-            p.setFont(f)
-            p.drawText(rect, Qt.AlignmentFlag.AlignCenter, "V")
-            f.setBold(False)
-            p.setFont(f)
-        glyph = self.alert_glyphs.get(well)
-        if glyph is not None:
-            self._paint_glyph(p, rect, *glyph)
-
-    def _paint_glyph(self, p: QPainter, rect: QRectF, severity: str, state: str) -> None:
-        s = max(rect.width() * 0.45, 5.0)
-        x, y = rect.right() - s * 0.75, rect.top() - s * 0.2
-        path = QPainterPath()
-        if severity == "critical":  # diamond
-            path.moveTo(x + s / 2, y)
-            path.lineTo(x + s, y + s / 2)
-            path.lineTo(x + s / 2, y + s)
-            path.lineTo(x, y + s / 2)
-        else:  # triangle
-            path.moveTo(x + s / 2, y)
-            path.lineTo(x + s, y + s)
-            path.lineTo(x, y + s)
-        path.closeSubpath()
-        colour = QColor("#c0262d") if severity == "critical" else QColor("#e8a317")
-        p.setPen(QPen(QColor("#ffffff") if state == "open" else colour, 1.2))
-        p.setBrush(colour if state == "open" else Qt.BrushStyle.NoBrush)
-        p.drawPath(path)
+    def paint_now(self, p: QPainter) -> None:
+        """The whole plate painted here and now (the PNG export)."""
+        p.fillRect(self.rect(), QColor("#ffffff"))
+        if self.data is None:
+            return
+        layout = self.layout_now()
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        paint_wells(p, self.data, layout, self.timepoint, self.metric_key, self.scale,
+                    self.font(), QColor("#000000"))
+        paint_overlay(p, layout, self.selected, self.alert_glyphs,
+                      well_cells(layout.rows, layout.cols))
 
     # interaction ------------------------------------------------------------
 
@@ -219,7 +200,7 @@ class ColourBar(QWidget):
 
     def paintEvent(self, _event: object) -> None:
         p = QPainter(self)
-        top, bottom, x, w = 14.0, self.height() - 14.0, 4.0, 16.0
+        top, bottom, x, w = 14.0, self.height() - 30.0, 4.0, 16.0
         n = 64
         for i in range(n):
             v = self.scale.high - (self.scale.high - self.scale.low) * i / (n - 1)
@@ -232,7 +213,7 @@ class ColourBar(QWidget):
             y = top + (bottom - top) * frac
             p.drawText(QRectF(x + w + 3, y - 8, 60, 16), Qt.AlignmentFlag.AlignVCenter,
                        f"{v:.3g}")
-        p.drawText(QRectF(0, bottom, self.width(), 14), Qt.AlignmentFlag.AlignLeft, self.unit)
+        p.drawText(QRectF(0, bottom + 12, self.width(), 16), Qt.AlignmentFlag.AlignLeft, self.unit)
 
 
 class PlateView(QWidget):
@@ -414,7 +395,7 @@ class PlateView(QWidget):
         img.fill(QColor("#ffffff"))
         p = QPainter(img)
         p.scale(scale, scale)
-        self.grid.render(p, QPoint(0, 0))
+        self.grid.paint_now(p)
         self.bar.render(p, QPoint(self.grid.width(), 0))
         p.end()
         return img

@@ -115,7 +115,7 @@ class WellView(QWidget):
         self.strip.setFlow(QListWidget.Flow.LeftToRight)
         self.strip.setWrapping(False)
         self.strip.setIconSize(QSize(112, 112))
-        self.strip.setFixedHeight(158)
+        self.strip.setFixedHeight(176)
         self.strip.setMovement(QListWidget.Movement.Static)
         self.strip.itemClicked.connect(self._open_image)
         self.timecourse = TimecoursePlot()
@@ -144,21 +144,27 @@ class WellView(QWidget):
 
     # selection ---------------------------------------------------------------
 
-    def show_well(self, data: PlateData, well: str, images: Sequence[WellImage],
+    def show_well(self, data: PlateData, well: str, images: Sequence[WellImage] | None,
                   timepoint: int | None) -> None:
-        """Draw the well: plots at once, thumbnails as workers deliver them."""
+        """Draw the well: plots at once, thumbnails as workers deliver them
+        (``images`` None: the plate's images are still being read; called again)."""
+        same = self.data is data and self.well == well
         self.data, self.well = data, well
         self._generation += 1
         group = data.group_wells(well)
         extra = f" · replicates {', '.join(w for w in group if w != well)}" \
             if len(group) > 1 else ""
         self.header.setText(f"{data.plate} {well} — {data.describe(well)}{extra}")
-        self.timecourse.show_well(data, well, self.threshold)
         self.strip.clear()
         self._tiles.clear()
         gen = self._generation
+        waiting = images is None
+        if images is None:
+            images = []
+            self.status.setText("reading images …")
+        else:
+            self.status.setText(f"{len(images)} images" if images else "no images")
         self.pending = len(images)
-        self.status.setText(f"{len(images)} images" if images else "no images")
         for im in images:
             item = QListWidgetItem(self._caption(im))
             item.setData(Qt.ItemDataRole.UserRole, im.image_id)
@@ -168,6 +174,9 @@ class WellView(QWidget):
                                                         width=im.width, height=im.height)),
                            lambda r, gen=gen: self._tile_ready(gen, r),
                            lambda m, gen=gen: self._tile_failed(gen, m), parent=self)
+        if same and not waiting:
+            return  # the images of the well shown: the plots are drawn already
+        self.timecourse.show_well(data, well, self.threshold)
         a = data.plate_map.wells.get(well) if data.plate_map else None
         if a is not None and a.compound and timepoint is not None:
             self.dose.clear(f"Fitting {a.compound} at read {timepoint} …")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,14 @@ from nvir_agent.gui.icons import icon
 from nvir_agent.gui.operator_actions import OperatorState
 from nvir_agent.gui.plate_data import (
     PlateData,
+    PlateDetails,
     alert_wells,
     dose_response,
     load_alerts,
     load_plate,
+    load_plate_details,
     plate_names,
-    well_images,
+    store_version,
 )
 from nvir_agent.gui.review.alert_list import AlertListView
 from nvir_agent.gui.review.dialogs import AcknowledgeDialog, DismissDialog, ShelveDialog
@@ -50,6 +53,7 @@ from nvir_agent.store import Alert, redact
 log = logging.getLogger(__name__)
 
 REFRESH_MS = 15000
+LIVE_RELOAD_S = 10.0  # the plate shown is read again at most this often while results come
 
 
 class ReviewWindow(QMainWindow):
@@ -73,6 +77,7 @@ class ReviewWindow(QMainWindow):
         self.loaded = False
         self._want_alert = alert_id
         self._loading_plate: str | None = None
+        self._reloaded_at = 0.0
         self.setWindowTitle("NViR Agent — review")
         self.setWindowIcon(icon("watching"))
 
@@ -95,7 +100,7 @@ class ReviewWindow(QMainWindow):
         main = QSplitter(Qt.Orientation.Horizontal)
         main.addWidget(left)
         main.addWidget(self.well_view)
-        main.setSizes([640, 620])
+        main.setSizes([700, 600])
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(6, 4, 6, 4)
@@ -125,6 +130,7 @@ class ReviewWindow(QMainWindow):
 
         def add(text: str, slot: Any, tip: str, key: str | None = None) -> QAction:
             a = QAction(text, self)
+            a.setIconText(text)  # the tool button keeps the "…" (iconText drops it)
             a.setToolTip(tip)
             if key:
                 a.setShortcut(QKeySequence(key))
@@ -151,16 +157,19 @@ class ReviewWindow(QMainWindow):
     # ----------------------------------------------------------------- loading
 
     def refresh(self) -> None:
-        """Read alerts and plates again (worker)."""
+        """Read alerts and plates again (worker); reload the plate shown when the
+        engine has analysed images since it was read (at most every LIVE_RELOAD_S)."""
         db = self.database
 
-        def work() -> tuple[list[Alert], list[str], OperatorState]:
-            return load_alerts(db), plate_names(db), OperatorState.load(db)
+        def work() -> tuple[list[Alert], list[str], OperatorState, int]:
+            return load_alerts(db), plate_names(db), OperatorState.load(db), store_version(db)
 
         workers.submit(work, self._alerts_loaded, self._failed, parent=self)
 
-    def _alerts_loaded(self, result: tuple[list[Alert], list[str], OperatorState]) -> None:
-        self.alerts, plates, self.state = result
+    def _alerts_loaded(self, result: tuple[list[Alert], list[str], OperatorState, int]
+                       ) -> None:
+        self.alerts, plates, self.state, version = result
+        self._reload_stale(version)
         self.alert_list.set_alerts(self.alerts, self.state)
         self.plate_view.set_plates(plates, self.plate)
         self._banner()
@@ -176,6 +185,18 @@ class ReviewWindow(QMainWindow):
             self.message.setText(f"No plates in {redact(self.database)} yet.")
         self.loaded = True
 
+    def _reload_stale(self, version: int) -> None:
+        """New results in the store: forget the plates not shown, read the shown one
+        again in the background (the old one stays on screen until it is in)."""
+        for name in [p for p, d in self.plates.items() if d.version != version]:
+            if name != self.plate:
+                del self.plates[name]
+        shown = self.plates.get(self.plate or "")
+        if shown is not None and shown.version != version \
+                and time.monotonic() - self._reloaded_at >= LIVE_RELOAD_S:
+            self._reloaded_at = time.monotonic()
+            self.load_plate(shown.plate, reload=True)
+
     def load_plate(self, plate: str, *, reload: bool = False) -> None:
         if not reload and plate in self.plates:
             self._show_plate(self.plates[plate])
@@ -190,10 +211,33 @@ class ReviewWindow(QMainWindow):
 
     def _plate_loaded(self, data: PlateData) -> None:
         self._loading_plate = None
+        old = self.plates.get(data.plate)
         self.plates[data.plate] = data
         self.message.setText(f"Plate {data.plate}: {len(data.timepoints)} reads, "
                              f"{len({w for w, _ in data.points})} wells with data")
-        self._show_plate(data)
+        if old is not None and self.plate == data.plate:  # a live reload of the plate shown
+            data.details = old.details  # until the new ones are read
+            tp = self.plate_view.timepoint
+            latest = old.timepoints and tp == old.timepoints[-1]
+            self.plate_view.set_data(data, None if latest else tp)
+            if self.well is not None:
+                self._show_well(data, self.well)
+        else:
+            self._show_plate(data)
+        db, gap = self.database, self.settings.get("read_gap_s", 900.0)
+        workers.submit(lambda: load_plate_details(db, data.plate, gap),
+                       lambda details: self._details_loaded(data, details), self._failed,
+                       parent=self)
+
+    def _details_loaded(self, data: PlateData, details: PlateDetails) -> None:
+        """Features and images arrived: redraw a feature metric, show the well waiting."""
+        if self.plates.get(data.plate) is not data:
+            return  # read again meanwhile (or forgotten): that read brings its own
+        data.details = details
+        if self.plate == data.plate:
+            self.plate_view.redraw()
+            if self.well is not None:
+                self._show_well(data, self.well)
 
     def _show_plate(self, data: PlateData) -> None:
         self.plate = data.plate
@@ -252,12 +296,10 @@ class ReviewWindow(QMainWindow):
         self._show_well(data, well)
 
     def _show_well(self, data: PlateData, well: str) -> None:
+        """The plots at once; the images once the plate's details are in."""
         self.well = well
-        db, gap = self.database, self.settings.get("read_gap_s", 900.0)
-        tp = self.plate_view.timepoint
-        workers.submit(lambda: well_images(db, data.plate, well, gap),
-                       lambda images: self.well_view.show_well(data, well, images, tp)
-                       if self.well == well else None, self._failed, parent=self)
+        images = data.details.images.get(well, []) if data.details is not None else None
+        self.well_view.show_well(data, well, images, self.plate_view.timepoint)
 
     def _timepoint_changed(self, tp: int) -> None:
         data = self.plates.get(self.plate or "")
@@ -357,7 +399,14 @@ class ReviewWindow(QMainWindow):
                 "CSV (*.csv);;Excel workbook (*.xlsx)")
             if not path:
                 return
-        workers.submit(lambda: export_plate(data, path),
+        db, gap = self.database, self.settings.get("read_gap_s", 900.0)
+
+        def work() -> str:
+            if data.details is None:  # export as soon as asked: read the features here
+                data.details = load_plate_details(db, data.plate, gap)
+            return export_plate(data, path)
+
+        workers.submit(work,
                        lambda p: self.message.setText(f"Exported {p}"), self._failed,
                        parent=self)
 
