@@ -44,6 +44,7 @@ class Analysis:
     error: str | None = None
     outline: tuple[tuple[int, int], ...] = ()
     network_input: np.ndarray | None = None  # the scorer's (1, S, S) input, when prepared
+    image_stats: dict[str, float] | None = None  # what the training summary compares, ditto
     trust: Trust = field(default_factory=Trust)
 
     @property
@@ -56,6 +57,7 @@ class Analysis:
         self.pixels = None
         self.mask = None
         self.network_input = None
+        self.image_stats = None
 
     def result(self) -> Result:
         """What the store records for this image (a viability that is not a finite

@@ -120,12 +120,13 @@ class ScoreStage:
         stats: list[dict[str, float]] = []
         scored: list[Analysis] = []
         trust = scorer.judges_trust
-        # a model that judges trust needs each image's statistics from its pixels, so it
-        # does not take the input the image workers prepared (the file is read again)
-        prepared = not trust and self.spec is not None and scorer.spec == self.spec
+        prepared = self.spec is not None and scorer.spec == self.spec
         for a in todo:
-            if prepared and a.network_input is not None:
+            if prepared and a.network_input is not None and (
+                    not trust or a.image_stats is not None):
                 inputs.append(a.network_input)
+                if trust:
+                    stats.append(a.image_stats)
                 scored.append(a)
                 continue
             if NOT_SCORED in a.qc:  # the image workers could not make its input
@@ -155,7 +156,7 @@ class ScoreStage:
         for a, s in zip(scored, scorer.assess_tensors(np.stack(inputs), stats), strict=True):
             a.viability = round(s.viability, 6)
             a.model = scorer.name
-            a.network_input = None
+            a.network_input = a.image_stats = None
             a.trust = Trust(_round(s.low), _round(s.high), _round(s.typicality),
                             _round(s.distance))
             if s.unlike_training:

@@ -41,6 +41,7 @@ import cv2
 from nvir_agent.config import Config, cpu_cores
 from nvir_agent.errors import AgentError, ImageError
 from nvir_agent.model.preprocess import PreprocessSpec, preprocess
+from nvir_agent.model.typicality import image_statistics
 from nvir_agent.pipeline.contract import NOT_SCORED, Analysis, Stage, run_stages, split_stages
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ def prepare_network_input(a: Analysis, spec: PreprocessSpec | None) -> None:
         return
     try:
         a.network_input = preprocess(a.pixels, spec, bit_depth=a.bit_depth, mask=a.mask)
+        # for a model that judges trust: its statistics need the pixels and the mask,
+        # which stay in this process (a few ms; numpy only)
+        a.image_stats = image_statistics(a.pixels, a.bit_depth, a.mask)
     except ImageError as exc:
         a.qc.append(NOT_SCORED)
         log.info("%s not scored: %s", a.record.path, exc.message)
