@@ -61,17 +61,29 @@ class Placeholder:
     _nvir_module = "?"
     _nvir_name = "?"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-        self.kwargs = kwargs
-        self.state: Any = None
-        self.items: list[Any] = []
-        self.mapping: dict[Any, Any] = {}
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: Any
+    items: list[Any]
+    mapping: dict[Any, Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Placeholder:
-        return object.__new__(cls)
+        # Everything is set here, not in __init__: pickle's NEWOBJ and NEWOBJ_EX
+        # (how protocol 2+ rebuilds any class, dict and list subclasses included)
+        # call __new__ alone, then fill the object with SETITEMS, APPENDS or BUILD.
+        self = object.__new__(cls)
+        self.args = args
+        self.kwargs = kwargs
+        self.state = None
+        self.items = []
+        self.mapping = {}
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing to do: ``__new__`` recorded the arguments (REDUCE, INST, OBJ)."""
 
     def __setstate__(self, state: Any) -> None:
+        # BUILD: a dict, or (dict, slots) for classes with __slots__; only recorded
         self.state = state
 
     def __setitem__(self, key: Any, value: Any) -> None:
