@@ -377,6 +377,8 @@ def test_a_class_from_an_importable_module_is_never_imported(tmp_path, monkeypat
     [
         # a bytes field claiming 2**60 bytes: caught before the unpickler allocates it
         (b"\x80\x04\x8e" + (1 << 60).to_bytes(8, "little") + b"xx.", "bytes8"),
+        # a memo index of 2**31: the C unpickler would zero a 32 GB memo first
+        (b"\x80\x02K\x01r\x00\x00\x00\x80.", "memo index"),
         # _codecs.encode asked for another codec than pickle's latin-1
         (b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x04\x00\x00\x00zlib\x86R.",
          "encoding"),

@@ -12,9 +12,9 @@ records its name and arguments. Nothing from the file is ever called.
 
 Before a pickle is unpickled its opcodes are walked once (``pickletools``):
 the extension-registry opcodes (EXT1/2/4) are refused, because pickle looks
-their targets up in a process-wide cache that bypasses ``find_class``, and a
-length field larger than the data left is caught before the C unpickler
-allocates it. Tensors may not be larger than their storage allows, zip members
+their targets up in a process-wide cache that bypasses ``find_class``; a
+length field larger than the data left, and a memo index far beyond the
+objects built so far, are caught before the C unpickler allocates for them. Tensors may not be larger than their storage allows, zip members
 not larger than the archive allows, so a hostile file cannot exhaust memory.
 """
 
@@ -61,6 +61,7 @@ _LEGACY_TEXT_MAGIC = b"L%dL\n" % _LEGACY_MAGIC  # how pickle protocols 0 and 1 w
 # The extension registry (copyreg.add_extension) is process-wide and pickle caches
 # what a code resolved to, bypassing find_class; torch never writes these opcodes.
 _REFUSED_OPCODES = frozenset({"EXT1", "EXT2", "EXT4"})
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 _MAX_DIMS = 16
 # A tensor may repeat its storage (stride 0) up to this many elements; more is not a
 # checkpoint written by torch.save but a request to fill memory.
@@ -215,11 +216,18 @@ class RestrictedUnpickler(pickle.Unpickler):
     def load(self) -> Any:
         """Check the opcodes of the pickle at the file's position, then unpickle it."""
         start = self.file.tell()
-        for opcode, _, pos in pickletools.genops(self.file):
+        for count, (opcode, arg, pos) in enumerate(pickletools.genops(self.file)):
             if opcode.name in _REFUSED_OPCODES:
                 raise pickle.UnpicklingError(
                     f"opcode {opcode.name} at byte {pos} (the extension registry) is not "
                     "used by torch and is refused"
+                )
+            # The C unpickler grows (and zeroes) its memo up to the index a PUT names:
+            # one LONG_BINPUT of 2**31 would take 32 GB. A pickler numbers its memo
+            # entries in order, so an index is never above the opcodes seen so far.
+            if opcode.name in _MEMO_PUTS and int(arg) > count:
+                raise pickle.UnpicklingError(
+                    f"memo index {int(arg):,} at byte {pos} is out of order (damaged file)"
                 )
         self.file.seek(start)
         return super().load()
