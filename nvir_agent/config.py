@@ -192,6 +192,11 @@ def load_config(
             f"Config file {found} is not valid TOML: {exc}.",
             "Fix the line named above; agent.toml.example shows the expected form.",
         ) from exc
+    except RecursionError as exc:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(
+            f"Config file {found} nests arrays or tables too deeply to be an agent.toml.",
+            "Start again from agent.toml.example.",
+        ) from exc
     return config_from_dict(raw, source=found.absolute(), check_folders=check_folders)
 
 

@@ -74,6 +74,21 @@ def test_compressed_tiff_is_decoded(tmp_path, compression):
     assert img.meta["compression"] != "NONE"
 
 
+def test_planar_rgb_tiff_becomes_the_same_luma_as_contiguous(tmp_path):
+    tifffile.imwrite(tmp_path / "c.tif", RGB, photometric="rgb")
+    tifffile.imwrite(tmp_path / "p.tif", np.moveaxis(RGB, -1, 0), photometric="rgb",
+                     planarconfig="separate")
+    assert np.array_equal(read_image(tmp_path / "p.tif").pixels,
+                          read_image(tmp_path / "c.tif").pixels)
+
+
+def test_one_pixel_tiff_keeps_two_axes(tmp_path):
+    tifffile.imwrite(tmp_path / "one.tif", np.full((1, 1), 7, np.uint8))
+    tifffile.imwrite(tmp_path / "row.tif", np.full((1, 5), 7, np.uint8))
+    assert read_image(tmp_path / "one.tif").pixels.shape == (1, 1)
+    assert read_image(tmp_path / "row.tif").pixels.shape == (1, 5)
+
+
 def test_multi_page_tiff_reads_first_page_unless_asked(tmp_path):
     tifffile.imwrite(tmp_path / "m.tif", np.stack([GRAY8, 255 - GRAY8]))
     assert np.array_equal(read_image(tmp_path / "m.tif").pixels, GRAY8)

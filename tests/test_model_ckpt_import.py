@@ -24,6 +24,10 @@ class FakeDictConfig:
         self._content = content
 
 
+class AttributeDict(dict):
+    """Like Lightning's AttributeDict: a dict subclass; removed before loading."""
+
+
 class MarkerPayload:
     """Unpickling this with plain pickle creates the marker file."""
 
@@ -84,6 +88,7 @@ def write_paper_ckpt(path, state_dict, marker, *, legacy=False, monkeypatch=None
         "pytorch-lightning_version": "1.9.4",
         "state_dict": state_dict,
         "hyper_parameters": FakeDictConfig({"lr": 1e-4, "model": {"name": "resnet18"}}),
+        "datamodule_hyper_parameters": AttributeDict(batch_size=32, crop=224),
         "optimizer_states": [opt.state_dict()],
         "lr_schedulers": [{"factor": 0.5, "patience": 15, "best": 0.01}],
         "callbacks": {"payload": MarkerPayload(marker)},
@@ -100,6 +105,7 @@ def paper_ckpt(tmp_path, monkeypatch):
     # the classes no longer exist when the checkpoint is read, as on a user's machine
     monkeypatch.delattr(sys.modules[__name__], "FakeDictConfig")
     monkeypatch.delattr(sys.modules[__name__], "MarkerPayload")
+    monkeypatch.delattr(sys.modules[__name__], "AttributeDict")
     return path, parts, marker
 
 
@@ -119,6 +125,8 @@ def test_import_never_runs_the_reduce_payload_and_keeps_unknown_classes_inert(pa
     hp = ckpt.content["hyper_parameters"]
     assert isinstance(hp, Placeholder) and hp._nvir_name == "FakeDictConfig"
     assert hp.state == {"_content": {"lr": 1e-4, "model": {"name": "resnet18"}}}
+    dm = ckpt.content["datamodule_hyper_parameters"]  # a dict subclass: NEWOBJ, then SETITEMS
+    assert isinstance(dm, Placeholder) and dm.mapping == {"batch_size": 32, "crop": 224}
     assert "io.open" in ckpt.placeholders  # how pickle names builtins.open
     assert ckpt.content["epoch"] == 41
     assert ckpt.content["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-4
@@ -132,6 +140,7 @@ def test_imported_scores_equal_an_independent_torchvision_model(tmp_path, monkey
     write_paper_ckpt(ckpt, paper_state_dict(parts), marker, legacy=legacy)
     monkeypatch.delattr(sys.modules[__name__], "FakeDictConfig")
     monkeypatch.delattr(sys.modules[__name__], "MarkerPayload")
+    monkeypatch.delattr(sys.modules[__name__], "AttributeDict")
 
     report = import_checkpoint(ckpt, tmp_path / "paper.safetensors")
     assert not marker.exists()

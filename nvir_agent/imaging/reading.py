@@ -141,6 +141,8 @@ def _read_tiff(path: Path, *, max_side: int, page: int, size: int) -> ImageData:
                 )
             _check_tiff_extent(name, tp, size)
             arr = tp.asarray()
+            if spp > 1 and int(tp.planarconfig) == 2 and arr.ndim >= 3:
+                arr = np.moveaxis(arr, -3, -1)  # planar (separate) samples → contiguous
             meta = {
                 "format": "tiff",
                 "n_pages": n_pages,
@@ -168,7 +170,7 @@ def _read_tiff(path: Path, *, max_side: int, page: int, size: int) -> ImageData:
             f"{name} is a damaged or unsupported TIFF: {exc}.",
             "Re-export the image from the imager; a truncated copy often causes this.",
         ) from exc
-    pixels = _tiff_to_gray(name, arr, spp, photometric, colormap)
+    pixels = _tiff_to_gray(name, arr, spp, photometric, colormap, (height, width))
     meta.update(_shape_meta(pixels))
     return ImageData(pixels, effective_bit_depth(pixels), meta)
 
@@ -192,9 +194,13 @@ def _check_tiff_extent(name: str, tp: Any, size: int) -> None:
 
 
 def _tiff_to_gray(
-    name: str, arr: np.ndarray, spp: int, photometric: str, colormap: np.ndarray | None
+    name: str, arr: np.ndarray, spp: int, photometric: str, colormap: np.ndarray | None,
+    shape: tuple[int, int],
 ) -> np.ndarray:
-    arr = np.squeeze(arr)
+    squeezed = np.squeeze(arr)
+    if squeezed.ndim < 2 and spp == 1:  # one pixel high or wide: keep both axes
+        squeezed = arr.reshape(shape)
+    arr = squeezed
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
     elif arr.dtype.kind == "i":

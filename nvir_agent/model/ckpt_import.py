@@ -9,6 +9,13 @@ parameter rebuild functions, typed storages, ``_codecs.encode`` for bytes);
 every other global — OmegaConf configs, callbacks, and a ``__reduce__``
 payload such as ``os.system`` — becomes an inert :class:`Placeholder` that only
 records its name and arguments. Nothing from the file is ever called.
+
+Before a pickle is unpickled its opcodes are walked once (``pickletools``):
+the extension-registry opcodes (EXT1/2/4) are refused, because pickle looks
+their targets up in a process-wide cache that bypasses ``find_class``; a
+length field larger than the data left, and a memo index far beyond the
+objects built so far, are caught before the C unpickler allocates for them. Tensors may not be larger than their storage allows, zip members
+not larger than the archive allows, so a hostile file cannot exhaust memory.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ import io
 import logging
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +57,15 @@ _STORAGE_DTYPES = {
     "BoolStorage": torch.bool,
 }
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_TEXT_MAGIC = b"L%dL\n" % _LEGACY_MAGIC  # how pickle protocols 0 and 1 write it
+# The extension registry (copyreg.add_extension) is process-wide and pickle caches
+# what a code resolved to, bypassing find_class; torch never writes these opcodes.
+_REFUSED_OPCODES = frozenset({"EXT1", "EXT2", "EXT4"})
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_MAX_DIMS = 16
+# A tensor may repeat its storage (stride 0) up to this many elements; more is not a
+# checkpoint written by torch.save but a request to fill memory.
+_MAX_EXPANDED_NUMEL = 1 << 22
 _FIX = "Check that the file is the NViR paper's .ckpt (PyTorch Lightning checkpoint)."
 
 
@@ -61,17 +79,35 @@ class Placeholder:
     _nvir_module = "?"
     _nvir_name = "?"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-        self.kwargs = kwargs
-        self.state: Any = None
-        self.items: list[Any] = []
-        self.mapping: dict[Any, Any] = {}
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: Any
+    items: list[Any]
+    mapping: dict[Any, Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Placeholder:
-        return object.__new__(cls)
+        # Everything is set here, not in __init__: pickle's NEWOBJ and NEWOBJ_EX
+        # (how protocol 2+ rebuilds any class, dict and list subclasses included)
+        # call __new__ alone, then fill the object with SETITEMS, APPENDS or BUILD.
+        self = object.__new__(cls)
+        self.args = args
+        self.kwargs = kwargs
+        self.state = None
+        self.items = []
+        self.mapping = {}
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing to do: ``__new__`` recorded the arguments (REDUCE, INST, OBJ)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Placeholder:
+        # REDUCE may call an object the pickle built (protocol 2 and 3 rebuild
+        # keyword-argument classes as functools.partial(cls.__new__, …)()): the
+        # result is one more placeholder, recording what was called with what.
+        return type(self)(self, *args, **kwargs)
 
     def __setstate__(self, state: Any) -> None:
+        # BUILD: a dict, or (dict, slots) for classes with __slots__; only recorded
         self.state = state
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -112,8 +148,19 @@ def _rebuild_tensor(
 ) -> torch.Tensor:
     st = _as_storage(storage)
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    if len(size) != len(stride) or len(size) > _MAX_DIMS:
+        raise pickle.UnpicklingError(f"tensor has an impossible shape {size!r:.80}")
+    if any(n < 0 for n in size) or any(s < 0 for s in stride) or int(storage_offset) < 0:
+        raise pickle.UnpicklingError(f"tensor has a negative size, stride or offset {size!r:.80}")
     if size and any(s == 0 for s in size):
         return torch.empty(size, dtype=st.dtype)
+    numel = 1
+    for n in size:
+        numel *= n
+    if numel > max(st.data.numel(), _MAX_EXPANDED_NUMEL):
+        raise pickle.UnpicklingError(
+            f"tensor of size {size!r:.80} is larger than its storage {st.key} allows"
+        )
     need = int(storage_offset) + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) + 1
     if need > st.data.numel():
         raise pickle.UnpicklingError(
@@ -134,6 +181,14 @@ def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> An
     return func(*args)
 
 
+def _encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as pickle uses it for bytes (latin-1); no other codec is looked up."""
+    name = str(encoding).lower().replace("-", "").replace("_", "")
+    if not isinstance(obj, str) or name not in ("latin1", "iso88591", "utf8") or errors != "strict":
+        raise pickle.UnpicklingError(f"unsupported byte encoding {encoding!r:.40}")
+    return codecs.encode(obj, "latin-1" if name != "utf8" else "utf-8")
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
@@ -141,7 +196,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
-    ("_codecs", "encode"): codecs.encode,
+    ("_codecs", "encode"): _encode,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
@@ -152,10 +207,30 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 class RestrictedUnpickler(pickle.Unpickler):
     """Rebuilds tensors and plain containers; every other global is a Placeholder."""
 
-    def __init__(self, file: io.BufferedIOBase, storages: dict[str, _Storage]) -> None:
+    def __init__(self, file: io.BytesIO, storages: dict[str, _Storage]) -> None:
         super().__init__(file)
+        self.file = file
         self.storages = storages
         self.placeholders: dict[str, type[Placeholder]] = {}
+
+    def load(self) -> Any:
+        """Check the opcodes of the pickle at the file's position, then unpickle it."""
+        start = self.file.tell()
+        for count, (opcode, arg, pos) in enumerate(pickletools.genops(self.file)):
+            if opcode.name in _REFUSED_OPCODES:
+                raise pickle.UnpicklingError(
+                    f"opcode {opcode.name} at byte {pos} (the extension registry) is not "
+                    "used by torch and is refused"
+                )
+            # The C unpickler grows (and zeroes) its memo up to the index a PUT names:
+            # one LONG_BINPUT of 2**31 would take 32 GB. A pickler numbers its memo
+            # entries in order, so an index is never above the opcodes seen so far.
+            if opcode.name in _MEMO_PUTS and int(arg) > count:
+                raise pickle.UnpicklingError(
+                    f"memo index {int(arg):,} at byte {pos} is out of order (damaged file)"
+                )
+        self.file.seek(start)
+        return super().load()
 
     def find_class(self, module: str, name: str) -> Any:
         allowed = _ALLOWED.get((module, name))
@@ -220,7 +295,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     try:
         if zipfile.is_zipfile(io.BytesIO(raw)):
             content, names = _read_zip(raw)
-        elif raw[:1] == b"\x80":
+        elif raw[:1] == b"\x80" or raw.startswith(_LEGACY_TEXT_MAGIC):
             content, names = _read_legacy(raw)
         else:
             raise ModelLoadError(
@@ -228,22 +303,41 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             )
     except ModelLoadError:
         raise
+    except MemoryError as exc:
+        raise ModelLoadError(
+            f"Checkpoint {path} is corrupt: it asks for more memory than this computer has.",
+            _FIX,
+        ) from exc
     except (
         pickle.UnpicklingError,
         zipfile.BadZipFile,
+        zlib.error,
         EOFError,
-        KeyError,
+        LookupError,
         ValueError,
         TypeError,
-        IndexError,
         AttributeError,
+        ArithmeticError,
         RuntimeError,
+        OSError,
         struct.error,
     ) as exc:
-        raise ModelLoadError(f"Checkpoint {path} is corrupt or truncated: {exc}.", _FIX) from exc
+        raise ModelLoadError(
+            f"Checkpoint {path} is corrupt or truncated: {_describe(exc)}.", _FIX
+        ) from exc
     return Checkpoint(
         path=path, content=content, placeholders=names, sha256=hashlib.sha256(raw).hexdigest()
     )
+
+
+def _describe(exc: BaseException) -> str:
+    """The reason without Python's internals: the message, or the kind of problem."""
+    text = str(exc).strip()
+    if isinstance(exc, RecursionError):
+        return "its objects are nested too deeply"
+    if isinstance(exc, LookupError) and not isinstance(exc, UnicodeError):
+        return f"it refers to a part that is missing ({text[:80]})"
+    return text[:300] or type(exc).__name__
 
 
 def _read_zip(raw: bytes) -> tuple[Any, list[str]]:
@@ -253,26 +347,46 @@ def _read_zip(raw: bytes) -> tuple[Any, list[str]]:
         if pkl is None:
             raise pickle.UnpicklingError("zip archive has no data.pkl (not a torch checkpoint)")
         prefix = pkl[: -len("data.pkl")]
+        members = _ZipMembers(zf, budget=8 * len(raw) + (1 << 20))
         big_endian = False
         if prefix + "byteorder" in names:
-            big_endian = zf.read(prefix + "byteorder").strip() == b"big"
-        storages = _ZipStorages(zf, prefix, big_endian)
-        unpickler = RestrictedUnpickler(io.BytesIO(zf.read(pkl)), storages)
+            big_endian = members.read(prefix + "byteorder").strip() == b"big"
+        storages = _ZipStorages(members, prefix, big_endian)
+        unpickler = RestrictedUnpickler(io.BytesIO(members.read(pkl)), storages)
         content = unpickler.load()
     return content, sorted(unpickler.placeholders)
+
+
+class _ZipMembers:
+    """Reads zip members, never more bytes in all than ``budget`` (torch stores its
+    members uncompressed; a compressed member that inflates far beyond the archive
+    is a zip bomb, not a checkpoint)."""
+
+    def __init__(self, zf: zipfile.ZipFile, budget: int) -> None:
+        self.zf, self.budget = zf, budget
+
+    def read(self, name: str) -> bytes:
+        info = self.zf.getinfo(name)
+        if info.file_size > self.budget:
+            raise pickle.UnpicklingError(
+                f"zip member {name} claims {info.file_size:,} bytes, far more than the archive"
+            )
+        self.budget -= info.file_size
+        with self.zf.open(info) as fh:
+            return fh.read(info.file_size)  # ZipExtFile inflates at most this much
 
 
 class _ZipStorages(dict):
     """Storage table that reads ``<prefix>data/<key>`` when a key is first referenced."""
 
-    def __init__(self, zf: zipfile.ZipFile, prefix: str, big_endian: bool) -> None:
+    def __init__(self, members: _ZipMembers, prefix: str, big_endian: bool) -> None:
         super().__init__()
-        self.zf, self.prefix, self.big_endian = zf, prefix, big_endian
+        self.members, self.prefix, self.big_endian = members, prefix, big_endian
 
     def setdefault(self, key: str, default: _Storage) -> _Storage:  # type: ignore[override]
         st = super().setdefault(key, default)
         if st.data is None and not key.startswith("view:"):
-            buf = self.zf.read(f"{self.prefix}data/{key}")
+            buf = self.members.read(f"{self.prefix}data/{key}")
             st.data = _frombuffer(buf, st.dtype, self.big_endian)
         return st
 

@@ -291,6 +291,9 @@ def parse_toml(text: str, *, source: str = "plate map", plate_format: int = 96) 
     except tomllib.TOMLDecodeError as exc:
         raise PlateMapError(f"{source}: not valid TOML: {exc}.",
                             "Fix the line named; see the README for the form.") from exc
+    except RecursionError as exc:  # tomllib parses nested arrays recursively
+        raise PlateMapError(f"{source}: arrays or tables are nested too deeply for a plate map.",
+                            "See the README for the form.") from exc
     known = {"plate", "format", "dosing_timepoint", "cmax_uM", "wells"}
     for key in raw:
         if key not in known:

@@ -21,6 +21,8 @@ from nvir_agent.pipeline.contract import Analysis
 log = logging.getLogger(__name__)
 
 _META_KEYS = ("format", "n_pages", "page", "compression", "source_dtype")
+# The segmenter needs at least this many pixels a side (imaging/segmentation.py)
+MIN_SIDE_PX = 16
 
 
 class ReadStage:
@@ -65,6 +67,14 @@ class SegmentStage:
         for a in batch:
             if a.pixels is None:
                 a.fail(AnalysisError(f"{a.record.path}: no pixels to segment (not read)."))
+                continue
+            h, w = a.pixels.shape[:2]
+            if min(h, w) < MIN_SIDE_PX:
+                a.fail(AnalysisError(
+                    f"{Path(a.record.path).name} is only {w} × {h} pixels; a spheroid image "
+                    f"needs at least {MIN_SIDE_PX} × {MIN_SIDE_PX}.",
+                    "Check the imager's export settings (binning, crop).",
+                ))
                 continue
             try:
                 seg = analyse(a.pixels, bit_depth=a.bit_depth, name=a.record.path,
