@@ -29,6 +29,7 @@ import os
 import pickle
 import pickletools
 import struct
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -215,6 +216,14 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def load(self) -> Any:
         """Check the opcodes of the pickle at the file's position, then unpickle it."""
+        with warnings.catch_warnings():
+            # a protocol-0 string with a bad escape makes pickletools warn; the
+            # unpickler below refuses such a file with a clear message anyway
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._check_opcodes()
+        return super().load()
+
+    def _check_opcodes(self) -> None:
         start = self.file.tell()
         for count, (opcode, arg, pos) in enumerate(pickletools.genops(self.file)):
             if opcode.name in _REFUSED_OPCODES:
@@ -230,7 +239,6 @@ class RestrictedUnpickler(pickle.Unpickler):
                     f"memo index {int(arg):,} at byte {pos} is out of order (damaged file)"
                 )
         self.file.seek(start)
-        return super().load()
 
     def find_class(self, module: str, name: str) -> Any:
         allowed = _ALLOWED.get((module, name))
