@@ -154,7 +154,7 @@ class AlertTableModel(QAbstractTableModel):
             return f"{a.value:.2f}" if a.value is not None else ""
         if col == 8:
             since = d.get("since")
-            read = f"read {since}, " if since is not None else ""
+            read = f"time point {since}, " if since is not None else ""
             return f"{read}{age(self.now - a.opened_at)} ago"
         if col == 9:
             ack = self.acked_at.get(a.id)

@@ -10,13 +10,13 @@ from typing import Any
 from nvir_agent.errors import UsageError
 from nvir_agent.gui.plate_data import PlateData
 
-COLUMNS = ("plate", "well", "role", "compound", "concentration_uM", "group", "read",
+COLUMNS = ("plate", "well", "role", "compound", "concentration_uM", "group", "timepoint",
            "viability_rel_vehicle", "viability_rel_baseline", "diameter", "circularity",
            "focus", "passed_qc", "flags")
 
 
 def plate_rows(data: PlateData) -> list[list[Any]]:
-    """One row per well and read, wells in plate order."""
+    """One row per well and time point, wells in plate order."""
     rows = []
     wells = sorted({w for (w, _tp) in data.points.keys() | data.features.keys()},
                    key=lambda w: (len(w.rstrip("0123456789")), w))

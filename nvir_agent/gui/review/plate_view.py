@@ -41,7 +41,7 @@ from nvir_agent.gui.review.plate_paint import (
     well_cells,
 )
 
-SCALES = ("this read", "all reads", "fixed 0–1.2", "my limits")
+SCALES = ("this time point", "all time points", "fixed 0–1.2", "my limits")
 
 
 def _robust_range(values: Sequence[float]) -> tuple[float, float]:
@@ -173,7 +173,7 @@ class PlateGrid(QWidget):
         if self.timepoint is not None:
             label, unit = METRICS[self.metric_key]
             v = self.data.value(well, self.timepoint, self.metric_key)
-            lines.append(f"{label}, read {self.timepoint}: "
+            lines.append(f"{label}, time point {self.timepoint}: "
                          + ("no data" if v is None else f"{v:.3g} {unit}".strip()))
             point = self.data.points.get((well, self.timepoint))
             if point is not None and point.flags:
@@ -246,7 +246,7 @@ class PlateView(QWidget):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setMinimum(0)
         self.slider.valueChanged.connect(self._slider_moved)
-        self.read_label = QLabel("Read –")
+        self.read_label = QLabel("Time point –")
         self.export_button = QPushButton("Export PNG…")
         self.export_button.clicked.connect(self.export_png)
         self.legend = QLabel()
@@ -354,13 +354,13 @@ class PlateView(QWidget):
         elif mode == "fixed 0–1.2" and metric in ("rel_control", "rel_baseline") or data is None:
             scale = ColourScale(0.0, 1.2)
         else:
-            tp = self.grid.timepoint if mode == "this read" else None
+            tp = self.grid.timepoint if mode == "this time point" else None
             scale = ColourScale(*_robust_range(data.values(tp, metric)))
         self.grid.scale = self.bar.scale = scale
         self.bar.unit = METRICS[metric][1]
         if data is not None and data.timepoints and self.grid.timepoint is not None:
             n = len(data.timepoints)
-            self.read_label.setText(f"Read {self.grid.timepoint} ({self.slider.value() + 1}"
+            self.read_label.setText(f"Time point {self.grid.timepoint} ({self.slider.value() + 1}"
                                     f" of {n})")
         self.grid.update()
         self.bar.update()

@@ -79,7 +79,7 @@ def draw_timecourse(fig: Figure, data: PlateData, well: str, threshold: float) -
     """The well's time course on ``fig``; returns the onset of loss (a read or None)."""
     tps = data.timepoints
     ax = _axes(fig, f"Time course of {data.plate} {well} — {data.describe(well)}"
-               if tps else "Time course: no reads", "read")
+               if tps else "Time course: no time points", "time point")
     if not tps:
         return None
     draw_vehicle_band(ax, data.vehicle_band,
@@ -96,7 +96,7 @@ def draw_timecourse(fig: Figure, data: PlateData, well: str, threshold: float) -
                                            is not None]) else None for tp in tps]
     start = onset(list(zip(tps, med, strict=True)), threshold)
     if start is not None:
-        ax.axvline(start, color=ONSET, lw=1.6, ls="--", label=f"loss from read {start}")
+        ax.axvline(start, color=ONSET, lw=1.6, ls="--", label=f"loss from time point {start}")
     ax.set_xlim(tps[0] - 0.4, tps[-1] + 0.4)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=13))
     ax.set_ylim(0, max(1.3, ax.get_ylim()[1]))
@@ -106,11 +106,11 @@ def draw_timecourse(fig: Figure, data: PlateData, well: str, threshold: float) -
 
 def draw_fit(fig: Figure, dr: DoseResponse, highlight: str | None) -> None:
     """The compound's dose-response at one read on ``fig``, the highlighted well ringed."""
-    title = f"{dr.compound}, read {dr.timepoint}: "
+    title = f"{dr.compound}, time point {dr.timepoint}: "
     ax = _axes(fig, title, "concentration (µM)")
     points = [(c, v) for c, v, _w in dr.points if c and c > 0 and math.isfinite(v)]
     if not points:
-        ax.set_title(f"{dr.compound}: no usable wells at read {dr.timepoint}", fontsize=9)
+        ax.set_title(f"{dr.compound}: no usable wells at time point {dr.timepoint}", fontsize=9)
         return
     if dr.fit is not None:
         draw_dose_response(ax, [dr.fit], highlight=[(c, v) for c, v, w in dr.points

@@ -179,7 +179,7 @@ class WellView(QWidget):
         self.timecourse.show_well(data, well, self.threshold)
         a = data.plate_map.wells.get(well) if data.plate_map else None
         if a is not None and a.compound and timepoint is not None:
-            self.dose.clear(f"Fitting {a.compound} at read {timepoint} …")
+            self.dose.clear(f"Fitting {a.compound} at time point {timepoint} …")
             self.dose_response_wanted.emit(a.compound, timepoint)
         else:
             self.dose.clear("Dose-response: this well has no compound")
@@ -192,7 +192,7 @@ class WellView(QWidget):
         v = f"{im.viability:.2f}" if im.viability is not None else "–"
         qc = " ⚠" if im.qc else ""
         fld = f" f{im.field}" if im.field and im.field > 1 else ""
-        return f"read {im.timepoint}{fld}\nscore {v}{qc}"
+        return f"time point {im.timepoint}{fld}\nscore {v}{qc}"
 
     def _tile_ready(self, gen: int, result: tuple[WellImage, Thumbnail]) -> None:
         if gen != self._generation or not shiboken6.isValid(self.strip):
@@ -229,7 +229,7 @@ class WellView(QWidget):
             return
         im, thumb = t[2], t[3]
         outline = thumb.outline if self.outline_box.isChecked() else None
-        title = f"{self.data.plate if self.data else ''} {self.well} read {im.timepoint}"
+        title = f"{self.data.plate if self.data else ''} {self.well} time point {im.timepoint}"
         workers.submit(lambda: full_image(im.path, outline),
                        lambda img: ImageDialog(title, img, self).show(),
                        self.status.setText, parent=self)

@@ -213,7 +213,7 @@ class ReviewWindow(QMainWindow):
         self._loading_plate = None
         old = self.plates.get(data.plate)
         self.plates[data.plate] = data
-        self.message.setText(f"Plate {data.plate}: {len(data.timepoints)} reads, "
+        self.message.setText(f"Plate {data.plate}: {len(data.timepoints)} time points, "
                              f"{len({w for w, _ in data.points})} wells with data")
         if old is not None and self.plate == data.plate:  # a live reload of the plate shown
             data.details = old.details  # until the new ones are read
