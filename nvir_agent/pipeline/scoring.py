@@ -87,9 +87,13 @@ class ScoreStage:
         self._scorer = scorer
         self.source = resolve_model(config)
         self.spec: PreprocessSpec | None = scorer.spec if scorer is not None else None
+        # whether the model judges trust: the image workers then also send each
+        # image's statistics (they need the pixels and the mask, which stay there)
+        self.needs_image_stats = scorer.judges_trust if scorer is not None else False
         if scorer is None and self.source.path is not None:
             # fail at start, not on the first image: check the file now, load it later
             meta = read_model_metadata(self.source.path)
+            self.needs_image_stats = "typicality" in meta or "uncertainty" in meta
             try:
                 self.spec = PreprocessSpec.from_dict(meta["preprocessing"])
             except (KeyError, TypeError, ValueError):

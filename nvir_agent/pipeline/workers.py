@@ -64,22 +64,24 @@ def image_workers(config: Config) -> int:
     return config.model.threads if config.model.threads > 0 else max(1, cpu_cores() - 1)
 
 
-def prepare_network_input(a: Analysis, spec: PreprocessSpec | None) -> None:
+def prepare_network_input(a: Analysis, spec: PreprocessSpec | None,
+                          image_stats: bool = False) -> None:
     """Make the scorer's input of an image that will be scored (``spec`` None:
-    scoring is off). An image the spec cannot use is flagged not scored."""
+    scoring is off), and with ``image_stats`` the statistics a model that judges
+    trust compares. An image the spec cannot use is flagged not scored."""
     if spec is None or a.failed or a.found is False or a.pixels is None:
         return
     try:
         a.network_input = preprocess(a.pixels, spec, bit_depth=a.bit_depth, mask=a.mask)
-        # for a model that judges trust: its statistics need the pixels and the mask,
-        # which stay in this process (a few ms; numpy only)
-        a.image_stats = image_statistics(a.pixels, a.bit_depth, a.mask)
+        if image_stats:  # they need the pixels and the mask, which stay in this process
+            a.image_stats = image_statistics(a.pixels, a.bit_depth, a.mask)
     except ImageError as exc:
         a.qc.append(NOT_SCORED)
         log.info("%s not scored: %s", a.record.path, exc.message)
 
 
-def analyse_one(stages: Sequence[Stage], a: Analysis, spec: PreprocessSpec | None) -> None:
+def analyse_one(stages: Sequence[Stage], a: Analysis, spec: PreprocessSpec | None,
+                image_stats: bool = False) -> None:
     """Run ``stages`` on one image and make its network input; a per-image or
     unexpected error fails this image only, a fatal one propagates."""
     try:
@@ -92,7 +94,7 @@ def analyse_one(stages: Sequence[Stage], a: Analysis, spec: PreprocessSpec | Non
     except Exception as exc:
         log.exception("Analysing %s failed", a.record.path)
         a.fail(f"Internal error during analysis: {exc!r}")
-    prepare_network_input(a, spec)
+    prepare_network_input(a, spec, image_stats)
 
 
 # --- in the worker process ----------------------------------------------------------------
@@ -137,8 +139,8 @@ def _exit_with_parent() -> None:
         os._exit(0)
 
 
-def _start_worker(payload: bytes, spec: PreprocessSpec | None, low_priority: bool,
-                  level: int) -> None:
+def _start_worker(payload: bytes, spec: PreprocessSpec | None, image_stats: bool,
+                  low_priority: bool, level: int) -> None:
     threading.Thread(target=_exit_with_parent, name="nvir-worker-parent", daemon=True).start()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     cv2.setNumThreads(1)
@@ -148,13 +150,14 @@ def _start_worker(payload: bytes, spec: PreprocessSpec | None, low_priority: boo
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    _worker.update(stages=pickle.loads(payload), spec=spec, log=handler)
+    _worker.update(stages=pickle.loads(payload), spec=spec, image_stats=image_stats,
+                   log=handler)
 
 
 def _analyse_in_worker(a: Analysis) -> tuple[Analysis, list[logging.LogRecord]]:
     handler: _Records = _worker["log"]
     handler.records = []
-    analyse_one(_worker["stages"], a, _worker["spec"])
+    analyse_one(_worker["stages"], a, _worker["spec"], _worker["image_stats"])
     a.pixels = None  # stays here: the features and the network input go back
     a.mask = None
     return a, handler.records
@@ -168,10 +171,12 @@ class ImageWorkers:
     worker processes (0, or stages that cannot be pickled: in this thread)."""
 
     def __init__(self, stages: Sequence[Stage], *, processes: int,
-                 spec: PreprocessSpec | None = None, low_priority: bool = False) -> None:
+                 spec: PreprocessSpec | None = None, image_stats: bool = False,
+                 low_priority: bool = False) -> None:
         self.stages = list(stages)
         self.name = "+".join(s.name for s in self.stages) or "prepare"
         self.spec = spec
+        self.image_stats = image_stats  # for a model that judges trust
         self.low_priority = low_priority
         self._payload: bytes | None = None
         if processes > 0:
@@ -187,7 +192,7 @@ class ImageWorkers:
     def run(self, batch: list[Analysis]) -> None:
         if self.processes == 0:
             for a in batch:
-                analyse_one(self.stages, a, self.spec)
+                analyse_one(self.stages, a, self.spec, self.image_stats)
             return
         left = self._run_in_pool(batch)
         if left and not self._worked:
@@ -246,7 +251,7 @@ class ImageWorkers:
                 self._pool = ProcessPoolExecutor(
                     self.processes, mp_context=multiprocessing.get_context("spawn"),
                     initializer=_start_worker,
-                    initargs=(self._payload, self.spec, self.low_priority,
+                    initargs=(self._payload, self.spec, self.image_stats, self.low_priority,
                               logging.getLogger().getEffectiveLevel()),
                 )
             return self._pool
@@ -274,6 +279,7 @@ def with_image_workers(config: Config, stages: Sequence[Stage],
     if not prepare:
         return list(stages)
     spec = getattr(score[0], "spec", None) if score else None
+    image_stats = bool(getattr(score[0], "needs_image_stats", False)) if score else False
     n = image_workers(config) if processes is None else processes
-    return [ImageWorkers(prepare, processes=n, spec=spec,
+    return [ImageWorkers(prepare, processes=n, spec=spec, image_stats=image_stats,
                          low_priority=config.model.low_priority), *score]
