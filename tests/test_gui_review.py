@@ -156,3 +156,74 @@ def test_new_results_reload_the_plate_shown_keeping_the_well(
     assert w.plate_view.timepoint == 4  # it was on the latest read: it follows
     assert w.well == "D02" and w.well_view.well == "D02"
     qtbot.waitUntil(lambda: w.well_view.strip.count() == 4, timeout=15000)
+
+
+def _well_shown(qtbot, w, well: str) -> None:
+    """Select the well and wait until its images and trust line are in."""
+    w.select_well(PLATE, well)
+    qtbot.waitUntil(lambda: w.plates[PLATE].details is not None
+                    and w.well_view.well == well and w.well_view.strip.count() == 3
+                    and workers.jobs_in_flight() == 0, timeout=15000)
+    w.select_well(PLATE, well)  # again, now with the images read
+    qtbot.waitUntil(lambda: workers.jobs_in_flight() == 0, timeout=15000)
+
+
+def _captions(w) -> list[str]:
+    strip = w.well_view.strip
+    return [strip.item(i).text() for i in range(strip.count())]
+
+
+def test_scores_show_their_interval_and_images_unlike_training_are_marked(
+        qtbot, tmp_path, no_leaked_workers):
+    from gui_helpers import UNLIKE_MESSAGE, build_store
+
+    from nvir_agent.gui.review.alert_list import COLUMNS
+
+    config, db = build_store(tmp_path, trust=True)
+    w = open_window(qtbot, config, db)
+    # the plate's warning stands above everything, in plain words with the fix
+    assert w.caveat.isVisible() and UNLIKE_MESSAGE in w.caveat.text()
+    assert "nvir-agent train --init test" in w.caveat.text()
+    _well_shown(qtbot, w, "D02")
+    captions = _captions(w)
+    assert captions[0].splitlines()[1] == "0.80 (0.70–0.90)"  # time point 1: score (interval)
+    assert "unlike training" not in captions[0]
+    assert captions[2].splitlines()[1:] == ["0.10 (0.00–0.20)", "unlike training"]
+    flagged = w.well_view.strip.item(2)
+    assert flagged.background().color().name() == "#ffe0b2"
+    tip = flagged.toolTip()
+    assert "typicality 0.00" in tip and "may be wrong" in tip
+    assert "nvir-agent train --init test" in tip
+    assert "typicality 0.50" in w.well_view.strip.item(0).toolTip()
+    line = w.well_view.trust_line
+    assert line.isVisible()
+    assert "Time point 3: viability" in line.text() and "(90 % interval)" in line.text()
+    assert "typicality 0.00" in line.text() and "unlike the training images" in line.text()
+    # the plate view: the interval and the flag on hover
+    grid = w.plate_view.grid
+    assert grid.timepoint == 3
+    tip = grid.describe("D02")
+    assert "90 % interval of its viability" in tip and "unlike the model's training" in tip
+    assert "unlike" not in grid.describe("H01")  # a vehicle well not flagged
+    # a well not flagged at the time point shown: its value and interval, no warning
+    w.plate_view.set_timepoint(1)
+    qtbot.waitUntil(lambda: w.well_view.timepoint == 1, timeout=5000)
+    assert "Time point 1: viability" in line.text() and "unlike" not in line.text()
+    # the alert list gives the alert's interval, 'possibly' and the caveat
+    col = COLUMNS.index("Viability")
+    texts = {w.alert_list.model.data(w.alert_list.model.index(r, col))
+             for r in range(w.alert_list.model.rowCount())}
+    assert {"0.10 (0.02–0.18) ⚠", "possibly 0.60 (0.50–0.70)"} <= texts
+
+
+def test_a_model_without_intervals_says_so_once(qtbot, gui_store, no_leaked_workers):
+    config, db = gui_store
+    w = open_window(qtbot, config, db)
+    _well_shown(qtbot, w, "D02")
+    line = w.well_view.trust_line.text()
+    assert "not available for this model (test)" in line
+    assert not w.caveat.isVisible()
+    captions = _captions(w)
+    assert [c.splitlines()[1] for c in captions] == ["0.80", "0.30", "0.10"]  # no per-cell noise
+    assert not any("not available" in c or "n/a" in c for c in captions)
+    assert "90 % interval" not in w.plate_view.grid.describe("D02")

@@ -28,7 +28,7 @@ from nvir_agent.monitor.timecourse import (
     assign_timepoints,
     load_plate_timecourses,
 )
-from nvir_agent.store import Alert, MeasurementRow, StoreReader
+from nvir_agent.store import UNLIKE_TRAINING, Alert, MeasurementRow, StoreReader, Trust
 
 # metric key → (label for the picker, unit shown on the colour bar)
 METRICS: dict[str, tuple[str, str]] = {
@@ -57,6 +57,11 @@ class WellImage:
     outline: tuple[tuple[int, int], ...] | None  # full-image pixels, when the engine stored it
     width: int | None = None
     height: int | None = None
+    trust: Trust = Trust()  # its interval and typicality (None where the model cannot say)
+
+    @property
+    def unlike_training(self) -> bool:
+        return UNLIKE_TRAINING in self.qc
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,29 @@ class PlateData:
             return out
         return [v for (_w, tp), f in self.features.items()
                 if (timepoint is None or tp == timepoint) and (v := f.get(metric)) is not None]
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models that scored this plate's images."""
+        return tuple(sorted({m for r in self.reads for m in r.models}))
+
+    @property
+    def has_intervals(self) -> bool:
+        """The model gave its scores intervals (a calibrated model file)."""
+        return any(p.rel_control_low is not None for p in self.points.values())
+
+    @property
+    def has_typicality(self) -> bool | None:
+        """The model judged how typical the images are (None until the images are read)."""
+        if self.details is None:
+            return None
+        return any(im.trust.typicality is not None
+                   for ims in self.details.images.values() for im in ims)
+
+    def unlike_wells(self, timepoint: int) -> int:
+        """Wells at this read whose images are mostly unlike the training images."""
+        return next((r.wells_unlike_training for r in self.reads if r.timepoint == timepoint),
+                    0)
 
     def role(self, well: str) -> str | None:
         return self.plate_map.role(well) if self.plate_map else None
@@ -224,7 +252,7 @@ def _well_image(row: MeasurementRow, timepoint: int | None) -> WellImage:
         timepoint=timepoint if timepoint is not None else (row.key.timepoint or 0),
         field=row.key.field, state=row.state, found=row.found, viability=row.viability,
         qc=row.qc, outline=row.outline or None,
-        width=row.features.get("width"), height=row.features.get("height"))
+        width=row.features.get("width"), height=row.features.get("height"), trust=row.trust)
 
 
 def _guess_format(wells: Iterable[str]) -> int:
@@ -286,14 +314,18 @@ class DoseResponse:
     timepoint: int
     fit: Any  # report.dili.CompoundDayFit, or None when it could not be fitted
     points: tuple[tuple[float, float, str], ...]  # (µM, viability, well)
+    # (time point, µM) → 90 % interval of the median there (none: the model gives none)
+    intervals: dict[tuple[int, float], tuple[float, float]] = field(default_factory=dict)
 
 
 def dose_response(data: PlateData, compound: str, timepoint: int) -> DoseResponse:
     """Fit the compound's wells at this read (runs scipy: call it from a worker)."""
     from nvir_agent.report.dili import fit_compounds, records_from_points
+    from nvir_agent.report.trust import concentration_intervals
 
     points = [p for p in data.points.values() if p.timepoint == timepoint]
     records = [r for r in records_from_points(points) if r.compound == compound]
     fits = fit_compounds(records, days=[timepoint]) if records else []
     return DoseResponse(compound, timepoint, fits[0] if fits else None,
-                        tuple((r.concentration_uM, r.viability, r.well or "") for r in records))
+                        tuple((r.concentration_uM, r.viability, r.well or "") for r in records),
+                        concentration_intervals(points, compound))

@@ -1,6 +1,8 @@
 """The review window: alert list and plate view on the left, the well view on
-the right, the operator's actions in the tool bar, and a banner that keeps
-critical alerts in sight until they are acknowledged.
+the right, the operator's actions in the tool bar, a banner that keeps
+critical alerts in sight until they are acknowledged, and an orange one while
+the plate shown holds the warning that its images are unlike the model's
+training images.
 
 The window coordinates: every read and write runs in a worker; the views
 talk to it through signals, never to each other.
@@ -90,6 +92,12 @@ class ReviewWindow(QMainWindow):
         self.banner.setStyleSheet("background:#c0262d; color:white; padding:6px; "
                                   "font-weight:bold;")
         self.banner.hide()
+        self.caveat = QLabel()  # the plate's images are unlike the model's training images
+        self.caveat.setWordWrap(True)
+        self.caveat.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.caveat.setStyleSheet("background:#fff3e0; color:#8a3b00; border:1px solid "
+                                  "#e65100; padding:6px;")
+        self.caveat.hide()
         self.message = QLabel()
         self.statusBar().addWidget(self.message, 1)
 
@@ -105,6 +113,7 @@ class ReviewWindow(QMainWindow):
         layout = QVBoxLayout(central)
         layout.setContentsMargins(6, 4, 6, 4)
         layout.addWidget(self.banner)
+        layout.addWidget(self.caveat)
         layout.addWidget(main, 1)
         self.setCentralWidget(central)
         self._actions()
@@ -174,6 +183,7 @@ class ReviewWindow(QMainWindow):
         self.plate_view.set_plates(plates, self.plate)
         self._banner()
         self._glyphs()
+        self._caveat()
         if self.plate is None:
             active = [a for a in self.alerts if a.active]
             self.plate = active[0].plate if active else (plates[0] if plates else None)
@@ -243,6 +253,7 @@ class ReviewWindow(QMainWindow):
         self.plate = data.plate
         self.plate_view.set_data(data)
         self._glyphs()
+        self._caveat()
         if self._want_alert is not None:
             self._apply_wanted_alert()
         elif self.well is None:
@@ -302,6 +313,7 @@ class ReviewWindow(QMainWindow):
         self.well_view.show_well(data, well, images, self.plate_view.timepoint)
 
     def _timepoint_changed(self, tp: int) -> None:
+        self.well_view.set_timepoint(tp)
         data = self.plates.get(self.plate or "")
         a = data.plate_map.wells.get(self.well) if data and data.plate_map and self.well \
             else None
@@ -328,6 +340,18 @@ class ReviewWindow(QMainWindow):
                 if old is None or (a.severity == "critical" and old[0] != "critical"):
                     glyphs[w] = (a.severity, state)
         self.plate_view.set_alert_glyphs(glyphs)
+
+    def _caveat(self) -> None:
+        """The plate-level warning that its images differ from the model's training
+        images, above everything while it is active (it qualifies every score shown)."""
+        unlike = [a for a in self.alerts
+                  if a.plate == self.plate and a.active and a.rule == "unlike_training"]
+        if not unlike:
+            self.caveat.hide()
+            return
+        self.caveat.setText("⚠ Images unlike the model's training images: "
+                            + " ".join(a.message for a in unlike))
+        self.caveat.show()
 
     def _banner(self) -> None:
         crit = [a for a in self.alerts
