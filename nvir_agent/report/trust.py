@@ -41,6 +41,12 @@ def calibrate_advice(model: str | None) -> str:
             "few wells whose ATP was measured.")
 
 
+def calibrate_short(model: str | None) -> str:
+    """The same advice in a few words (where space is short)."""
+    name = (model or "").split("@")[0] or "MODEL"
+    return f"calibrate with `nvir-agent train --init {name}` on a few ATP-measured wells"
+
+
 def not_available(models: Sequence[str]) -> str:
     """The one line said when the model gives no intervals and no typicality."""
     which = ", ".join(models) if models else "this model"

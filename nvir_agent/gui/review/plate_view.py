@@ -262,6 +262,8 @@ class PlateView(QWidget):
         self.legend = QLabel()
         self.legend.setWordWrap(True)
         self.legend.setTextFormat(Qt.TextFormat.RichText)
+        # squeezed, the text is cut at the bottom rather than painted over the plate
+        self.legend.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.grid.well_clicked.connect(self._clicked)
 
         top = QHBoxLayout()
@@ -379,7 +381,7 @@ class PlateView(QWidget):
         data = self.grid.data
         parts = ["<b>V</b> vehicle &nbsp; <b>+</b> failed QC &nbsp; <b>×</b> no data &nbsp; "
                  "▲ warning &nbsp; ◆ critical (hollow: acknowledged) &nbsp; grey: excluded"
-                 " &nbsp; <span style='color:#e65100'>●</span>? unlike the training images"]
+                 " &nbsp; <span style='color:#e65100'>●</span>? unlike training images"]
         if data is not None and data.plate_map is not None:
             compounds: dict[str, set[float]] = {}
             for a in data.plate_map.wells.values():

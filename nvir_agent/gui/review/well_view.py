@@ -41,6 +41,7 @@ from nvir_agent.report.trust import (
     UNLIKE_LABEL,
     UNLIKE_MEANING,
     calibrate_advice,
+    calibrate_short,
     interval_text,
     not_available,
     score_text,
@@ -344,7 +345,7 @@ def trust_text(data: PlateData, well: str, images: Sequence[WellImage] | None,
         im.unlike_training for im in at)
     if unlike:
         models = data.models
-        text += (f"\n⚠ Its images are {UNLIKE_LABEL}: the score may be wrong. "
-                 + calibrate_advice(models[0] if len(models) == 1 else None))
+        text += (f"\n⚠ Its images are {UNLIKE_LABEL}: the score may be wrong; "
+                 + calibrate_short(models[0] if len(models) == 1 else None) + ".")
         return text.strip(), UNLIKE_STYLE
     return text, PLAIN_STYLE
