@@ -101,7 +101,8 @@ def build_store(root: Path, trust: bool = False) -> tuple[Config, Path]:
             tx.add_alert_event(b, "opened", 2000.0)
             if trust:
                 c = tx.insert_alert(plate=PLATE, subject="plate", rule="unlike_training",
-                                    severity="warning", message=UNLIKE_MESSAGE, value=0.75,
-                                    timepoint=3, now=3000.0, details={"since": 3})
+                                    severity="warning", message=UNLIKE_MESSAGE, value=10 / 14,
+                                    timepoint=3, now=3000.0,
+                                    details={"since": 3, "model": "test"})
                 tx.add_alert_event(c, "opened", 3000.0)
     return config, db

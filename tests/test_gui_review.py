@@ -182,7 +182,9 @@ def test_scores_show_their_interval_and_images_unlike_training_are_marked(
     config, db = build_store(tmp_path, trust=True)
     w = open_window(qtbot, config, db)
     # the plate's warning stands above everything, in plain words with the fix
-    assert w.caveat.isVisible() and UNLIKE_MESSAGE in w.caveat.text()
+    assert w.caveat.isVisible() and w.caveat.toolTip() == UNLIKE_MESSAGE
+    assert w.caveat.text().startswith("⚠ P1: 71% of the wells at time point 3 look unlike the "
+                                      "images model test was trained on")
     assert "nvir-agent train --init test" in w.caveat.text()
     _well_shown(qtbot, w, "D02")
     captions = _captions(w)
@@ -199,6 +201,7 @@ def test_scores_show_their_interval_and_images_unlike_training_are_marked(
     assert line.isVisible()
     assert "Time point 3: viability" in line.text() and "(90 % interval)" in line.text()
     assert "typicality 0.00" in line.text() and "unlike the training images" in line.text()
+    assert "nvir-agent train --init test" in line.text()
     # the plate view: the interval and the flag on hover
     grid = w.plate_view.grid
     assert grid.timepoint == 3
@@ -227,3 +230,59 @@ def test_a_model_without_intervals_says_so_once(qtbot, gui_store, no_leaked_work
     assert [c.splitlines()[1] for c in captions] == ["0.80", "0.30", "0.10"]  # no per-cell noise
     assert not any("not available" in c or "n/a" in c for c in captions)
     assert "90 % interval" not in w.plate_view.grid.describe("D02")
+
+
+def test_station_picker_shows_one_microscopes_plates_and_alerts(
+        qtbot, gui_store, no_leaked_workers, tmp_path):
+    from gui_helpers import disc
+
+    from nvir_agent.ingest.filenames import ImageKey
+    from nvir_agent.store import Measurement, Result, Store
+    from nvir_agent.store.url import default_station
+
+    config, db = gui_store  # plate P1, analysed by this computer's station
+    jobs = []
+    for well in ("A01", "A02"):
+        p = tmp_path / f"P2_{well}.png"
+        disc(p, 20)
+        jobs.append((str(p), 1, 1.0, ImageKey(vendor="test", plate="P2", well=well, row=1,
+                                              column=int(well[1:]), field=1, channel="1",
+                                              timepoint=1)))
+    with Store(db, station="scope-2") as store:  # a second microscope on the same store
+        store.add_jobs(jobs)
+        store.commit_results([Result(rec, None, Measurement(found=True, viability=0.5,
+                                                            model="test"))
+                              for rec in store.pending(10)])
+        with store.transaction() as tx:
+            tx.insert_alert(plate="P2", subject="well:A02", rule="viability",
+                            severity="warning", message="P2 A02 at 0.50", value=0.5,
+                            timepoint=1, now=4000.0, details={})
+    w = open_window(qtbot, config, db)
+    box = w.station_box
+    assert w.station_action.isVisible()
+    assert [box.itemText(i) for i in range(box.count())] == \
+        ["all stations", *sorted([default_station(), "scope-2"])]
+    assert box.currentText() == "all stations"
+    plates = w.plate_view.plate_box
+    assert {plates.itemText(i) for i in range(plates.count())} == {"P1", "P2"}
+    assert {a.plate for a in w.alerts} == {"P1", "P2"}
+
+    box.setCurrentText("scope-2")
+    qtbot.waitUntil(lambda: w.station == "scope-2" and w.plate == "P2" and "P2" in w.plates
+                    and workers.jobs_in_flight() == 0, timeout=15000)
+    assert [plates.itemText(i) for i in range(plates.count())] == ["P2"]
+    assert {a.plate for a in w.alerts} == {"P2"}
+    assert w.plate_view.grid.data.plate == "P2"
+
+    box.setCurrentText(default_station())
+    qtbot.waitUntil(lambda: w.plate == "P1" and workers.jobs_in_flight() == 0, timeout=15000)
+    assert {a.plate for a in w.alerts} == {"P1"}
+    box.setCurrentText("all stations")
+    qtbot.waitUntil(lambda: w.station is None and len(w.alerts) == 3
+                    and workers.jobs_in_flight() == 0, timeout=15000)
+
+
+def test_one_station_needs_no_picker(qtbot, gui_store, no_leaked_workers):
+    config, db = gui_store
+    w = open_window(qtbot, config, db)
+    assert not w.station_action.isVisible() and w.station is None

@@ -269,15 +269,23 @@ def _guess_format(wells: Iterable[str]) -> int:
     return fmt
 
 
-def load_alerts(database: str | os.PathLike[str]) -> list[Alert]:
-    """Every alert, active ones first (the alert list filters)."""
+def load_alerts(database: str | os.PathLike[str], station: str | None = None) -> list[Alert]:
+    """Every alert (on the plates one station imaged), active ones first (the alert
+    list filters)."""
     with StoreReader(database) as reader:
-        return reader.alerts(include_closed=True)
+        return reader.alerts(include_closed=True, station=station)
 
 
-def plate_names(database: str | os.PathLike[str]) -> list[str]:
+def plate_names(database: str | os.PathLike[str], station: str | None = None) -> list[str]:
+    """The plates with images (of one station, or of all)."""
     with StoreReader(database) as reader:
-        return reader.plate_names()
+        return reader.plate_names(station=station)
+
+
+def station_names(database: str | os.PathLike[str]) -> list[str]:
+    """Every station that has written to the store (several microscopes), sorted."""
+    with StoreReader(database) as reader:
+        return [s.name for s in reader.stations()]
 
 
 def store_version(database: str | os.PathLike[str]) -> int:

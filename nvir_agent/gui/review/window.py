@@ -20,10 +20,13 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
+    QComboBox,
     QFileDialog,
+    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -42,6 +45,7 @@ from nvir_agent.gui.plate_data import (
     load_plate,
     load_plate_details,
     plate_names,
+    station_names,
     store_version,
 )
 from nvir_agent.gui.review.alert_list import AlertListView
@@ -50,6 +54,7 @@ from nvir_agent.gui.review.export import export_plate
 from nvir_agent.gui.review.plate_view import PlateView
 from nvir_agent.gui.review.well_view import WellView
 from nvir_agent.monitor.timecourse import settings_from_config
+from nvir_agent.report.trust import calibrate_advice
 from nvir_agent.store import Alert, redact
 
 log = logging.getLogger(__name__)
@@ -66,7 +71,7 @@ class ReviewWindow(QMainWindow):
 
     def __init__(self, database: str | os.PathLike[str], config: Config, *,
                  plate: str | None = None, alert_id: int | None = None,
-                 parent: QWidget | None = None) -> None:
+                 station: str | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.database = database  # a SQLite file or a server URL
         self.config = config
@@ -76,6 +81,8 @@ class ReviewWindow(QMainWindow):
         self.plates: dict[str, PlateData] = {}
         self.plate: str | None = plate
         self.well: str | None = None
+        self.station: str | None = station  # None: every station's plates and alerts
+        self.stations: list[str] = []
         self.loaded = False
         self._want_alert = alert_id
         self._loading_plate: str | None = None
@@ -162,22 +169,43 @@ class ReviewWindow(QMainWindow):
         add("Settings…", self.settings_requested.emit, "Watched folders, model, alert levels")
         for a in (self.ack_action, self.dismiss_action):
             a.setEnabled(False)
+        # several microscopes on one store: whose plates and alerts (shown once there are two)
+        spacer = QWidget()
+        spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        bar.addWidget(spacer)
+        self.station_box = QComboBox()
+        self.station_box.setToolTip("Show the plates and alerts of one microscope's station, "
+                                    "or of all stations sharing this store")
+        self.station_box.currentIndexChanged.connect(self._station_chosen)
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 6, 0)
+        row.addWidget(QLabel("Station:"))
+        row.addWidget(self.station_box)
+        self.station_action = bar.addWidget(box)
+        self.station_action.setVisible(False)
 
     # ----------------------------------------------------------------- loading
 
     def refresh(self) -> None:
         """Read alerts and plates again (worker); reload the plate shown when the
         engine has analysed images since it was read (at most every LIVE_RELOAD_S)."""
-        db = self.database
+        db, station = self.database, self.station
 
-        def work() -> tuple[list[Alert], list[str], OperatorState, int]:
-            return load_alerts(db), plate_names(db), OperatorState.load(db), store_version(db)
+        def work() -> tuple[list[Alert], list[str], OperatorState, int, list[str], str | None]:
+            return (load_alerts(db, station), plate_names(db, station), OperatorState.load(db),
+                    store_version(db), station_names(db), station)
 
         workers.submit(work, self._alerts_loaded, self._failed, parent=self)
 
-    def _alerts_loaded(self, result: tuple[list[Alert], list[str], OperatorState, int]
-                       ) -> None:
-        self.alerts, plates, self.state, version = result
+    def _alerts_loaded(self, result: tuple[list[Alert], list[str], OperatorState, int,
+                                           list[str], str | None]) -> None:
+        self.alerts, plates, self.state, version, stations, station = result
+        if station != self.station:
+            return  # another station was picked meanwhile: its read is on the way
+        self._set_stations(stations)
+        if self.station is not None and self.plate is not None and self.plate not in plates:
+            self.plate = self.well = None  # the plate shown is another station's
         self._reload_stale(version)
         self.alert_list.set_alerts(self.alerts, self.state)
         self.plate_view.set_plates(plates, self.plate)
@@ -192,8 +220,36 @@ class ReviewWindow(QMainWindow):
         elif self._want_alert is not None:
             self._apply_wanted_alert()
         if not plates:
-            self.message.setText(f"No plates in {redact(self.database)} yet.")
+            of = f" of station {self.station}" if self.station else ""
+            self.message.setText(f"No plates{of} in {redact(self.database)} yet.")
         self.loaded = True
+
+    def _set_stations(self, stations: list[str]) -> None:
+        """The station picker's entries: all stations, then each by name (only shown
+        when the store holds more than one, or a station was asked for)."""
+        self.stations = stations
+        names = list(stations)
+        if self.station is not None and self.station not in names:
+            names.append(self.station)
+        wanted = ["all stations", *names]
+        box = self.station_box
+        if [box.itemText(i) for i in range(box.count())] != wanted:
+            box.blockSignals(True)
+            box.clear()
+            box.addItems(wanted)
+            box.blockSignals(False)
+        box.blockSignals(True)
+        box.setCurrentIndex(wanted.index(self.station) if self.station else 0)
+        box.blockSignals(False)
+        self.station_action.setVisible(len(names) > 1 or self.station is not None)
+
+    def _station_chosen(self, index: int) -> None:
+        station = self.station_box.itemText(index) if index > 0 else None
+        if station == self.station:
+            return
+        self.station = station
+        self.message.setText(f"Reading the plates of {station or 'all stations'} …")
+        self.refresh()
 
     def _reload_stale(self, version: int) -> None:
         """New results in the store: forget the plates not shown, read the shown one
@@ -349,8 +405,8 @@ class ReviewWindow(QMainWindow):
         if not unlike:
             self.caveat.hide()
             return
-        self.caveat.setText("⚠ Images unlike the model's training images: "
-                            + " ".join(a.message for a in unlike))
+        self.caveat.setText(" ".join(caveat_text(a) for a in unlike))
+        self.caveat.setToolTip("\n".join(a.message for a in unlike))
         self.caveat.show()
 
     def _banner(self) -> None:
@@ -455,6 +511,15 @@ class ReviewWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self._timer.stop()
         super().closeEvent(event)
+
+
+def caveat_text(alert: Alert) -> str:
+    """The plate's unlike_training warning in two short sentences (the banner)."""
+    model = str(alert.details.get("model") or "") or None
+    share = f"{alert.value:.0%} of the wells" if alert.value is not None else "most wells"
+    return (f"⚠ {alert.plate}: {share} at time point {alert.timepoint} look unlike the images "
+            f"model {model or 'the model'} was trained on, so its scores may be wrong. "
+            + calibrate_advice(model if model and "," not in model else None))
 
 
 def show_error(parent: QWidget | None, title: str, message: str) -> None:
