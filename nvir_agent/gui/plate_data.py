@@ -70,6 +70,7 @@ class PlateDetails:
 
     features: dict[tuple[str, int], dict[str, float]]
     images: dict[str, list[WellImage]]
+    judged: bool = False  # some image has a typicality (the model judges its images)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class PlateData:
     expected: frozenset[str] = frozenset()  # wells the imager should read (× when no data)
     details: PlateDetails | None = None
     version: int = -1  # the store's analysed-image count when this was read (store_version)
+    has_intervals: bool = False  # the model gave its scores intervals (a calibrated file)
     _by_read: dict[int, list[WellTimepoint]] = field(default_factory=dict, repr=False)
 
     @property
@@ -133,22 +135,9 @@ class PlateData:
         return tuple(sorted({m for r in self.reads for m in r.models}))
 
     @property
-    def has_intervals(self) -> bool:
-        """The model gave its scores intervals (a calibrated model file)."""
-        return any(p.rel_control_low is not None for p in self.points.values())
-
-    @property
     def has_typicality(self) -> bool | None:
         """The model judged how typical the images are (None until the images are read)."""
-        if self.details is None:
-            return None
-        return any(im.trust.typicality is not None
-                   for ims in self.details.images.values() for im in ims)
-
-    def unlike_wells(self, timepoint: int) -> int:
-        """Wells at this read whose images are mostly unlike the training images."""
-        return next((r.wells_unlike_training for r in self.reads if r.timepoint == timepoint),
-                    0)
+        return None if self.details is None else self.details.judged
 
     def role(self, well: str) -> str | None:
         return self.plate_map.role(well) if self.plate_map else None
@@ -207,6 +196,7 @@ def load_plate(database: str | os.PathLike[str], plate: str,
         data.reads = sorted(tc.reads, key=lambda r: r.timepoint)
         data.acquired_at = {r.timepoint: r.acquired_at for r in tc.reads}
         data.vehicle_band = vehicle_band(tc.points)
+        data.has_intervals = any(p.rel_control_low is not None for p in tc.points)
     data.timepoints = sorted({tp for (_w, tp) in data.points})
     data.expected = frozenset(pm.expected_wells() if pm else wells)
     data.values(None, "rel_control")  # index the points by read here, not on the UI thread
@@ -243,7 +233,8 @@ def load_plate_details(database: str | os.PathLike[str], plate: str,
                 for k, d in per.items()}
     for ims in images.values():
         ims.sort(key=lambda w: (w.timepoint, w.field or 0, w.image_id))
-    return PlateDetails(features, dict(images))
+    judged = any(im.trust.typicality is not None for ims in images.values() for im in ims)
+    return PlateDetails(features, dict(images), judged)
 
 
 def _well_image(row: MeasurementRow, timepoint: int | None) -> WellImage:
