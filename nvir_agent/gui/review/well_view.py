@@ -335,7 +335,8 @@ def trust_text(data: PlateData, well: str, images: Sequence[WellImage] | None,
     if point is not None and point.viability_rel_control is not None:
         v = interval_text(point.viability_rel_control, point.rel_control_low,
                           point.rel_control_high)
-        what = "90 % interval" if point.rel_control_low is not None else "no interval"
+        what = "90 % interval" if point.rel_control_low is not None \
+            else "interval not available for this model"
         parts.append(f"Time point {timepoint}: viability {v} × vehicle ({what})")
     if typ:
         parts.append(f"typicality {statistics.median(typ):.2f}"
