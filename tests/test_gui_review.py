@@ -286,3 +286,15 @@ def test_one_station_needs_no_picker(qtbot, gui_store, no_leaked_workers):
     config, db = gui_store
     w = open_window(qtbot, config, db)
     assert not w.station_action.isVisible() and w.station is None
+
+
+def test_unlike_training_banner_reads_well_without_model_or_time_point():
+    from nvir_agent.gui.review.window import caveat_text
+    from nvir_agent.store import Alert
+
+    bare = Alert(1, "P9", "plate", "unlike_training", "warning", "open", "…", None, None,
+                 0.0, 0.0, None, {})
+    assert caveat_text(bare) == (
+        "⚠ P9: most wells look unlike the images the model was trained on, so its scores may "
+        "be wrong. Calibrate the model on this microscope: `nvir-agent train --init MODEL` on "
+        "a few wells whose ATP was measured.")

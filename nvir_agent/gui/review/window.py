@@ -517,8 +517,10 @@ def caveat_text(alert: Alert) -> str:
     """The plate's unlike_training warning in two short sentences (the banner)."""
     model = str(alert.details.get("model") or "") or None
     share = f"{alert.value:.0%} of the wells" if alert.value is not None else "most wells"
-    return (f"⚠ {alert.plate}: {share} at time point {alert.timepoint} look unlike the images "
-            f"model {model or 'the model'} was trained on, so its scores may be wrong. "
+    at = f" at time point {alert.timepoint}" if alert.timepoint is not None else ""
+    return (f"⚠ {alert.plate}: {share}{at} look unlike the images "
+            f"{'model ' + model if model else 'the model'} was trained on, so its scores may "
+            "be wrong. "
             + calibrate_advice(model if model and "," not in model else None))
 
 
