@@ -258,7 +258,7 @@ def test_station_picker_shows_one_microscopes_plates_and_alerts(
                             severity="warning", message="P2 A02 at 0.50", value=0.5,
                             timepoint=1, now=4000.0, details={})
     w = open_window(qtbot, config, db)
-    box = w.station_box
+    box = w.station_picker.box
     assert w.station_action.isVisible()
     assert [box.itemText(i) for i in range(box.count())] == \
         ["all stations", *sorted([default_station(), "scope-2"])]

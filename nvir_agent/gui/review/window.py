@@ -20,9 +20,7 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
-    QComboBox,
     QFileDialog,
-    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -52,6 +50,7 @@ from nvir_agent.gui.review.alert_list import AlertListView
 from nvir_agent.gui.review.dialogs import AcknowledgeDialog, DismissDialog, ShelveDialog
 from nvir_agent.gui.review.export import export_plate
 from nvir_agent.gui.review.plate_view import PlateView
+from nvir_agent.gui.review.station_picker import StationPicker
 from nvir_agent.gui.review.well_view import WellView
 from nvir_agent.monitor.timecourse import settings_from_config
 from nvir_agent.report.trust import calibrate_advice
@@ -173,16 +172,9 @@ class ReviewWindow(QMainWindow):
         spacer = QWidget()
         spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         bar.addWidget(spacer)
-        self.station_box = QComboBox()
-        self.station_box.setToolTip("Show the plates and alerts of one microscope's station, "
-                                    "or of all stations sharing this store")
-        self.station_box.currentIndexChanged.connect(self._station_chosen)
-        box = QWidget()
-        row = QHBoxLayout(box)
-        row.setContentsMargins(0, 0, 6, 0)
-        row.addWidget(QLabel("Station:"))
-        row.addWidget(self.station_box)
-        self.station_action = bar.addWidget(box)
+        self.station_picker = StationPicker()
+        self.station_picker.station_chosen.connect(self._station_chosen)
+        self.station_action = bar.addWidget(self.station_picker)
         self.station_action.setVisible(False)
 
     # ----------------------------------------------------------------- loading
@@ -203,7 +195,9 @@ class ReviewWindow(QMainWindow):
         self.alerts, plates, self.state, version, stations, station = result
         if station != self.station:
             return  # another station was picked meanwhile: its read is on the way
-        self._set_stations(stations)
+        self.stations = stations
+        self.station_picker.set_stations(stations, self.station)
+        self.station_action.setVisible(self.station_picker.wanted_visible(stations, self.station))
         if self.station is not None and self.plate is not None and self.plate not in plates:
             self.plate = self.well = None  # the plate shown is another station's
         self._reload_stale(version)
@@ -224,27 +218,7 @@ class ReviewWindow(QMainWindow):
             self.message.setText(f"No plates{of} in {redact(self.database)} yet.")
         self.loaded = True
 
-    def _set_stations(self, stations: list[str]) -> None:
-        """The station picker's entries: all stations, then each by name (only shown
-        when the store holds more than one, or a station was asked for)."""
-        self.stations = stations
-        names = list(stations)
-        if self.station is not None and self.station not in names:
-            names.append(self.station)
-        wanted = ["all stations", *names]
-        box = self.station_box
-        if [box.itemText(i) for i in range(box.count())] != wanted:
-            box.blockSignals(True)
-            box.clear()
-            box.addItems(wanted)
-            box.blockSignals(False)
-        box.blockSignals(True)
-        box.setCurrentIndex(wanted.index(self.station) if self.station else 0)
-        box.blockSignals(False)
-        self.station_action.setVisible(len(names) > 1 or self.station is not None)
-
-    def _station_chosen(self, index: int) -> None:
-        station = self.station_box.itemText(index) if index > 0 else None
+    def _station_chosen(self, station: str | None) -> None:
         if station == self.station:
             return
         self.station = station
