@@ -33,6 +33,7 @@ The CLI and the UI read its ``status()`` snapshot or the store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -60,13 +61,21 @@ from nvir_agent.pipeline.contract import (
     split_stages,
 )
 from nvir_agent.plate import ImageKey
-from nvir_agent.store import Counts, Store, database_url, redact, store_options
+from nvir_agent.store import (
+    Counts,
+    Store,
+    StoreUnavailable,
+    database_url,
+    redact,
+    store_options,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "EngineStatus", "read_status"]
 
 MAX_ATTEMPTS = 3  # an image whose analysis was interrupted this often is failed
+STORE_RETRY_S = 1.0  # pause between tries while the database cannot be written
 PREPARED_BATCHES = 1  # batches prepared ahead of the one being scored
 
 
@@ -122,6 +131,7 @@ class Engine:
         self._started_at: float | None = None
         self._error: AgentError | None = None
         self._settling = 0
+        self._unqueued: list[tuple[str, int, float]] = []  # settled; the store was locked
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -263,7 +273,19 @@ class Engine:
             model=describe_model_source(self.config), paused=self.paused,
             station=self._store.station if self._store is not None else "",
             spooling=bool(getattr(self._store, "spooling", False)),
+            problems=self.problems(),
         )
+
+    def problems(self) -> list[str]:
+        """What keeps the running agent from working fully, in words (the database
+        locked by another program, a model file that cannot be used …): the parts
+        that know say so through a ``problem`` attribute."""
+        found = []
+        for part in (self._store, *self._stages):
+            problem = getattr(part, "problem", None)
+            if problem:
+                found.append(str(problem))
+        return found
 
     # --- pause ------------------------------------------------------------------------
 
@@ -329,10 +351,14 @@ class Engine:
                         break
             settled = self._tracker.poll(time.monotonic())
             self._settling = len(self._tracker)
+            if self._unqueued:
+                settled, self._unqueued = [*self._unqueued, *settled], []
             if settled:
                 self._add_jobs(settled)
             if time.monotonic() >= next_beat:
-                self._heartbeat()
+                # a locked store said so in the log; the status shows it
+                with contextlib.suppress(StoreUnavailable):
+                    self._heartbeat()
                 next_beat = time.monotonic() + HEARTBEAT_S
 
     def _observe_guarded(self, path: str, now: float) -> None:
@@ -401,6 +427,9 @@ class Engine:
         self._tracker.forget(path)
         try:
             self.store.record_failure(path, *(st or (None, None)), error)
+        except StoreUnavailable as exc:
+            log.warning("Could not record the failure of %s: %s", readable(path), exc.message)
+            return
         except AgentError:
             raise
         except Exception:
@@ -425,6 +454,10 @@ class Engine:
             jobs.append((path, size, mtime, key))
         try:
             ids = self.store.add_jobs(jobs)
+        except StoreUnavailable:
+            # the database is locked: keep the files and queue them on a later tick
+            self._unqueued.extend((path, size, mtime) for path, size, mtime, _ in jobs)
+            return []
         except AgentError:
             raise
         except Exception:  # one job the store cannot take: queue them one by one
@@ -457,9 +490,14 @@ class Engine:
                     self._wake.clear()
                     continue
                 self._busy.set()
-                records = self._next_pending(batch_size)
+                try:
+                    records = self._next_pending(batch_size)
+                    batch = self._begin(records) if records else []
+                except StoreUnavailable:  # nothing in hand yet: try again in a while
+                    self._busy.clear()
+                    self._stop.wait(STORE_RETRY_S)
+                    continue
                 if records:
-                    batch = self._begin(records)
                     self._prepare(batch)
                     if not self._batches.put(batch):  # the scoring thread has stopped
                         self._give_back([batch])
@@ -520,13 +558,16 @@ class Engine:
                 self._done_with(ids)
 
     def _tell_idle(self) -> None:
-        """Let listeners with time-driven rules (``on_idle``) run while nothing waits."""
-        for listener in self.listeners:
+        """Let stages and listeners with time-driven work (``on_idle``: rules that depend
+        on time alone, a model file to look at again) run while nothing waits."""
+        for listener in (*self._stages, *self.listeners):
             on_idle = getattr(listener, "on_idle", None)
             if not callable(on_idle):
                 continue
             try:
                 on_idle()
+            except StoreUnavailable as exc:
+                log.info("Result listener %r waits for the store: %s", listener, exc.message)
             except AgentError:
                 raise
             except Exception:  # a listener must never stop the engine
@@ -560,7 +601,10 @@ class Engine:
         for a, res in zip(batch, results, strict=True):
             if res.error is not None and not a.failed:
                 a.fail(res.error)
-        written = self.store.commit_results(results)
+        written = self._commit_patiently(results)
+        if written is None:  # stopped while the database was locked
+            self._give_back([batch])
+            return []
         for a in batch:
             self._log_result(a)
         if written:
@@ -570,6 +614,19 @@ class Engine:
                 except Exception:  # a listener must never stop the engine
                     log.exception("Result listener %r failed", listener)
         return written
+
+    def _commit_patiently(self, results: list[Any]) -> list[int] | None:
+        """Commit a batch's results; while another program holds the database locked,
+        keep them and try again (they are not analysed twice) until the commit goes
+        through, or the engine stops (None: the jobs stay pending)."""
+        while True:
+            try:
+                return self.store.commit_results(results)
+            except StoreUnavailable:
+                if self._started_at is None:  # one-shot use: say so rather than wait
+                    raise
+                if self._stop.wait(STORE_RETRY_S):
+                    return None
 
     def _finish_guarded(self, batch: list[Analysis]) -> None:
         """``_finish``, but an unexpected error (in recording the results, say) is

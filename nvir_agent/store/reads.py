@@ -27,6 +27,7 @@ from nvir_agent.ingest.pathnames import from_db, readable
 from nvir_agent.plate import ImageKey
 from nvir_agent.store import schema
 from nvir_agent.store.dialect import SQLITE, Dialect
+from nvir_agent.store.integrity import damaged, header_problem
 from nvir_agent.store.rows import (
     SEVERITY_RANK,
     Alert,
@@ -489,6 +490,9 @@ class StoreReader(Reads):
                 f"There is no database at {self.path} yet.",
                 "Start the agent (`nvir-agent run`) or analyse files with `nvir-agent process`.",
             )
+        problem = header_problem(self.path)
+        if problem:
+            raise damaged(self.path, problem)
         self._conn = schema.connect(self.path, readonly=True)
         if self.schema_version() < len(schema.MIGRATIONS):
             # Older file: tables read here may be missing until the agent upgrades it.
