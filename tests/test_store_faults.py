@@ -458,3 +458,40 @@ def test_the_aside_copy_is_never_overwritten_by_a_later_one(tmp_path):
     garbage(db)
     second = schema.set_aside(db)
     assert first != second and first.exists() and second.exists()
+
+
+def test_the_tray_asks_before_replacing_a_damaged_database(qtbot, tmp_path, monkeypatch,
+                                                           no_leaked_workers):
+    from PySide6.QtWidgets import QMessageBox
+
+    from nvir_agent.config import load_config
+    from nvir_agent.gui.tray import TrayAgent
+
+    db = garbage(tmp_path / "agent.sqlite3")
+    before = db.read_bytes()
+    config = load_config(agent_toml(tmp_path, db))
+    questions: list[str] = []
+    answers = iter([QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes])
+
+    def question(_parent, _title, text, *_args):
+        questions.append(text)
+        return next(answers)
+
+    monkeypatch.setattr(QMessageBox, "question", question)
+    agent = TrayAgent(config, tray_available=False)
+    agent.start()  # answered No: nothing replaced, the tray shows the problem
+    qtbot.waitUntil(lambda: agent.error is not None, timeout=30000)
+    assert str(db) in questions[0] and "nothing is deleted" in questions[0]
+    assert str(db) in agent.error and db.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if ".damaged-" in p.name]
+    agent.start()  # answered Yes: kept aside, a new database, the engine runs
+    qtbot.waitUntil(lambda: agent.controller.engine is not None, timeout=60000)
+    try:
+        (aside,) = [p for p in tmp_path.iterdir() if ".damaged-" in p.name]
+        assert aside.read_bytes() == before and len(questions) == 2
+        assert agent.controller.engine.store.counts().seen == 0
+    finally:
+        with qtbot.waitSignal(agent.controller.stopped, timeout=60000):
+            agent.controller.stop()
+        if agent.window is not None:
+            agent.window.close()

@@ -24,7 +24,10 @@ counted), and never one that was committed.
 No single path can stop a thread: an unexpected exception while handling one
 is logged with the path and recorded against it as a failed image, and the
 thread carries on. Only an ``AgentError`` (the database unusable, the model
-cannot load) stops the engine.
+cannot load) stops the engine. A store that cannot be written for a while
+(``StoreUnavailable``: another program holds the SQLite file's write lock) is
+waited for: settled files and analysed results are kept and written once it
+can be, and ``status().problems`` says so meanwhile.
 
 The engine never prints and imports no Qt, torch or OpenCV: it is given its
 stages and listeners (``nvir_agent.app.build_engine`` wires the real ones).

@@ -144,7 +144,7 @@ def connect(path: Path, *, readonly: bool, wal: bool = True) -> sqlite3.Connecti
                 path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
         conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        # ``timeout`` is SQLite's busy timeout: how long a statement waits for a lock
         if not readonly and wal:
             writer_mode(conn)
         return conn
