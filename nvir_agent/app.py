@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from nvir_agent.config import Config
 from nvir_agent.core.engine import Engine
 from nvir_agent.monitor.listener import Monitor
-from nvir_agent.monitor.notify import Sink, build_notifier
+from nvir_agent.monitor.notify import Notice, Sink, build_notifier
 from nvir_agent.pipeline.contract import ResultListener, Stage
 from nvir_agent.pipeline.stages import build_stages
 from nvir_agent.pipeline.workers import with_image_workers
@@ -55,4 +55,13 @@ def build_engine(
     except BaseException:
         store.close()
         raise
+    notifier = monitor.notifier
+
+    def tell(title: str, body: str, severity: str) -> None:
+        notifier.submit([Notice(title, body, severity, kind="agent")])
+
+    for stage in stage_list:
+        if hasattr(stage, "on_model_back"):  # the scoring stage: the model file's fate
+            stage.on_model_back = store.requeue_awaiting_model
+            stage.tell = tell
     return Engine(config, stages=stage_list, listeners=[monitor, *listeners], store=store)

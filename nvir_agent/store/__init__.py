@@ -22,6 +22,7 @@ from nvir_agent.store.integrity import DamagedDatabase, set_aside
 from nvir_agent.store.reads import Reads, StoreReader, open_reader
 from nvir_agent.store.rows import (
     ACTIVE_STATES,
+    AWAITING_MODEL,
     CLOSED_STATES,
     SEVERITY_RANK,
     UNLIKE_TRAINING,
@@ -46,7 +47,7 @@ from nvir_agent.store.url import database_url, redact, station_name, store_exist
 from nvir_agent.store.writes import Transaction
 
 __all__ = [
-    "ACTIVE_STATES", "CLOSED_STATES", "MIGRATIONS", "SEVERITY_RANK", "Alert", "AlertEvent",
+    "ACTIVE_STATES", "AWAITING_MODEL", "CLOSED_STATES", "MIGRATIONS", "SEVERITY_RANK", "Alert", "AlertEvent",
     "Counts", "DamagedDatabase", "Heartbeat", "ImageRecord", "ImageScore", "ImageStateSummary", "Key",
     "Measurement", "MeasurementRow", "PlateRow", "Shelf", "Reads", "Result", "StationRow", "Store",
     "StoreBusy", "StoreOffline", "StoreReader", "StoreUnavailable", "Transaction", "database_path", "database_url", "open_reader", "redact", "store_exists",

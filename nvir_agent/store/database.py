@@ -45,7 +45,7 @@ from nvir_agent.plate import ImageKey
 from nvir_agent.store import schema
 from nvir_agent.store.dialect import StoreBusy
 from nvir_agent.store.reads import IMAGE_COLUMNS, Reads, _marks, image_record
-from nvir_agent.store.rows import ImageRecord, Result
+from nvir_agent.store.rows import AWAITING_MODEL, ImageRecord, Result
 from nvir_agent.store.schema import to_json
 from nvir_agent.store.url import (
     Target,
@@ -415,6 +415,26 @@ class Store(Reads):
                     ),
                 )
             return written
+
+        return self._write(write)
+
+    def requeue_awaiting_model(self) -> int:
+        """Queue again every image recorded without a score because the model file could
+        not be used (QC flag ``awaiting_model``), now that it can: each becomes a pending
+        job with no attempt counted, and its measurement stays until the new result
+        replaces it. Returns how many were queued."""
+
+        def write(conn: Any) -> int:
+            params: list[Any] = [f'%"{AWAITING_MODEL}"%']
+            rows = conn.execute(self._own(
+                "SELECT id FROM images WHERE state = 'done' AND id IN (SELECT image_id FROM "
+                "measurements WHERE qc LIKE ?)", params), params).fetchall()
+            now = time.time()
+            conn.executemany(
+                "UPDATE images SET state = 'pending', error = NULL, attempts = 0, "
+                "updated_at = ?, claimed_by = NULL, claimed_at = NULL "
+                "WHERE id = ? AND state = 'done'", [(now, r["id"]) for r in rows])
+            return len(rows)
 
         return self._write(write)
 
