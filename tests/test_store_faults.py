@@ -155,6 +155,26 @@ def test_the_status_of_an_agent_waiting_for_a_locked_database_says_so(tmp_path,
         engine.stop()
 
 
+def test_starting_on_a_database_locked_by_another_process_says_so_without_a_traceback(
+        tmp_path, short_busy_timeout):
+    watched = tmp_path / "acq"
+    watched.mkdir()
+    config = make_config(tmp_path, [watched])
+    Store(tmp_path / "agent.sqlite3").close()
+    locker = start_locker(tmp_path / "agent.sqlite3")
+    try:
+        engine = build_engine(config, stages=[GatedStage()])
+        try:
+            with pytest.raises(StoreError, match="locked by another program") as exc:
+                engine.start()
+        finally:
+            engine.stop()
+    finally:
+        release_locker(locker)
+    assert str(tmp_path / "agent.sqlite3") in exc.value.message
+    assert "Close the program" in exc.value.hint
+
+
 # --- damaged and foreign files at start-up -------------------------------------------------
 
 
