@@ -139,20 +139,42 @@ def test_the_status_of_an_agent_waiting_for_a_locked_database_says_so(tmp_path,
     engine = build_engine(config, stages=[GatedStage()])
     engine.start()
     try:
+        assert wait_until(lambda: read_status(config).running, 30)
         locker = start_locker(tmp_path / "agent.sqlite3")
         try:
             write_file(watched / "a.tif")
             assert wait_until(lambda: engine.status().problems, 30)
             problem = engine.status().problems[0]
             assert str(tmp_path / "agent.sqlite3") in problem and "nothing is lost" in problem
+            # another process (`nvir-agent status`) sees the heartbeat stop, and why
+            assert wait_until(lambda: any(
+                "locked by another program" in p and str(os.getpid()) in p
+                for p in read_status(config, stale_after_s=1.0).problems), 30)
         finally:
             release_locker(locker)
         assert wait_until(lambda: engine.status().done == 1, 60)
         # once written again, other processes see the agent running and no problem
         assert wait_until(lambda: read_status(config).running
-                          and not read_status(config).problems, 30)
+                          and not read_status(config).problems, 30), read_status(config)
     finally:
         engine.stop()
+
+
+def test_readers_beside_the_writer_in_one_process_keep_its_locks(tmp_path):
+    """Checking a file must not open it outside SQLite: closing that descriptor would
+    drop the process's POSIX locks, and the next program to close the file would
+    then delete the write-ahead log and its index under the running writer."""
+    db = tmp_path / "agent.sqlite3"
+    with Store(db, thorough=True) as writer:
+        writer.add_jobs([("/a/x.tif", 1, 1.0, ImageKey())])
+        for _ in range(3):
+            with StoreReader(db) as reader:
+                assert reader.counts().seen == 1
+        release_locker(start_locker(db))  # another program opens, writes, closes
+        assert db.with_name(db.name + "-shm").exists()
+        writer.add_jobs([("/a/y.tif", 1, 1.0, ImageKey())])
+        with StoreReader(db) as reader:
+            assert reader.counts().seen == 2
 
 
 def test_starting_on_a_database_locked_by_another_process_says_so_without_a_traceback(
@@ -219,7 +241,7 @@ def bit_flipped(path: Path) -> Path:
 
 DAMAGE = {
     "garbage": (garbage, "not an SQLite database"),
-    "truncated": (truncated, "cut short"),
+    "truncated": (truncated, "damaged"),
     "foreign": (foreign, "not an NViR Agent database (it holds other tables: recipes)"),
     "bit_flipped": (bit_flipped, "damaged"),
 }
@@ -320,7 +342,7 @@ def test_status_names_a_damaged_database_as_a_problem(tmp_path, capsys):
     cfg = agent_toml(tmp_path, db)
     assert main(["--config", str(cfg), "status"]) == 1
     out = capsys.readouterr().out
-    assert str(db) in out and "cut short" in out
+    assert str(db) in out and "damaged" in out
 
 
 # --- schemas of other versions -------------------------------------------------------------

@@ -18,7 +18,7 @@ latter they return the PostgreSQL implementation of the same API.
 
 from nvir_agent.store.database import Store, database_path, store_options
 from nvir_agent.store.dialect import StoreBusy, StoreOffline, StoreUnavailable
-from nvir_agent.store.integrity import DamagedDatabase, set_aside
+from nvir_agent.store.integrity import DamagedDatabase, set_aside, write_locked
 from nvir_agent.store.reads import Reads, StoreReader, open_reader
 from nvir_agent.store.rows import (
     ACTIVE_STATES,
@@ -51,6 +51,6 @@ __all__ = [
     "Counts", "DamagedDatabase", "Heartbeat", "ImageRecord", "ImageScore", "ImageStateSummary", "Key",
     "Measurement", "MeasurementRow", "PlateRow", "Shelf", "Reads", "Result", "StationRow", "Store",
     "StoreBusy", "StoreOffline", "StoreReader", "StoreUnavailable", "Transaction", "database_path", "database_url", "open_reader", "redact", "store_exists",
-    "set_aside", "station_name", "store_options", "to_json",
+    "set_aside", "station_name", "store_options", "to_json", "write_locked",
     "Trust", "UNLIKE_TRAINING",
 ]

@@ -10,6 +10,10 @@ Checked when the writer opens a SQLite file, before anything is written to it:
 - with ``thorough`` (the engine at start), ``PRAGMA quick_check`` reads every
   page (about 0.4 s for 100,000 images on a warm disk).
 
+The file is read only through SQLite, never opened directly: closing any other
+descriptor of it would drop this process's POSIX locks on it, under a running
+writer or reader in the same process (the tray runs both).
+
 A damaged file is never replaced silently. :class:`DamagedDatabase` names the
 file and the fix; only when the user consents (``nvir-agent run
 --replace-damaged-database`` or the tray's question) does :func:`set_aside`
@@ -31,8 +35,6 @@ from nvir_agent.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
-HEADER_BYTES = 100
 OUR_TABLES = ("images", "measurements", "plates", "alerts")  # present from schema version 1
 REPLACE_FLAG = "--replace-damaged-database"
 COMPANIONS = ("-wal", "-shm", "-journal")
@@ -58,37 +60,6 @@ def damaged(path: Path, reason: str) -> DamagedDatabase:
         "in the tray's question) to keep this file aside, renamed with the date and "
         "time, and start a new, empty database in its place.",
         path=path, reason=reason)
-
-
-def header_problem(path: Path) -> str | None:
-    """What is wrong with the file's first bytes and length, or None (also for a missing
-    or empty file: SQLite makes that a new database)."""
-    try:
-        size = path.stat().st_size
-        if size == 0:
-            return None
-        with path.open("rb") as f:
-            head = f.read(HEADER_BYTES)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StoreError(f"Cannot read the database {path}: {exc.strerror or exc}.",
-                         "Check that the file exists and that you may read and write it.") \
-            from exc
-    if not head.startswith(SQLITE_MAGIC):
-        return "it is not an SQLite database (its first bytes are not SQLite's)"
-    if len(head) < HEADER_BYTES:
-        return f"it is cut short ({size} bytes, less than a database header)"
-    page_size = int.from_bytes(head[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(head[28:32], "big")
-    counter_valid = head[24:28] == head[92:96]
-    wal = path.with_name(path.name + "-wal")
-    replaying = wal.is_file() and wal.stat().st_size > 0
-    if counter_valid and pages and not replaying and size < pages * page_size:
-        return (f"it is cut short ({size} bytes of the {pages * page_size} its header "
-                "records; a copy that did not finish, or a disk that filled up?)")
-    return None
 
 
 def content_problem(conn: sqlite3.Connection, version: int, known: int, *,
@@ -135,6 +106,25 @@ def set_aside(path: Path) -> Path:
     log.warning("The damaged database %s was kept aside as %s; a new database is created "
                 "in its place", path, target)
     return target
+
+
+def write_locked(path: Path, wait_s: float = 1.0) -> bool:
+    """Whether another connection holds the file's write lock (for longer than
+    ``wait_s``): a write transaction is begun and at once rolled back, nothing is
+    written. False for a missing file or one that cannot be opened."""
+    if not path.is_file():
+        return False
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = sqlite3.connect(path, timeout=wait_s, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.Error as exc:
+        return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY,
+                                                          sqlite3.SQLITE_LOCKED)
+    finally:
+        close_quietly(conn)
 
 
 def close_quietly(conn: sqlite3.Connection | None) -> None:

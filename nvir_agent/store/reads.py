@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -27,7 +28,6 @@ from nvir_agent.ingest.pathnames import from_db, readable
 from nvir_agent.plate import ImageKey
 from nvir_agent.store import schema
 from nvir_agent.store.dialect import SQLITE, Dialect
-from nvir_agent.store.integrity import damaged, header_problem
 from nvir_agent.store.rows import (
     SEVERITY_RANK,
     Alert,
@@ -490,10 +490,12 @@ class StoreReader(Reads):
                 f"There is no database at {self.path} yet.",
                 "Start the agent (`nvir-agent run`) or analyse files with `nvir-agent process`.",
             )
-        problem = header_problem(self.path)
-        if problem:
-            raise damaged(self.path, problem)
         self._conn = schema.connect(self.path, readonly=True)
+        try:  # a file that is not a database, or cut short, says so here
+            self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise schema.open_error(self.path, exc) from exc
         if self.schema_version() < len(schema.MIGRATIONS):
             # Older file: tables read here may be missing until the agent upgrades it.
             log.debug("Database %s is at schema version %d", self.path, self.schema_version())

@@ -20,7 +20,6 @@ from nvir_agent.store.integrity import (
     close_quietly,
     content_problem,
     damaged,
-    header_problem,
     set_aside,
 )
 
@@ -163,7 +162,9 @@ def writer_mode(conn: sqlite3.Connection) -> None:
 def open_error(path: Path, exc: BaseException) -> StoreError:
     """The user's error for a SQLite failure while opening or upgrading ``path``."""
     code = getattr(exc, "sqlite_errorcode", None)
-    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+    if code == sqlite3.SQLITE_NOTADB:
+        return damaged(path, f"it is not an SQLite database (SQLite: {exc})")
+    if code == sqlite3.SQLITE_CORRUPT:
         return damaged(path, f"SQLite finds it damaged ({exc})")
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return StoreError(
@@ -197,12 +198,10 @@ def open_writer(path: Path, *, thorough: bool = False,
 
 
 def _open_checked(path: Path, *, thorough: bool) -> sqlite3.Connection:
-    problem = header_problem(path)
-    if problem:
-        raise damaged(path, problem)
     conn = connect(path, readonly=False, wal=False)  # nothing written before the checks
     try:
         try:
+            conn.execute("PRAGMA page_count").fetchone()  # reads the header: garbage fails
             problem = content_problem(conn, schema_version(conn), len(MIGRATIONS),
                                       thorough=thorough)
             if not problem:
