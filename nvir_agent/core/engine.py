@@ -134,7 +134,8 @@ class Engine:
         self._started_at: float | None = None
         self._error: AgentError | None = None
         self._settling = 0
-        self._unqueued: list[tuple[str, int, float]] = []  # settled; the store was locked
+        # settled and named, not yet queued: the store could not be written
+        self._unqueued: list[tuple[str, int, float, ImageKey]] = []
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -354,9 +355,7 @@ class Engine:
                         break
             settled = self._tracker.poll(time.monotonic())
             self._settling = len(self._tracker)
-            if self._unqueued:
-                settled, self._unqueued = [*self._unqueued, *settled], []
-            if settled:
+            if settled or self._unqueued:
                 self._add_jobs(settled)
             if time.monotonic() >= next_beat:
                 # a locked store said so in the log; the status shows it
@@ -443,7 +442,7 @@ class Engine:
 
     def _add_jobs(self, files: Iterable[tuple[str, int, float]]) -> list[int]:
         w = self.config.watch
-        jobs: list[tuple[str, int, float, ImageKey]] = []
+        jobs, self._unqueued = self._unqueued, []
         for path, size, mtime in files:
             try:
                 key = try_parse_path(path, w.naming, w.regex or None)
@@ -455,11 +454,11 @@ class Engine:
                 log.warning("%s: the file name gives no plate/well (watch.naming = %r); "
                             "analysing it anyway.", readable(path), w.naming)
             jobs.append((path, size, mtime, key))
+        jobs = list({job[0]: job for job in jobs}.values())  # a path once: its newest state
         try:
             ids = self.store.add_jobs(jobs)
         except StoreUnavailable:
-            # the database is locked: keep the files and queue them on a later tick
-            self._unqueued.extend((path, size, mtime) for path, size, mtime, _ in jobs)
+            self._unqueued = jobs  # the database is locked: queued on a later tick
             return []
         except AgentError:
             raise

@@ -230,7 +230,7 @@ class Store(Reads):
             if self._locked_since is None:
                 self._locked_since = time.time()
                 log.warning("The database %s is locked by another program (for more than "
-                            "%.0f s): the agent keeps watching; new images wait and are "
+                            "%g s): the agent keeps watching; new images wait and are "
                             "analysed once it is free. Close the program holding it (a "
                             "database browser with unsaved changes?).", self.path,
                             schema.BUSY_TIMEOUT_S)
