@@ -163,6 +163,36 @@ def test_model_missing_corrupt_and_replaced_while_running_scores_every_image_onc
     assert all(r["state"] == "done" and r["error"] is None for r in final.values())
 
 
+@pytest.mark.slow
+def test_images_left_waiting_for_a_score_are_scored_after_a_restart(tmp_path, two_models,
+                                                                    caplog):
+    model = tmp_path / "nvir.safetensors"
+    model.write_bytes(two_models[0].read_bytes())
+    config = agent_config(tmp_path, model)
+    db = tmp_path / "agent.sqlite3"
+    engine = build_engine(config)
+    engine.start()
+    try:
+        model.unlink()  # gone before the first image: it waits for a score
+        spheroid_png(tmp_path / "acq" / "P1_B02_s1_w1.png", 1)
+        assert wait_until(lambda: engine.status().done == 1, 120)
+    finally:
+        engine.stop()
+    assert AWAITING_MODEL in rows(db)["P1_B02_s1_w1.png"]["qc"]
+    model.write_bytes(two_models[0].read_bytes())  # put back while the agent is down
+    engine = build_engine(config)
+    with caplog.at_level(logging.WARNING):
+        engine.start()
+        try:
+            assert wait_until(lambda: rows(db)["P1_B02_s1_w1.png"].get("viability")
+                              is not None, 120)
+        finally:
+            engine.stop()
+    r = rows(db)["P1_B02_s1_w1.png"]
+    assert AWAITING_MODEL not in r["qc"] and r["model"].startswith("nvir.safetensors@")
+    assert "1 image(s) that waited for a score are analysed again" in caplog.text
+
+
 def score(qc: tuple[str, ...], viability: float | None = None) -> ImageScore:
     return ImageScore(image_id=1, plate="P1", well="B02", timepoint=1, state="done",
                       found=True, viability=viability, qc=qc)

@@ -76,6 +76,8 @@ def shared_scorer(source: ModelSource, cfg: Config) -> Scorer:
     with _scorers_lock:
         scorer = _scorers.get(key)
         if scorer is None:
+            for old in [k for k in _scorers if k[0] == key[0]]:
+                del _scorers[old]  # the file was replaced: its old network is not kept
             if source.demo:
                 log.warning(DEMO_WARNING.format(path=source.path))
             scorer = Scorer.from_path(
@@ -106,8 +108,9 @@ class ScoreStage:
         self.problem: str | None = None  # why scores wait, for the status snapshot
         self.on_model_back: Callable[[], int] | None = None  # queue the waiting images
         self.tell: Callable[[str, str, str], None] | None = None  # title, body, severity
-        self._requeue_due = False
         self.source = resolve_model(config)
+        # images left waiting for a score by an earlier run are queued again at start
+        self._requeue_due = scorer is None and self.source.path is not None
         self.spec: PreprocessSpec | None = scorer.spec if scorer is not None else None
         # whether the model judges trust: the image workers then also send each
         # image's statistics (they need the pixels and the mask, which stay there)
@@ -203,7 +206,8 @@ class ScoreStage:
             log.warning("The images waiting for a score are queued later: %s", exc.message)
             return
         self._requeue_due = False
-        log.info("%d images that waited for a score are analysed again", n)
+        if n:
+            log.warning("%d image(s) that waited for a score are analysed again", n)
 
     def on_idle(self) -> None:
         """While nothing waits for analysis: look at the model file again once one was
@@ -212,7 +216,8 @@ class ScoreStage:
         if self._given or self.source.path is None:
             return
         if self._scorer is None and self.problem is None:
-            return  # not needed yet: the model loads with the first image to score
+            self._requeue_waiting()  # the file loaded at start: the waiting images go
+            return  # the network itself loads with the first image to score
         _ = self.scorer
 
     def run(self, batch: list[Analysis]) -> None:
