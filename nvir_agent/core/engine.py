@@ -24,7 +24,10 @@ counted), and never one that was committed.
 No single path can stop a thread: an unexpected exception while handling one
 is logged with the path and recorded against it as a failed image, and the
 thread carries on. Only an ``AgentError`` (the database unusable, the model
-cannot load) stops the engine.
+cannot load) stops the engine. A store that cannot be written for a while
+(``StoreUnavailable``: another program holds the SQLite file's write lock) is
+waited for: settled files and analysed results are kept and written once it
+can be, and ``status().problems`` says so meanwhile.
 
 The engine never prints and imports no Qt, torch or OpenCV: it is given its
 stages and listeners (``nvir_agent.app.build_engine`` wires the real ones).
@@ -33,6 +36,7 @@ The CLI and the UI read its ``status()`` snapshot or the store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -60,13 +64,21 @@ from nvir_agent.pipeline.contract import (
     split_stages,
 )
 from nvir_agent.plate import ImageKey
-from nvir_agent.store import Counts, Store, database_url, redact, store_options
+from nvir_agent.store import (
+    Counts,
+    Store,
+    StoreUnavailable,
+    database_url,
+    redact,
+    store_options,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "EngineStatus", "read_status"]
 
 MAX_ATTEMPTS = 3  # an image whose analysis was interrupted this often is failed
+STORE_RETRY_S = 1.0  # pause between tries while the database cannot be written
 PREPARED_BATCHES = 1  # batches prepared ahead of the one being scored
 
 
@@ -122,6 +134,8 @@ class Engine:
         self._started_at: float | None = None
         self._error: AgentError | None = None
         self._settling = 0
+        # settled and named, not yet queued: the store could not be written
+        self._unqueued: list[tuple[str, int, float, ImageKey]] = []
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -263,7 +277,19 @@ class Engine:
             model=describe_model_source(self.config), paused=self.paused,
             station=self._store.station if self._store is not None else "",
             spooling=bool(getattr(self._store, "spooling", False)),
+            problems=self.problems(),
         )
+
+    def problems(self) -> list[str]:
+        """What keeps the running agent from working fully, in words (the database
+        locked by another program, a model file that cannot be used …): the parts
+        that know say so through a ``problem`` attribute."""
+        found = []
+        for part in (self._store, *self._stages):
+            problem = getattr(part, "problem", None)
+            if problem:
+                found.append(str(problem))
+        return found
 
     # --- pause ------------------------------------------------------------------------
 
@@ -329,10 +355,12 @@ class Engine:
                         break
             settled = self._tracker.poll(time.monotonic())
             self._settling = len(self._tracker)
-            if settled:
+            if settled or self._unqueued:
                 self._add_jobs(settled)
             if time.monotonic() >= next_beat:
-                self._heartbeat()
+                # a locked store said so in the log; the status shows it
+                with contextlib.suppress(StoreUnavailable):
+                    self._heartbeat()
                 next_beat = time.monotonic() + HEARTBEAT_S
 
     def _observe_guarded(self, path: str, now: float) -> None:
@@ -401,6 +429,9 @@ class Engine:
         self._tracker.forget(path)
         try:
             self.store.record_failure(path, *(st or (None, None)), error)
+        except StoreUnavailable as exc:
+            log.warning("Could not record the failure of %s: %s", readable(path), exc.message)
+            return
         except AgentError:
             raise
         except Exception:
@@ -411,7 +442,7 @@ class Engine:
 
     def _add_jobs(self, files: Iterable[tuple[str, int, float]]) -> list[int]:
         w = self.config.watch
-        jobs: list[tuple[str, int, float, ImageKey]] = []
+        jobs, self._unqueued = self._unqueued, []
         for path, size, mtime in files:
             try:
                 key = try_parse_path(path, w.naming, w.regex or None)
@@ -423,8 +454,12 @@ class Engine:
                 log.warning("%s: the file name gives no plate/well (watch.naming = %r); "
                             "analysing it anyway.", readable(path), w.naming)
             jobs.append((path, size, mtime, key))
+        jobs = list({job[0]: job for job in jobs}.values())  # a path once: its newest state
         try:
             ids = self.store.add_jobs(jobs)
+        except StoreUnavailable:
+            self._unqueued = jobs  # the database is locked: queued on a later tick
+            return []
         except AgentError:
             raise
         except Exception:  # one job the store cannot take: queue them one by one
@@ -457,9 +492,14 @@ class Engine:
                     self._wake.clear()
                     continue
                 self._busy.set()
-                records = self._next_pending(batch_size)
+                try:
+                    records = self._next_pending(batch_size)
+                    batch = self._begin(records) if records else []
+                except StoreUnavailable:  # nothing in hand yet: try again in a while
+                    self._busy.clear()
+                    self._stop.wait(STORE_RETRY_S)
+                    continue
                 if records:
-                    batch = self._begin(records)
                     self._prepare(batch)
                     if not self._batches.put(batch):  # the scoring thread has stopped
                         self._give_back([batch])
@@ -520,13 +560,16 @@ class Engine:
                 self._done_with(ids)
 
     def _tell_idle(self) -> None:
-        """Let listeners with time-driven rules (``on_idle``) run while nothing waits."""
-        for listener in self.listeners:
+        """Let stages and listeners with time-driven work (``on_idle``: rules that depend
+        on time alone, a model file to look at again) run while nothing waits."""
+        for listener in (*self._stages, *self.listeners):
             on_idle = getattr(listener, "on_idle", None)
             if not callable(on_idle):
                 continue
             try:
                 on_idle()
+            except StoreUnavailable as exc:
+                log.info("Result listener %r waits for the store: %s", listener, exc.message)
             except AgentError:
                 raise
             except Exception:  # a listener must never stop the engine
@@ -560,7 +603,10 @@ class Engine:
         for a, res in zip(batch, results, strict=True):
             if res.error is not None and not a.failed:
                 a.fail(res.error)
-        written = self.store.commit_results(results)
+        written = self._commit_patiently(results)
+        if written is None:  # stopped while the database was locked
+            self._give_back([batch])
+            return []
         for a in batch:
             self._log_result(a)
         if written:
@@ -570,6 +616,19 @@ class Engine:
                 except Exception:  # a listener must never stop the engine
                     log.exception("Result listener %r failed", listener)
         return written
+
+    def _commit_patiently(self, results: list[Any]) -> list[int] | None:
+        """Commit a batch's results; while another program holds the database locked,
+        keep them and try again (they are not analysed twice) until the commit goes
+        through, or the engine stops (None: the jobs stay pending)."""
+        while True:
+            try:
+                return self.store.commit_results(results)
+            except StoreUnavailable:
+                if self._started_at is None:  # one-shot use: say so rather than wait
+                    raise
+                if self._stop.wait(STORE_RETRY_S):
+                    return None
 
     def _finish_guarded(self, batch: list[Analysis]) -> None:
         """``_finish``, but an unexpected error (in recording the results, say) is

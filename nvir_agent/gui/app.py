@@ -89,13 +89,17 @@ def run_review(config: Config, database: Path, *, plate: str | None = None,
     return rc
 
 
-def run_tray(config: Config) -> int:
-    """The tray agent: starts the engine, shows its state, notifies, opens the review."""
+def run_tray(config: Config, *, replace_damaged_database: bool = False) -> int:
+    """The tray agent: starts the engine, shows its state, notifies, opens the review.
+
+    ``replace_damaged_database``: the user already consented (``run
+    --replace-damaged-database``); otherwise a damaged database is a question."""
     from nvir_agent.gui.tray import TrayAgent
 
     app = application()
     app.setQuitOnLastWindowClosed(False)
     agent = TrayAgent(config)
+    agent.controller.replace_damaged = replace_damaged_database
     agent.start()
     QTimer.singleShot(0, lambda: None)
     rc = app.exec()

@@ -27,7 +27,7 @@ from nvir_agent.monitor.timecourse import (
     save_plate_map,
     settings_from_config,
 )
-from nvir_agent.store import Store, StoreOffline
+from nvir_agent.store import Store, StoreOffline, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class Monitor:
         self._maps_seen: tuple | None = None
         self._unmapped_logged: set[str] = set()
         self._dirty: set[str] = set()
+        self._missed = False  # results came while the store could not be written
         self._last_eval = -float("inf")
         self._last_idle_check = -float("inf")
         self.idle_check_s = 60.0
@@ -99,10 +100,11 @@ class Monitor:
             with self.store.transaction() as tx:
                 self._dirty |= tx.plates_of_images([i for i in image_ids if i > 0])
                 busy = tx.has_pending()
-        except StoreOffline as exc:
+        except StoreUnavailable as exc:
             self._offline(exc)
             return
-        if self._maps_changed() or self._resynced():
+        if self._maps_changed() or self._resynced() or self._missed:
+            self._missed = False
             self._dirty |= self.known_plates()
         if not self._dirty:
             return
@@ -112,7 +114,7 @@ class Monitor:
         self._last_eval = time.monotonic()
         try:
             self.evaluate(plates)
-        except StoreOffline as exc:
+        except StoreUnavailable as exc:
             self._dirty |= set(plates)
             self._offline(exc)
 
@@ -121,10 +123,11 @@ class Monitor:
         ``idle_check_s``, re-evaluate the plates seen recently, so that time-driven
         rules (an acquisition that stalled, an acknowledgement that expired) hold even
         though no result arrives."""
-        if self._resynced():
+        if self._resynced() or self._missed:
+            self._missed = False
             try:
                 self.evaluate()
-            except StoreOffline as exc:
+            except StoreUnavailable as exc:
                 self._offline(exc)
             return
         now = time.monotonic()
@@ -138,13 +141,15 @@ class Monitor:
             plates = [p.plate for p in self.store.plates() if (p.last_seen or 0) >= horizon]
             if plates:
                 self.evaluate(plates)
-        except StoreOffline as exc:
+        except StoreUnavailable as exc:
             self._offline(exc)
 
-    def _offline(self, exc: StoreOffline) -> None:
-        """The store's server is away (results are spooled): every plate is evaluated
-        again once it is back."""
-        log.info("Alerts wait for the store's server: %s", exc.message)
+    def _offline(self, exc: StoreUnavailable) -> None:
+        """The store's server is away (results are spooled) or another program holds
+        the database locked: every plate is evaluated again once it can be written."""
+        if not isinstance(exc, StoreOffline):  # the spool's sync says when it is back
+            self._missed = True
+        log.info("Alerts wait for the store: %s", exc.message)
 
     def _resynced(self) -> bool:
         """True once after the store synced its spool to the server."""

@@ -30,9 +30,19 @@ from nvir_agent.errors import StoreError
 from nvir_agent.ingest.pathnames import to_db
 
 
-class StoreOffline(StoreError):
+class StoreUnavailable(StoreError):
+    """The store cannot be written just now, for a reason that passes by itself: the
+    engine keeps what it has in hand, says so and tries again (nothing is lost)."""
+
+
+class StoreOffline(StoreUnavailable):
     """The store's server is away and the station writes to its local spool: what
     needs the server (the monitor's alert transaction) waits until it is back."""
+
+
+class StoreBusy(StoreUnavailable):
+    """Another program holds the SQLite file's write lock for longer than the busy
+    timeout (e.g. a database browser with unsaved changes)."""
 
 
 class Dialect:
@@ -62,6 +72,11 @@ class Dialect:
     def is_disconnect(self, exc: BaseException) -> bool:
         """True when ``exc`` means the server is away (never for a local file)."""
         return False
+
+    def is_busy(self, exc: BaseException) -> bool:
+        """True when ``exc`` means another program holds the write lock."""
+        return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY,
+                                                          sqlite3.SQLITE_LOCKED)
 
 
 SQLITE = Dialect()
