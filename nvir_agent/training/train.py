@@ -471,12 +471,17 @@ def metadata(options: TrainOptions, data: TrainingData, result: TrainResult) -> 
 
 def summarise(path: Path, data: TrainingData) -> None:
     """Store the training-image summary and the interval calibration in ``path`` (on the
-    validation images); a failure is logged, the model file stays as it is."""
+    validation images); a failure is logged, the model file stays as it is. Torch's
+    thread count, which the scorer sets, is restored (later training in this process
+    would otherwise reduce in another order and give other weights)."""
+    threads = torch.get_num_threads()
     try:
         summarise_trained(path, [data.labels.items[i] for i in data.split.train],
                           data.val_items)
     except (DataError, ValueError) as exc:
         log.warning("no training-image summary stored in %s: %s", path, exc)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def output_calibration(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
