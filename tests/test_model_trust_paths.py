@@ -86,3 +86,4 @@ def test_bench_times_the_whole_assessment_of_a_model_that_judges_trust(judged):
     assert result.assess_batch8 and result.assess_batch8 > 0
     assert result.max_delta <= fastpath.MAX_DELTA
     assert "with typicality and interval, batch 8" in result.table()
+    assert result.max_distance_delta is not None and result.max_distance_delta < 0.02

@@ -55,6 +55,7 @@ class BenchResult:
     load_avg: list[float] | None = None
     options_max_delta: dict[str, float] = field(default_factory=dict)
     assess_batch8: float | None = None  # images/s with typicality and interval (trust models)
+    max_distance_delta: float | None = None  # relative, fast path vs fp32 (trust models)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,6 +75,8 @@ class BenchResult:
             rows.append(("with typicality and interval, batch 8",
                          f"{self.assess_batch8:.1f} images/s"))
         rows.append(("max |Δ viability| vs fp32", f"{self.max_delta:.4f}"))
+        if self.max_distance_delta is not None:
+            rows.append(("max relative |Δ distance| vs fp32", f"{self.max_distance_delta:.4f}"))
         rows += [
             (
                 f"option {k}, batch 8",
@@ -209,6 +212,15 @@ def run_benchmark(
 
     ref_out = viabilities(reference)
     fast_out = viabilities(chosen)
+    distance_delta = None
+    summary = scorer.model.summary
+    if summary is not None:
+        ref_d, fast_d = (summary.embedding_distances(
+            np.concatenate([c.run(x[i : i + 8]) for i in range(0, n, 8)]))
+            for c in (reference, chosen))
+        distance_delta = float(np.max(np.abs(fast_d - ref_d) / np.maximum(1.0, ref_d
+                                                                          / summary.embedding_scale)
+                                      / summary.embedding_scale))
     deltas = {}
     for cand in others:
         if cand.name in per_option:
@@ -238,6 +250,7 @@ def run_benchmark(
         notes=notes,
         options_max_delta=deltas,
         assess_batch8=assess,
+        max_distance_delta=distance_delta,
     )
 
 
