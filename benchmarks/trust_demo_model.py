@@ -22,7 +22,7 @@ import numpy as np
 from nvir_agent.model.locate import demo_model_path
 from nvir_agent.model.modelfile import load_model
 from nvir_agent.model.scorer import Scorer
-from nvir_agent.model.uncertainty import intervals, spreads
+from nvir_agent.model.uncertainty import intervals, widen
 from nvir_agent.synth.dataset import write_dataset
 from nvir_agent.synth.render import TRAINING, WIDE
 from nvir_agent.training.summarise import embed, list_images
@@ -88,7 +88,7 @@ def assess(scorer: Scorer, paths, labels) -> dict:
     judged = scorer.model.summary.assess(e.features, e.stats)
     d = np.array([j.distance for j in judged])
     cal = scorer.model.intervals
-    lo, hi = intervals(e.centre, spreads(e.samples, d, cal.widen_from), cal)
+    lo, hi = intervals(e.centre, widen(e.spread(cal.method), d, cal.widen_from), cal)
     out = {"n": int(d.size), "flagged_unlike_training": round(float(np.mean(d > scorer.model.summary.threshold)), 3),
            "median_typicality": round(float(np.median([j.typicality for j in judged])), 3),
            "mean_interval_width": round(float(np.mean(hi - lo)), 3), "distances": d.tolist()}

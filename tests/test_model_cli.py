@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -154,3 +156,20 @@ def test_score_with_a_spheroid_crop_model_segments_first(tmp_path, capsys):
     assert rc == 0
     assert isinstance(rows[0]["viability"], float)
     assert rows[1]["viability"] is None and "no spheroid found" in rows[1]["error"]
+
+
+def test_model_info_reads_only_the_header_and_never_imports_torch(tmp_path):
+    """`model info` answers from the safetensors header and metadata: a subprocess
+    that runs it has neither torch nor torchvision in sys.modules afterwards."""
+    demo = locate.resources.files("nvir_agent") / "assets" / "models" / "nvir-demo.safetensors"
+    code = (
+        "import sys\n"
+        "from nvir_agent.cli.main import main\n"
+        f"rc = main(['model', 'info', {str(demo)!r}])\n"
+        "print('HEAVY', [m for m in ('torch', 'torchvision') if m in sys.modules], rc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True, cwd=tmp_path)
+    assert "HEAVY [] 0" in out.stdout, out.stdout + out.stderr
+    assert "11,189,857 parameters, float16" in out.stdout
+    assert "training images summarised" in out.stdout and "90% by mc-dropout" in out.stdout

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from nvir_agent.imaging.analyse import analyse
 from nvir_agent.imaging.reading import read_image
 from nvir_agent.imaging.segmentation import segment
+from nvir_agent.model.heads import mc_dropout
 from nvir_agent.model.locate import demo_model_path
 from nvir_agent.model.modelfile import add_trust, load_model, save_model
 from nvir_agent.model.network import build_nvir
@@ -30,7 +31,6 @@ from nvir_agent.model.typicality import (
 from nvir_agent.model.uncertainty import (
     IntervalCalibration,
     conformal_scale,
-    mc_dropout,
     spreads,
 )
 from nvir_agent.synth.render import Conditions, render_spheroid

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.config import load_config, use_all_cores
-from nvir_agent.errors import UsageError
+from nvir_agent.errors import ModelLoadError, UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -135,6 +135,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_summarise(args: argparse.Namespace) -> int:
+    from nvir_agent.model.uncertainty import MIN_CALIBRATION
     from nvir_agent.training.summarise import summarise_model
 
     def progress(done: int, total: int) -> None:
@@ -150,40 +151,55 @@ def cmd_summarise(args: argparse.Namespace) -> int:
         print(f"intervals: 90% nominal, {r.coverage:.0%} of held-out labels covered, "
               f"mean width {r.mean_width:.3f}")
     else:
-        print("intervals: not calibrated (no labelled held-out images)")
+        print(f"intervals: not calibrated ({r.labelled} labelled held-out images; at least "
+              f"{MIN_CALIBRATION} are needed)")
     print(f"wrote {r.out}")
     return 0
 
 
 def _info_dict(path: Path) -> dict[str, Any]:
-    from nvir_agent.model.modelfile import load_model
-    from nvir_agent.model.network import parameter_count
-    from nvir_agent.model.typicality import describe
+    """What ``model info`` shows, from the file's header and metadata (no torch)."""
+    from nvir_agent.model.fileheader import FIX_GET, read_model_info
+    from nvir_agent.model.preprocess import PreprocessSpec
+    from nvir_agent.model.typicality import describe_metadata
+    from nvir_agent.model.uncertainty import IntervalCalibration
 
-    loaded = load_model(path)
-    meta = loaded.metadata
+    info = read_model_info(path)
+    meta = info.metadata
+    intervals = "none: scores of this model have no interval (calibrate them with " \
+        "`nvir-agent model summarise MODEL --images FOLDER --held-out LABELLED_FOLDER`)"
+    if "uncertainty" in meta:
+        try:
+            intervals = IntervalCalibration.from_metadata(meta["uncertainty"]).describe()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            intervals = f"unusable calibration ({exc}): scores have no interval"
+    try:
+        members = info.members
+    except ValueError as exc:
+        raise ModelLoadError(f"Model file {path} is corrupt: {exc}.", FIX_GET) from exc
+    ensemble = dict(meta.get("ensemble") or {})
+    try:
+        spec = PreprocessSpec.from_dict(meta["preprocessing"])
+    except (ValueError, TypeError) as exc:
+        raise ModelLoadError(
+            f"Model file {path} has an unusable preprocessing spec: {exc}.", FIX_GET) from exc
     return {
         "path": str(path),
-        "name": loaded.name,
-        "sha256": loaded.sha256,
-        "size_bytes": loaded.file_size,
-        "dtype": loaded.stored_dtype,
-        "parameters": parameter_count(loaded.module),
+        "name": info.name,
+        "sha256": info.sha256,
+        "size_bytes": info.file_size,
+        "dtype": info.stored_dtype,
+        "parameters": info.parameters,
+        "members": members,
+        "ensemble": ensemble or None,
         "architecture": meta["architecture"],
         "format_version": meta["format_version"],
-        "preprocessing": loaded.spec.to_dict(),
+        "preprocessing": spec.to_dict(),
         "output": meta.get("output"),
         "provenance": meta.get("provenance", {}),
         "metrics": meta.get("metrics", {}),
-        "out_of_distribution_check": describe(loaded.summary),
-        "intervals": (
-            "none: scores of this model have no interval (calibrate them with "
-            "`nvir-agent model summarise MODEL --images FOLDER --held-out LABELLED_FOLDER`)"
-            if loaded.intervals is None else
-            f"{loaded.intervals.level:.0%} by {loaded.intervals.method} "
-            f"({loaded.intervals.passes} passes), calibrated on "
-            f"{loaded.intervals.info.get('calibrated_on', '?')} held-out images"
-        ),
+        "out_of_distribution_check": describe_metadata(meta.get("typicality")),
+        "intervals": intervals,
         "extra": {
             k: v
             for k, v in meta.items()
@@ -198,6 +214,7 @@ def _info_dict(path: Path) -> dict[str, Any]:
                 "dtype",
                 "typicality",
                 "uncertainty",
+                "ensemble",
             }
         },
     }
@@ -227,9 +244,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     spec = PreprocessSpec.from_dict(info["preprocessing"])
     print(f"model:         {info['path']}  ({info['name']})")
+    ensemble = ""
+    if info["members"] > 1:
+        seeds = (info["ensemble"] or {}).get("seeds")
+        ensemble = f"ensemble of {info['members']}" + (
+            f" (seeds {', '.join(map(str, seeds))})" if seeds else "") + ", "
     print(
         f"architecture:  {info['architecture']} (format {info['format_version']}), "
-        f"{info['parameters']:,} parameters, {info['dtype']}, "
+        f"{ensemble}{info['parameters']:,} parameters, {info['dtype']}, "
         f"{info['size_bytes'] / 1e6:.1f} MB"
     )
     print(f"preprocessing: {spec.describe()}")
@@ -255,7 +277,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                 if isinstance(v, dict) else json.dumps(v, default=str))
         print(f"{k + ':':<15}{text}")
     if history and args.history:
-        keys = [k for k in ("epoch", "train_loss", "val_loss", "val_mae", "val_r2", "lr",
+        keys = [k for k in ("member", "epoch", "train_loss", "val_loss", "val_mae", "val_r2", "lr",
                             "seconds") if any(k in h for h in history)]
         print("history:")
         print("  " + "  ".join(f"{k:>10}" for k in keys))
@@ -275,6 +297,12 @@ def _cell(v: Any) -> str:
 def history_summary(history: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
     """'24 epochs; kept epoch 24 (best validation loss at epoch 22); final losses:
     train 0.0641, validation 0.00412'."""
+    if any("member" in h for h in history):
+        runs = [m for m in metrics.get("members", []) if isinstance(m, dict)]
+        return "ensemble: " + "; ".join(
+            f"network {i + 1} (seed {m.get('seed')}) {m.get('epochs_run')} epochs, kept epoch "
+            f"{m.get('saved_epoch')}, validation MAE {_cell(m.get('validation', {}).get('mae'))}"
+            for i, m in enumerate(runs))
     last = history[-1]
     parts = [f"{metrics.get('epochs_run', len(history))} epochs"]
     kept = metrics.get("saved_epoch", last.get("epoch"))

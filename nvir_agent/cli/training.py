@@ -55,6 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="epochs without improvement before the learning rate halves (15)")
     p.add_argument("--patience", type=int, default=30,
                    help="epochs without improvement before training stops early (30)")
+    p.add_argument("--ensemble", type=int, default=1, metavar="N",
+                   help="train N networks from seeds SEED, SEED+1, … (the paper's deep "
+                   "ensemble) and write them as one model file: the viability is their mean "
+                   "and the 90%% interval comes from their spread and MC dropout, calibrated "
+                   "on the validation images. N times the training time; not resumable "
+                   "(default 1: one network)")
     p.add_argument("--no-summary", action="store_true",
                    help="do not store the training-image summary (the out-of-distribution "
                    "check) nor calibrate intervals on the validation images")
@@ -132,10 +138,11 @@ class ProgressPrinter:
                 elif p.done == p.total:
                     print(line, file=self.stream, flush=True)
         elif p.phase == "batch" and self.tty:
-            self._tty(f"epoch {p.epoch}/{p.epochs} {_bar(p.done / max(p.total, 1))} "
-                      f"batch {p.done}/{p.total}")
+            self._tty(f"{_member(p)}epoch {p.epoch}/{p.epochs} "
+                      f"{_bar(p.done / max(p.total, 1))} batch {p.done}/{p.total}")
         elif p.phase == "epoch":
-            line = (f"epoch {p.epoch}/{p.epochs} {_bar(p.epoch / max(p.epochs, 1))} "
+            line = (f"{_member(p)}epoch {p.epoch}/{p.epochs} "
+                    f"{_bar(p.epoch / max(p.epochs, 1))} "
                     f"train loss {p.train_loss:.4f}  val loss {p.val_loss:.4f}  "
                     f"val R² {_num(p.val_r2)}  MAE {_num(p.val_mae)}  lr {p.lr:.1e}  "
                     f"best {p.best_epoch}  left ≤{_duration(p.eta_s)}")
@@ -147,6 +154,10 @@ class ProgressPrinter:
     def _tty(self, line: str, end: bool = False) -> None:
         self.stream.write("\r\x1b[2K" + line + ("\n" if end else ""))
         self.stream.flush()
+
+
+def _member(p: Any) -> str:
+    return f"network {p.member + 1}/{p.members}: " if getattr(p, "members", 1) > 1 else ""
 
 
 def _bar(frac: float, width: int = 20) -> str:
@@ -166,7 +177,8 @@ def _duration(seconds: float | None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from nvir_agent.training.train import TrainOptions, train
+    from nvir_agent.training.ensemble import train_model
+    from nvir_agent.training.train import TrainOptions
 
     options = TrainOptions(
         labels=args.labels, images=args.images, out=args.out, epochs=args.epochs,
@@ -179,14 +191,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         noise=args.augment_noise, label_source=args.labels_from, workers=args.workers,
         device=args.device, precision=args.precision, save_dtype=args.save_dtype,
         cache_dir=args.cache_dir, resume=args.resume, stop_after=args.stop_after,
-        summary=not args.no_summary)
-    result = train(options, progress=ProgressPrinter())
+        summary=not args.no_summary, ensemble=args.ensemble)
+    result = train_model(options, progress=ProgressPrinter())
     v = result.validation
     if result.path is None:
         print(f"paused after epoch {result.epochs_run}; continue with the same command plus "
               "--resume", file=sys.stderr)
         return 0
     print(f"wrote {result.path}")
+    if result.members:
+        for i, m in enumerate(result.members):
+            mv = m.validation
+            print(f"network {i + 1}/{len(result.members)} (seed {args.seed + i}): epochs "
+                  f"{m.epochs_run} ({m.stopped}), kept epoch {m.saved_epoch}; validation "
+                  f"R² {_num(mv.get('r2'))}  MAE {_num(mv.get('mae'))}")
+        print(f"ensemble of {len(result.members)}: validation n {v.get('n')}  "
+              f"R² {_num(v.get('r2'))}  MAE {_num(v.get('mae'))}; wall time "
+              f"{_duration(result.wall_s)}")
+        return 0
     kept = (f"kept epoch {result.saved_epoch} (the last), best epoch {result.best_epoch}"
             if args.keep == "last" else f"best epoch {result.best_epoch}")
     print(f"epochs {result.epochs_run} ({result.stopped}), {kept}; "

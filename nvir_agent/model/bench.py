@@ -5,6 +5,11 @@ code's way) and for the fast path chosen on this machine at batch 1, 8 and
 32, every other available option at batch 8, the largest viability
 difference between the fast path and fp32 on the benchmark images,
 preprocessing time per image (1024² 8-bit, 2048² 16-bit) and peak memory.
+
+For a model that judges trust (a training summary or an interval calibration)
+the options run its encoder(s) and the viability is read by the heads in
+fp32, as the agent scores it; the whole assessment (viability, typicality
+and the MC-dropout interval) is timed at batch 8 too.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class BenchResult:
     choose_s: float | None = None
     load_avg: list[float] | None = None
     options_max_delta: dict[str, float] = field(default_factory=dict)
+    assess_batch8: float | None = None  # images/s with typicality and interval (trust models)
+    max_distance_delta: float | None = None  # relative, fast path vs fp32 (trust models)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -64,7 +71,12 @@ class BenchResult:
         ]
         rows += [(f"fast path, batch {b}", f"{v:.1f} images/s") for b, v in self.fast.items()]
         rows.append(("speed-up at batch 8", f"{self.speedup:.2f}×"))
+        if self.assess_batch8:
+            rows.append(("with typicality and interval, batch 8",
+                         f"{self.assess_batch8:.1f} images/s"))
         rows.append(("max |Δ viability| vs fp32", f"{self.max_delta:.4f}"))
+        if self.max_distance_delta is not None:
+            rows.append(("max relative |Δ distance| vs fp32", f"{self.max_distance_delta:.4f}"))
         rows += [
             (
                 f"option {k}, batch 8",
@@ -166,10 +178,10 @@ def run_benchmark(
     fast = {str(b): images_per_s(chosen, x, b, n) for b in FAST_BATCHES}
     scoring_rss = peak_rss_mb()
     reference, options = build_candidates(
-        loaded.module,
+        scorer.runtime_module,
         scorer.device,
         requested="auto" if fast_path == "auto" else fast_path,
-        model_hash=loaded.sha256,
+        model_hash=scorer.runtime_key,
         input_size=size,
         threads=scorer.threads,
         include_all=include_all,
@@ -190,13 +202,29 @@ def run_benchmark(
                 per_option.pop(cand.name)
     per_option[chosen.name] = fast["8"]
     fp32_8 = per_option["fp32"]
-    ref_out = np.concatenate([reference.run(x[i : i + 8]) for i in range(0, n, 8)])
-    fast_out = np.concatenate([chosen.run(x[i : i + 8]) for i in range(0, n, 8)])
+    assess = None
+    if scorer.judges_trust:
+        assess = max(assess_per_s(scorer, x, n) for _ in range(max(1, rounds)))
+
+    def viabilities(cand: Candidate) -> np.ndarray:
+        out = np.concatenate([cand.run(x[i : i + 8]) for i in range(0, n, 8)])
+        return scorer.heads.viability(out) if scorer.judges_trust else out
+
+    ref_out = viabilities(reference)
+    fast_out = viabilities(chosen)
+    distance_delta = None
+    summary = scorer.model.summary
+    if summary is not None:
+        ref_d, fast_d = (summary.embedding_distances(
+            np.concatenate([c.run(x[i : i + 8]) for i in range(0, n, 8)]))
+            for c in (reference, chosen))
+        distance_delta = float(np.max(np.abs(fast_d - ref_d) / np.maximum(1.0, ref_d
+                                                                          / summary.embedding_scale)
+                                      / summary.embedding_scale))
     deltas = {}
     for cand in others:
         if cand.name in per_option:
-            out = np.concatenate([cand.run(x[i : i + 8]) for i in range(0, n, 8)])
-            deltas[cand.name] = float(np.max(np.abs(ref_out - out)))
+            deltas[cand.name] = float(np.max(np.abs(ref_out - viabilities(cand))))
     for name, reason in scorer.choice.rejected.items():
         notes.append(f"{name} rejected at load time: {reason}")
     return BenchResult(
@@ -221,4 +249,20 @@ def run_benchmark(
         load_avg=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         notes=notes,
         options_max_delta=deltas,
+        assess_batch8=assess,
+        max_distance_delta=distance_delta,
     )
+
+
+def assess_per_s(scorer: Scorer, x: torch.Tensor, n_images: int) -> float:
+    """Images/s of :meth:`Scorer.assess_tensors` at batch 8 (after one warm-up batch)."""
+    scorer.assess_tensors(x[:8])
+    n_batches = max(1, -(-n_images // 8))
+    done = 0
+    t0 = time.perf_counter()
+    for i in range(n_batches):
+        start = (i * 8) % max(1, x.shape[0] - 8 + 1)
+        chunk = x[start : start + 8]
+        scorer.assess_tensors(chunk)
+        done += chunk.shape[0]
+    return done / (time.perf_counter() - t0)

@@ -15,6 +15,11 @@ hundredths — the fp32 options are measured: fp32 channels-last and ONNX
 Runtime. ``torch.compile`` and OpenVINO (fp32, bf16) are measured by
 ``bench --all`` and used when asked for by name (see ON_REQUEST).
 
+For a model that judges trust the options run its encoder(s) only and give
+features; ``readout`` (the heads, fp32) turns them into viabilities for the
+check, and ``distance`` (the embedding distance of the training summary) must
+agree within ``MAX_DISTANCE_DELTA`` (relative) too.
+
 The choice (and, on a GPU, the batch size) is cached per machine, model and
 thread count in the user cache folder, so later starts only re-validate it.
 """
@@ -45,6 +50,10 @@ MAX_DELTA = 0.01
 # images and by 0.0104 on 64 rendered spheroids. Reduced-precision options must
 # therefore stay within MAX_DELTA / REDUCED_MARGIN on the probe.
 REDUCED_MARGIN = 3.0
+# A path that gives features must also keep each image's embedding distance (in
+# held-out-median units) within 2 % of fp32's (0.02 absolute below 1): far less than
+# the spread of distances between images like the training ones.
+MAX_DISTANCE_DELTA = 0.02
 PROBE_IMAGES = 16
 # Every option by name ([model] fast_path); "auto" measures and chooses.
 FAST_PATHS = (
@@ -112,6 +121,7 @@ class FastPathChoice:
     reference: Candidate
     images_per_s: dict[str, float] = field(default_factory=dict)
     max_delta: dict[str, float] = field(default_factory=dict)
+    max_distance_delta: dict[str, float] = field(default_factory=dict)  # relative
     rejected: dict[str, str] = field(default_factory=dict)
     from_cache: bool = False
     batch_size: int | None = None  # measured (GPU); None: the configured one
@@ -345,12 +355,16 @@ def choose_fast_path(
     threads: int = 1,
     use_cache: bool = True,
     batch_sizes: Sequence[int] = (),
+    readout: Callable[[np.ndarray], np.ndarray] | None = None,
+    distance: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> FastPathChoice:
     """Measure, validate against fp32 and return the fastest option within MAX_DELTA.
 
     Reduced-precision options are measured first; the fp32 ones only when none
     of those passes. ``batch_sizes``: also measure the chosen option at these
-    batch sizes and keep the best (see :func:`pick_batch_size`)."""
+    batch sizes and keep the best (see :func:`pick_batch_size`). When
+    ``module`` gives features, ``readout`` maps them to viabilities and
+    ``distance`` (optional) to embedding distances, both checked."""
     reference, fast = build_candidates(
         module,
         device,
@@ -380,9 +394,10 @@ def choose_fast_path(
     if not cached:
         choice.images_per_s["fp32"] = speed
     repeats = 0 if cached else 2
-    valid = _validate([c for c in fast if not c.exact], x, ref_out, choice, repeats)
+    check = _Check(ref_out, readout, distance)
+    valid = _validate([c for c in fast if not c.exact], x, check, choice, repeats)
     if not valid:
-        valid = _validate([c for c in fast if c.exact], x, ref_out, choice, repeats)
+        valid = _validate([c for c in fast if c.exact], x, check, choice, repeats)
     if cached:
         choice.images_per_s.update(cached.get("images_per_s", {}))
         choice.from_cache = True
@@ -420,24 +435,46 @@ def choose_fast_path(
     return choice
 
 
+class _Check:
+    """What a candidate's outputs are compared on: viabilities (through ``readout``
+    when the outputs are features) and, given ``distance``, embedding distances."""
+
+    def __init__(self, ref_out: np.ndarray, readout: Callable[[np.ndarray], np.ndarray] | None,
+                 distance: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        self.readout = readout or (lambda out: out)
+        self.distance = distance
+        self.ref = self.readout(ref_out)
+        self.ref_distance = distance(ref_out) if distance is not None else None
+
+    def viability_delta(self, out: np.ndarray) -> float:
+        return float(np.max(np.abs(self.readout(out) - self.ref)))
+
+    def distance_delta(self, out: np.ndarray) -> float | None:
+        if self.distance is None or self.ref_distance is None:
+            return None
+        d = np.asarray(self.distance(out), np.float64)
+        return float(np.max(np.abs(d - self.ref_distance) / np.maximum(1.0, self.ref_distance)))
+
+
 def _validate(
     candidates: Iterable[Candidate],
     x: torch.Tensor,
-    ref_out: np.ndarray,
+    check: _Check,
     choice: FastPathChoice,
     repeats: int,
 ) -> list[Candidate]:
     """Measure each candidate; record speed, max |Δ| or why it was rejected in ``choice``;
-    return those within MAX_DELTA of fp32."""
+    return those within MAX_DELTA of fp32 (and MAX_DISTANCE_DELTA, when checked)."""
     valid = []
     for cand in candidates:
         try:
             speed, out = measure(cand, x, repeats=repeats)
+            delta = check.viability_delta(out)
+            dist_delta = check.distance_delta(out)
         except Exception as exc:  # noqa: BLE001 - an optional backend failing only drops it
             choice.rejected[cand.name] = f"failed: {exc}"
             log.info("Fast path %s failed (%s); not using it.", cand.description, exc)
             continue
-        delta = float(np.max(np.abs(out - ref_out)))
         choice.max_delta[cand.name] = delta
         limit = MAX_DELTA if cand.exact else round(MAX_DELTA / REDUCED_MARGIN, 4)
         if not np.isfinite(delta) or delta > limit:
@@ -450,6 +487,16 @@ def _validate(
                 limit,
             )
             continue
+        if dist_delta is not None:
+            choice.max_distance_delta[cand.name] = dist_delta
+            if not np.isfinite(dist_delta) or dist_delta > MAX_DISTANCE_DELTA:
+                choice.rejected[cand.name] = (
+                    f"max relative |Δ distance| {dist_delta:.4f} > {MAX_DISTANCE_DELTA}")
+                log.warning(
+                    "Fast path %s moves the distance from the training images by %.1f %% "
+                    "on the probe batch (limit %.0f %%); not using it.",
+                    cand.description, 100 * dist_delta, 100 * MAX_DISTANCE_DELTA)
+                continue
         if repeats:
             choice.images_per_s[cand.name] = speed
         valid.append(cand)

@@ -12,6 +12,14 @@ of the training-image summary, whose arrays are the tensors named
 (the interval calibration, :mod:`nvir_agent.model.uncertainty`). A file
 without them loads as before; its scores have no typicality and no interval.
 
+A deep ensemble (``nvir-agent train --ensemble N``) is one file too: its
+tensors are the members' under ``members.<i>.``, and ``ensemble`` in the
+metadata says ``{"members": N, "seeds": [...], ...}``. A file without
+``ensemble`` holds one network, as every file written before ensembles.
+
+Reading the header and metadata alone needs no torch
+(:mod:`nvir_agent.model.fileheader`).
+
 :func:`load_model` checks everything and turns each problem into a
 ``ModelLoadError`` that names the file and the fix.
 """
@@ -23,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,33 +43,37 @@ from safetensors.torch import save as st_save
 
 from nvir_agent import __version__
 from nvir_agent.errors import ModelLoadError, listing
-from nvir_agent.model.network import ARCHITECTURE, NViR, build_nvir
+from nvir_agent.model.fileheader import (  # noqa: F401 - re-exported for callers
+    ARCHITECTURE,
+    FORMAT_VERSION,
+    META_KEY,
+    check_metadata,
+    ensemble_members,
+    file_sha256,
+    parse_header,
+    read_bytes,
+    read_model_metadata,
+)
+from nvir_agent.model.fileheader import FIX_GET as _FIX_GET
+from nvir_agent.model.network import NViR, NViREnsemble, build_network, members
 from nvir_agent.model.preprocess import PreprocessSpec
 from nvir_agent.model.typicality import TENSOR_PREFIX, TrainingSummary
-from nvir_agent.model.uncertainty import IntervalCalibration
+from nvir_agent.model.uncertainty import ENSEMBLE, IntervalCalibration
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-META_KEY = "nvir"
 OUTPUT_MEANING = (
     "viability: ATP of the well divided by the median ATP of the vehicle-control wells "
     "on the same plate and day (1.0 = like control)"
 )
-_MAX_HEADER = 100_000_000
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-_FIX_GET = (
-    "Re-import the checkpoint with `nvir-agent model import`, train one with "
-    "`nvir-agent train`, or point [model] path in agent.toml at a valid NViR model file."
-)
 
 
 @dataclass
 class LoadedModel:
     """A network ready for inference (eval mode, float32, CPU) and what its file says."""
 
-    module: NViR
+    module: NViR | NViREnsemble
     spec: PreprocessSpec
     metadata: dict[str, Any]
     path: Path | None = None
@@ -78,6 +89,11 @@ class LoadedModel:
         """File name plus short hash, as stored with each measurement."""
         stem = self.path.name if self.path else "in-memory"
         return f"{stem}@{self.sha256[:8]}" if self.sha256 else stem
+
+    @property
+    def members(self) -> int:
+        """Networks in the file: N for an ensemble of N, else 1."""
+        return len(members(self.module))
 
 
 def save_model(
@@ -118,6 +134,11 @@ def save_model(
     meta.setdefault("output", OUTPUT_MEANING)
     meta.setdefault("metrics", {})
     meta["dtype"] = str(dtype).removeprefix("torch.")
+    n_members = len(members(module))
+    if n_members > 1:
+        meta["ensemble"] = {**dict(meta.get("ensemble") or {}), "members": n_members}
+    else:
+        meta.pop("ensemble", None)
     tensors = {}
     for key, value in module.state_dict().items():
         t = value.detach().cpu()
@@ -148,8 +169,8 @@ def add_trust(
     interval calibration; the network's tensors are copied byte for byte."""
     path = Path(path)
     raw = read_bytes(path)
-    header, _ = _parse_header(path, raw)
-    meta = _check_metadata(path, header.get("__metadata__"))
+    header, _ = parse_header(path, raw)
+    meta = check_metadata(path, header.get("__metadata__"))
     try:
         tensors = {k: v for k, v in st_load(raw).items() if not k.startswith(TENSOR_PREFIX)}
     except (SafetensorError, RuntimeError, ValueError) as exc:
@@ -189,20 +210,12 @@ def _write(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
     return path
 
 
-def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The NViR metadata of a model file, checked, without building the network."""
-    path = Path(path)
-    raw = read_bytes(path)
-    header, _ = _parse_header(path, raw)
-    return _check_metadata(path, header.get("__metadata__"))
-
-
 def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     """Load and check an NViR model file; ModelLoadError names the file and the fix."""
     path = Path(path)
     raw = read_bytes(path)
-    header, _ = _parse_header(path, raw)
-    meta = _check_metadata(path, header.get("__metadata__"))
+    header, _ = parse_header(path, raw)
+    meta = check_metadata(path, header.get("__metadata__"))
     try:
         spec = PreprocessSpec.from_dict(meta["preprocessing"])
     except (ValueError, TypeError) as exc:
@@ -217,8 +230,15 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         ) from exc
     trust = {k: tensors.pop(k) for k in list(tensors) if k.startswith(TENSOR_PREFIX)}
     summary, intervals = _read_trust(path, meta, trust)
-    module = build_nvir()
+    try:
+        module = build_network(ensemble_members(meta))
+    except ValueError as exc:
+        raise ModelLoadError(f"Model file {path} is corrupt: {exc}.", _FIX_GET) from exc
     check_state_dict(tensors, module, source=str(path))
+    if intervals is not None and intervals.method == ENSEMBLE and len(members(module)) < 2:
+        log.warning("Model file %s: its intervals are calibrated for an ensemble but it holds "
+                    "one network; scores have no interval.", path)
+        intervals = None
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     module.load_state_dict(state, strict=True)
     module.eval()
@@ -288,118 +308,3 @@ def check_state_dict(
     )
 
 
-def read_bytes(path: Path, what: str = "Model file", fix: str = _FIX_GET) -> bytes:
-    """The whole file, or ModelLoadError saying it is missing, a folder, unreadable or
-    empty; ``what`` names the kind of file in the message, ``fix`` says how to get a good one."""
-    try:
-        if path.is_dir():
-            raise ModelLoadError(f"{what} path {path} is a folder, not a file.", fix)
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ModelLoadError(f"{what} {path} does not exist.", f"Check the path. {fix}") from exc
-    except OSError as exc:
-        raise ModelLoadError(
-            f"Cannot read {what.lower()} {path}: {exc.strerror or exc}.",
-            "Check that the file exists and that you may read it.",
-        ) from exc
-    if not raw:
-        raise ModelLoadError(
-            f"{what} {path} is empty (0 bytes).",
-            "The copy or download was cut short. " + fix,
-        )
-    return raw
-
-
-def _parse_header(path: Path, raw: bytes) -> tuple[dict[str, Any], int]:
-    pickled = ModelLoadError(
-        f"{path} is a pickled PyTorch file, not an NViR model file (.safetensors).",
-        f"Convert it first: nvir-agent model import {path} --out model.safetensors",
-    )
-    if raw[:4] == b"PK\x03\x04":
-        raise pickled
-    if len(raw) < 8:
-        raise ModelLoadError(f"Model file {path} is truncated ({len(raw)} bytes).", _FIX_GET)
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n == 0 or n > _MAX_HEADER:
-        if raw[:1] == b"\x80":
-            raise pickled
-        raise ModelLoadError(f"{path} is not a safetensors model file (no valid header).", _FIX_GET)
-    if len(raw) > 8 and raw[8:9] != b"{":
-        raise ModelLoadError(f"{path} is not a safetensors model file (no valid header).", _FIX_GET)
-    if 8 + n > len(raw):
-        raise ModelLoadError(
-            f"Model file {path} is truncated: its header needs {n} bytes, the file has {len(raw) - 8}.",
-            "The copy or download was cut short. " + _FIX_GET,
-        )
-    try:
-        header = json.loads(raw[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"Model file {path} has a corrupt header ({exc}).", _FIX_GET) from exc
-    if not isinstance(header, dict):
-        raise ModelLoadError(f"Model file {path} has a corrupt header (not an object).", _FIX_GET)
-    data_len = len(raw) - 8 - n
-    end = 0
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        try:
-            end = max(end, int(info["data_offsets"][1]))
-        except (TypeError, KeyError, IndexError, ValueError) as exc:
-            raise ModelLoadError(
-                f"Model file {path} has a corrupt header (entry {key!r}).", _FIX_GET
-            ) from exc
-    if end > data_len:
-        raise ModelLoadError(
-            f"Model file {path} is truncated: tensors need {end} bytes, the file holds {data_len}.",
-            "The copy or download was cut short. " + _FIX_GET,
-        )
-    return header, n
-
-
-def _check_metadata(path: Path, raw_meta: Any) -> dict[str, Any]:
-    if not isinstance(raw_meta, dict) or META_KEY not in raw_meta:
-        raise ModelLoadError(
-            f"{path} is a safetensors file but not an NViR model (it has no NViR metadata).",
-            "Only files written by nvir-agent (import, train) can be used. " + _FIX_GET,
-        )
-    try:
-        meta = json.loads(raw_meta[META_KEY])
-    except (TypeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(
-            f"Model file {path} has corrupt NViR metadata ({exc}).", _FIX_GET
-        ) from exc
-    if not isinstance(meta, dict):
-        raise ModelLoadError(
-            f"Model file {path} has corrupt NViR metadata (not an object).", _FIX_GET
-        )
-    arch = meta.get("architecture")
-    if arch != ARCHITECTURE:
-        raise ModelLoadError(
-            f"{path} holds a {arch!r} network, not {ARCHITECTURE!r}.",
-            "This version of nvir-agent scores only NViR ResNet18 models. " + _FIX_GET,
-        )
-    version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ModelLoadError(
-            f"Model file {path} has no valid format version ({version!r}).", _FIX_GET
-        )
-    if version > FORMAT_VERSION:
-        raise ModelLoadError(
-            f"Model file {path} has format version {version}; this nvir-agent reads up to {FORMAT_VERSION}.",
-            "Update nvir-agent to use this model.",
-        )
-    if version < 1:
-        raise ModelLoadError(
-            f"Model file {path} has an unknown format version {version}.", _FIX_GET
-        )
-    if "preprocessing" not in meta:
-        raise ModelLoadError(f"Model file {path} does not declare its preprocessing.", _FIX_GET)
-    return meta
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

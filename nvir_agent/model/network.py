@@ -15,6 +15,13 @@ map one to one:
 - ``encoder.0.<resnet18 key>``   (``encoder = Sequential(resnet18, Flatten)``)
 - ``regression_head.0.{0,3,6,9}.{weight,bias}``  (the MLP's four linears)
 - ``regression_head.1.{weight,bias}``            (the 32 → 1 output)
+
+A deep ensemble (:class:`NViREnsemble`, ``nvir-agent train --ensemble N``)
+holds N such networks trained from different seeds, under the keys
+``members.<i>.<key>``; its viability is the members' mean.
+:class:`Features` is the encoder part of either (one image → its 512-d
+features, or the members' side by side), so that a fast inference path can
+give the features and the small heads run on them in fp32.
 """
 
 from __future__ import annotations
@@ -24,7 +31,10 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-ARCHITECTURE = "nvir-resnet18-mlp"
+from nvir_agent.model.fileheader import ARCHITECTURE  # the name model files give it
+
+__all__ = ["ARCHITECTURE", "NViR", "NViREnsemble", "Features", "build_network", "build_nvir"]
+
 HEAD_HIDDEN = [32, 32, 32, 32]
 HEAD_DROPOUT = 0.3
 ENCODER_FEATURES = 512
@@ -114,6 +124,50 @@ class NViR(nn.Module):
         return self.regression_head(self.encoder(x))
 
 
+class NViREnsemble(nn.Module):
+    """N NViR networks (different seeds): image (B, 1, H, W) → mean viability (B, 1)."""
+
+    def __init__(self, members: int) -> None:
+        super().__init__()
+        if members < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, not {members}")
+        self.members = nn.ModuleList(NViR() for _ in range(members))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+
+class Features(nn.Module):
+    """The encoder(s) of a network, sharing its weights: image (B, 1, H, W) →
+    (B, 512 × members) features, the members' side by side."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList(m.encoder for m in members(net))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.encoders) == 1:
+            return self.encoders[0](x)
+        return torch.cat([e(x) for e in self.encoders], dim=1)
+
+
+def members(net: nn.Module) -> list[NViR]:
+    """The NViR networks of ``net``: its members for an ensemble, else itself."""
+    if isinstance(net, NViREnsemble):
+        return list(net.members)
+    return [net]  # type: ignore[list-item]
+
+
+def heads(net: nn.Module) -> list[nn.Module]:
+    """The regression head of each member, in member order."""
+    return [m.regression_head for m in members(net)]
+
+
+def build_network(n_members: int = 1) -> NViR | NViREnsemble:
+    """A fresh network with random weights: one NViR, or an ensemble of ``n_members``."""
+    return NViR() if n_members == 1 else NViREnsemble(n_members)
+
+
 def build_nvir(imagenet_state: Mapping[str, torch.Tensor] | None = None) -> NViR:
     """A fresh NViR network.
 
@@ -151,6 +205,11 @@ def load_imagenet_encoder(net: NViR, state: Mapping[str, torch.Tensor]) -> None:
             "not a torchvision ResNet18 state dict: "
             f"missing {sorted(result.missing_keys)[:5]}, unexpected {sorted(result.unexpected_keys)[:5]}"
         )
+
+
+def resnets(net: nn.Module) -> list[ResNet18]:
+    """Every ResNet18 encoder inside ``net`` (one per member)."""
+    return [m for m in net.modules() if isinstance(m, ResNet18)]
 
 
 def expected_shapes() -> dict[str, tuple[int, ...]]:

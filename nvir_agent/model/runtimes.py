@@ -1,8 +1,10 @@
 """The ways to run NViR that :mod:`nvir_agent.model.fastpath` measures.
 
-Each ``make_*`` function builds a runner ``run(x) -> viabilities`` from the
-network, or returns None when the runtime is missing or cannot take the
-model. They copy the network where they change it (memory layout, dtype),
+Each ``make_*`` function builds a runner ``run(x) -> outputs`` from a module
+— the network (viabilities, shape (N,)), an ensemble wrapping its members,
+or the encoder part alone (:class:`nvir_agent.model.network.Features`:
+features, shape (N, F)) — or returns None when the runtime is missing or
+cannot take the module. They copy the network where they change it (memory layout, dtype),
 so the fp32 reference stays untouched.
 
 - torch eager: fp32 (the reference), fp32 channels-last, bf16 autocast,
@@ -29,9 +31,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nvir_agent.model.network import resnets
+
 log = logging.getLogger(__name__)
 
 Runner = Callable[[torch.Tensor], np.ndarray]
+
+
+def rows(y: torch.Tensor | np.ndarray, n: int) -> np.ndarray:
+    """A module's output as float32 numpy: (n,) for one value per image, else (n, F)."""
+    if isinstance(y, torch.Tensor):
+        y = y.detach().float().cpu().numpy()
+    out = np.asarray(y, dtype=np.float32).reshape(n, -1)
+    return out[:, 0] if out.shape[1] == 1 else out
 
 # The encoder's parts in order; mixed precision runs some of them in bf16.
 ENCODER_PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
@@ -75,7 +87,7 @@ def make_eager(
             else:
                 with torch.autocast(device.type, dtype=dtype):
                     y = module(x)
-        return y.float().reshape(-1).cpu().numpy()
+        return rows(y, x.shape[0])
 
     return run
 
@@ -100,37 +112,39 @@ def make_bf16_weights(module: torch.nn.Module) -> Runner:
     def run(x: torch.Tensor) -> np.ndarray:
         x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            return module(x).float().reshape(-1).numpy()
+            return rows(module(x), x.shape[0])
 
     return run
 
 
 def make_mixed(module: torch.nn.Module, bf16_parts: Sequence[str]) -> Runner:
     """bf16 autocast for the encoder parts named in ``bf16_parts`` (of
-    ENCODER_PARTS), fp32 for the others and for the head; channels-last."""
+    ENCODER_PARTS: "stem" is the first convolution) of every ResNet18 in
+    ``module`` (each member of an ensemble), fp32 for the others and for the
+    head(s); channels-last."""
     net = copy.deepcopy(module).eval().to(memory_format=torch.channels_last)
-    resnet = net.encoder[0]
-    head = net.regression_head
-
-    def stem(h: torch.Tensor) -> torch.Tensor:
-        return resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(h))))
-
-    parts = [("stem", stem)] + [(n, getattr(resnet, n)) for n in ENCODER_PARTS[1:]]
+    for resnet in resnets(net):
+        for part in bf16_parts:
+            name = "conv1" if part == "stem" else part
+            setattr(resnet, name, _Bf16(getattr(resnet, name)))
 
     def run(x: torch.Tensor) -> np.ndarray:
-        h = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            for name, part in parts:
-                if name in bf16_parts:
-                    with torch.autocast("cpu", dtype=torch.bfloat16):
-                        h = part(h)
-                    h = h.float()
-                else:
-                    h = part(h)
-            h = torch.flatten(resnet.avgpool(h), 1)
-            return head(h).float().reshape(-1).numpy()
+            return rows(net(x.contiguous(memory_format=torch.channels_last)), x.shape[0])
 
     return run
+
+
+class _Bf16(torch.nn.Module):
+    """Runs ``part`` under CPU bf16 autocast and hands fp32 on."""
+
+    def __init__(self, part: torch.nn.Module) -> None:
+        super().__init__()
+        self.part = part
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.part(x).float()
 
 
 def make_compiled(module: torch.nn.Module) -> Runner | None:
@@ -150,7 +164,7 @@ def make_compiled(module: torch.nn.Module) -> Runner | None:
     def run(x: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
             y = compiled(x.contiguous(memory_format=torch.channels_last))
-        return y.float().reshape(-1).numpy()
+        return rows(y, x.shape[0])
 
     return run
 
@@ -200,7 +214,7 @@ def make_onnxruntime(
 
     def run(x: torch.Tensor) -> np.ndarray:
         out = session.run(None, {"x": x.detach().cpu().numpy().astype(np.float32, copy=False)})
-        return np.asarray(out[0], dtype=np.float32).reshape(-1)
+        return rows(out[0], x.shape[0])
 
     return run
 
@@ -241,7 +255,7 @@ def make_openvino(
 
     def run(x: torch.Tensor) -> np.ndarray:
         out = request.infer({0: x.detach().cpu().numpy().astype(np.float32, copy=False)})
-        return np.array(out[0], dtype=np.float32).reshape(-1)
+        return rows(np.array(out[0]), x.shape[0])
 
     return run
 

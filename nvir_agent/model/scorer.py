@@ -7,15 +7,18 @@ tensors), batches them and returns one viability per image.
 
 :meth:`Scorer.assess_tensors` also says how far each image lies from the
 model's training images and gives a calibrated interval, when the model file
-holds a training summary or an interval calibration. It runs the encoder in
-fp32 eager torch (the reference) to get the 512-d features, computes the
-viability from them, and runs the head with dropout on for the interval; a
-model without either is scored on the fast path as before.
+holds a training summary or an interval calibration. Such a model's fast
+path runs the encoder(s) only (:class:`nvir_agent.model.network.Features`)
+and gives the 512-d features (per member); the heads then run in fp32 torch
+on them (:class:`nvir_agent.model.heads.Heads`): the viability in eval mode,
+the MC-dropout passes for the interval. The fast path is checked against fp32
+on the viability and on the embedding distance. A model without either is
+scored on the fast path of the whole network.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import logging
 import math
 import os
@@ -29,12 +32,15 @@ import torch
 
 from nvir_agent.config import Config
 from nvir_agent.errors import ConfigError, ModelLoadError
+from nvir_agent.model import runtimes
 from nvir_agent.model.fastpath import GPU_BATCHES, FastPathChoice, choose_fast_path
+from nvir_agent.model.heads import Heads
 from nvir_agent.model.locate import DEMO_WARNING, GET_A_MODEL, resolve_model
 from nvir_agent.model.modelfile import LoadedModel, load_model
+from nvir_agent.model.network import Features
 from nvir_agent.model.preprocess import preprocess
 from nvir_agent.model.typicality import image_statistics, statistics_vector
-from nvir_agent.model.uncertainty import intervals, mc_dropout, spreads
+from nvir_agent.model.uncertainty import base_spread, intervals, widen
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +140,39 @@ class Scorer:
             torch.set_num_threads(self.threads)
         if low_priority:
             lower_process_priority()
+        # copied before any path moves the network to the device: they run on the CPU
+        self.heads = Heads(model.module)
+        self._eager_features: runtimes.Runner | None = None
+        summary = model.summary
         self.choice: FastPathChoice = choose_fast_path(
-            model.module,
+            self.runtime_module,
             self.device,
             requested=fast_path,
-            model_hash=model.sha256,
+            model_hash=self.runtime_key,
             input_size=self.spec.size,
             threads=self.threads,
             use_cache=use_cache,
             batch_sizes=GPU_BATCHES if self.device.type == "cuda" else (),
+            readout=self.heads.viability if self.judges_trust else None,
+            distance=(lambda f: summary.embedding_distances(f) / summary.embedding_scale)
+            if summary is not None else None,
         )
         if self.choice.batch_size:  # measured on the GPU
             self.batch_size = self.choice.batch_size
+
+    @property
+    def runtime_module(self) -> torch.nn.Module:
+        """What the fast path runs: the encoder(s) alone for a model that judges
+        trust (the heads run on the features), else the whole network."""
+        return Features(self.model.module) if self.judges_trust else self.model.module
+
+    @property
+    def runtime_key(self) -> str:
+        """The model's hash, or for its encoder-only module one derived from it (the
+        fast-path choice and the ONNX export are cached under it)."""
+        if not self.judges_trust or not self.model.sha256:
+            return self.model.sha256
+        return hashlib.sha256(f"{self.model.sha256}:features".encode()).hexdigest()
 
     @classmethod
     def from_config(cls, cfg: Config, *, low_priority: bool | None = None) -> Scorer:
@@ -191,17 +218,37 @@ class Scorer:
         s = self.spec.size
         if x.ndim != 4 or tuple(x.shape[1:]) != (1, s, s):
             raise ValueError(f"expected a batch of shape (N, 1, {s}, {s}), got {tuple(x.shape)}")
+        if self.judges_trust:
+            return self.heads.viability(self._run_features(x)).astype(np.float32)
         out = np.empty(x.shape[0], dtype=np.float32)
         for start in range(0, x.shape[0], self.batch_size):
             chunk = x[start : start + self.batch_size]
-            try:
-                out[start : start + chunk.shape[0]] = self.choice.chosen.run(chunk)
-            except RuntimeError as exc:
-                raise ModelLoadError(
-                    f"Scoring with {self.name} on {self.device} failed: {exc}.",
-                    "Try [model] device = 'cpu' and fast_path = 'fp32' in agent.toml.",
-                ) from exc
+            out[start : start + chunk.shape[0]] = self._run(self.choice.chosen.run, chunk)
         return out
+
+    def _run(self, runner: runtimes.Runner, chunk: torch.Tensor) -> np.ndarray:
+        try:
+            return runner(chunk)
+        except RuntimeError as exc:
+            raise ModelLoadError(
+                f"Scoring with {self.name} on {self.device} failed: {exc}.",
+                "Try [model] device = 'cpu' and fast_path = 'fp32' in agent.toml.",
+            ) from exc
+
+    def _run_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 512 × members) features of a checked (N, 1, S, S) batch: on the fast path
+        for a model that judges trust, else in fp32 eager torch."""
+        if self.judges_trust:
+            runner = self.choice.chosen.run
+        else:
+            if self._eager_features is None:
+                self._eager_features = runtimes.make_eager(Features(self.model.module),
+                                                           self.device)
+            runner = self._eager_features
+        out = [torch.from_numpy(np.asarray(self._run(runner, x[s : s + self.batch_size]),
+                                           dtype=np.float32)).reshape(-1, self.heads.features)
+               for s in range(0, x.shape[0], self.batch_size)]
+        return torch.cat(out) if out else torch.empty(0, self.heads.features)
 
     @property
     def judges_trust(self) -> bool:
@@ -214,30 +261,12 @@ class Scorer:
         return image_statistics(image, bit_depth, mask)
 
     def features(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(N, 512) encoder features of a preprocessed batch, fp32 eager, on the CPU."""
+        """(N, 512 × members) encoder features of a preprocessed batch, on the CPU:
+        from the fast path for a model that judges trust, else fp32 eager."""
         x = torch.as_tensor(batch, dtype=torch.float32)
         if x.ndim == 3:
             x = x[:, None]
-        module = self._eager_module()
-        out = []
-        try:
-            with torch.no_grad():
-                for start in range(0, x.shape[0], self.batch_size):
-                    chunk = x[start : start + self.batch_size].to(self.device)
-                    out.append(module.encoder(chunk).float().cpu())
-        except RuntimeError as exc:
-            raise ModelLoadError(
-                f"Scoring with {self.name} on {self.device} failed: {exc}.",
-                "Try [model] device = 'cpu' in agent.toml.",
-            ) from exc
-        return torch.cat(out) if out else torch.empty(0, 512)
-
-    def _eager_module(self) -> torch.nn.Module:
-        if self.device.type == "cpu":
-            return self.model.module
-        if getattr(self, "_device_module", None) is None:
-            self._device_module = copy.deepcopy(self.model.module).to(self.device).eval()
-        return self._device_module
+        return self._run_features(x)
 
     def assess_tensors(
         self, batch: np.ndarray | torch.Tensor, stats: Sequence[Mapping[str, float]] | None = None
@@ -250,9 +279,8 @@ class Scorer:
         if not self.judges_trust:
             return [Assessment(float(v)) for v in self.score_tensors(batch)]
         feats = self.features(batch)
-        head = self.model.module.regression_head
-        with torch.no_grad():
-            centre = head.eval()(feats).squeeze(1).double().numpy()
+        outputs = self.heads.outputs(feats)
+        centre = outputs.mean(axis=0)
         n = centre.size
         summary, cal = self.model.summary, self.model.intervals
         dist = typ = None
@@ -265,9 +293,8 @@ class Scorer:
             typ = np.array([j.typicality for j in judged])
         low = high = None
         if cal is not None:
-            samples = mc_dropout(head, feats, cal.passes)
-            spread = spreads(samples, dist, cal.widen_from)
-            low, high = intervals(centre, spread, cal)
+            sd = base_spread(outputs, self.heads.samples(feats, cal.passes), cal.method)
+            low, high = intervals(centre, widen(sd, dist, cal.widen_from), cal)
         return [
             Assessment(
                 viability=float(centre[i]),

@@ -291,6 +291,20 @@ def describe(summary: TrainingSummary | None) -> str:
             f"unlike_training above distance {summary.threshold:.2f}")
 
 
+def describe_metadata(meta: Mapping[str, Any] | None) -> str:
+    """:func:`describe` from the summary's JSON part in a model file's metadata (no
+    tensors needed: ``model info`` reads only the header)."""
+    if meta is None:
+        return describe(None)
+    try:
+        held = len(meta["held_out_distances"])
+        threshold = float(meta["threshold"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"unavailable: the model file's training summary is unusable ({exc})"
+    return (f"{meta.get('images', '?')} training images summarised, calibrated on {held} "
+            f"held-out images; unlike_training above distance {threshold:.2f}")
+
+
 def _num(v: float) -> float | None:
     return None if not math.isfinite(float(v)) else round(float(v), 6)
 

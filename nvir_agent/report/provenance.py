@@ -90,8 +90,8 @@ def training_summary(meta: dict[str, Any]) -> str:
 def collect_provenance(config: Any | None, *, database: str,
                        models_in_data: dict[str, int] | None = None) -> Provenance:
     """The provenance for an output made with this config (None: no model known)."""
+    from nvir_agent.model.fileheader import file_sha256, read_model_metadata
     from nvir_agent.model.locate import resolve_model
-    from nvir_agent.model.modelfile import file_sha256, read_model_metadata
 
     base = dict(agent_version=__version__, generated_at=time.time(), database=database,
                 models_in_data=dict(models_in_data or {}))

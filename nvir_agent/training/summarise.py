@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from nvir_agent.errors import AgentError, DataError
 from nvir_agent.imaging.analyse import analyse
@@ -30,13 +29,16 @@ from nvir_agent.model.modelfile import add_trust, load_model
 from nvir_agent.model.scorer import Scorer
 from nvir_agent.model.typicality import fit_summary, held_out_rows, statistics_vector
 from nvir_agent.model.uncertainty import (
+    ENSEMBLE,
     LEVEL,
+    MC_DROPOUT,
+    MIN_CALIBRATION,
     PASSES,
     IntervalCalibration,
+    base_spread,
     conformal_scale,
     coverage,
-    mc_dropout,
-    spreads,
+    widen,
 )
 from nvir_agent.training.labels import LabelledImage, read_labels
 
@@ -49,20 +51,32 @@ WIDEN_QUANTILE = 0.9
 
 @dataclass
 class Embedded:
-    """Images run through a model: features, statistics, viability, MC samples."""
+    """Images run through a model: features, statistics, viability, each member's
+    eval-mode viability and MC-dropout samples."""
 
     paths: list[Path]
     labels: np.ndarray  # NaN where unlabelled
     features: np.ndarray
     stats: np.ndarray
-    centre: np.ndarray
-    samples: np.ndarray  # (passes, N)
+    centre: np.ndarray  # the members' mean
+    outputs: np.ndarray  # (members, N)
+    samples: np.ndarray  # (members, passes, N)
     skipped: int = 0
 
     def take(self, idx: Sequence[int]) -> Embedded:
         i = np.asarray(idx, int)
         return Embedded([self.paths[j] for j in i], self.labels[i], self.features[i],
-                        self.stats[i], self.centre[i], self.samples[:, i])
+                        self.stats[i], self.centre[i], self.outputs[:, i],
+                        self.samples[..., i])
+
+    @property
+    def method(self) -> str:
+        """How this model's intervals are made: MC dropout, or the ensemble's spread."""
+        return ENSEMBLE if self.outputs.shape[0] > 1 else MC_DROPOUT
+
+    def spread(self, method: str | None = None) -> np.ndarray:
+        """Each image's spread before widening (see uncertainty.base_spread)."""
+        return base_spread(self.outputs, self.samples, method or self.method)
 
 
 @dataclass
@@ -75,6 +89,7 @@ class SummaryReport:
     calibrated: bool
     coverage: float | None = None
     mean_width: float | None = None
+    labelled: int = 0  # labelled held-out images
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -121,13 +136,11 @@ def embed(scorer: Scorer, paths: Sequence[Path], labels: np.ndarray, *,
         raise DataError("None of the images could be read and segmented.",
                         "Check that the folder holds bright-field spheroid images.")
     feats = scorer.features(np.stack(inputs))
-    head = scorer.model.module.regression_head
-    with torch.no_grad():
-        centre = head.eval()(feats).squeeze(1).double().numpy()
-    samples = mc_dropout(head, feats, passes)
+    outputs = scorer.heads.outputs(feats)
+    samples = scorer.heads.samples(feats, passes)
     return Embedded([Path(paths[i]) for i in keep], np.asarray(labels, float)[keep],
-                    feats.double().numpy(), np.stack(stats), centre, samples,
-                    skipped=len(paths) - len(keep))
+                    feats.double().numpy(), np.stack(stats), outputs.mean(axis=0), outputs,
+                    samples, skipped=len(paths) - len(keep))
 
 
 def summarise_model(
@@ -159,22 +172,26 @@ def write_summary(model: Path, out: Path, fit: Embedded, held: Embedded,
     labelled = np.isfinite(held.labels)
     cal = None
     cov = width = None
-    if labelled.sum() >= 10:
-        widen = float(np.quantile(dist, WIDEN_QUANTILE))
-        spread = spreads(held.samples, dist, widen)
+    n_labelled = int(labelled.sum())
+    if n_labelled >= MIN_CALIBRATION:
+        widen_from = float(np.quantile(dist, WIDEN_QUANTILE))
+        spread = widen(held.spread(), dist, widen_from)
         scale = conformal_scale(held.labels[labelled], held.centre[labelled], spread[labelled])
         lo, hi = held.centre - scale * spread, held.centre + scale * spread
         cov = coverage(held.labels[labelled], lo[labelled], hi[labelled])
         width = float(np.mean(hi - lo))
-        cal = IntervalCalibration(scale=scale, widen_from=widen, info={
-            "calibrated_on": int(labelled.sum()), "coverage": round(cov, 4),
-            "mean_width": round(width, 4), "nominal": LEVEL})
+        cal = IntervalCalibration(scale=scale, widen_from=widen_from, method=held.method,
+                                  info={"calibrated_on": n_labelled, "coverage": round(cov, 4),
+                                        "mean_width": round(width, 4), "nominal": LEVEL})
     else:
-        log.warning("No labelled held-out images: scores of this model will have no interval. "
-                    "Give a folder with a labels.csv to calibrate them.")
+        log.warning("Only %d labelled held-out images (at least %d are needed to calibrate "
+                    "a %.0f %% interval): scores of this model will have no interval. "
+                    "Give a held-out folder with a labels.csv of at least %d images "
+                    "(with `nvir-agent train`: more validation images).",
+                    n_labelled, MIN_CALIBRATION, 100 * LEVEL, MIN_CALIBRATION)
     path = add_trust(model, out, summary, cal)
     return SummaryReport(path, len(fit.paths), len(held.paths), fit.skipped + held.skipped,
-                         summary.threshold, cal is not None, cov, width)
+                         summary.threshold, cal is not None, cov, width, n_labelled)
 
 
 def summarise_trained(model: Path, train_items: Sequence[LabelledImage],

@@ -40,6 +40,7 @@ from nvir_agent.errors import (
 )
 from nvir_agent.model.modelfile import load_model, save_model
 from nvir_agent.model.network import build_nvir
+from nvir_agent.model.network import members as network_members
 from nvir_agent.model.preprocess import PreprocessSpec
 from nvir_agent.paths import user_cache_dir
 from nvir_agent.training import hardware
@@ -55,6 +56,7 @@ IMAGENET_FILE = "resnet18-f37072fd.pth"
 IMAGENET_URL = "https://download.pytorch.org/models/" + IMAGENET_FILE
 RESUME_SUFFIX = ".resume"
 NEW_PERCENTILE_SIDE = 64  # a new model's percentiles come from its crop reduced to 64 × 64
+MAX_ENSEMBLE = 16
 CALIBRATION_IMAGES = 1024  # training images used to calibrate the output after each epoch
 # options that may change between an interrupted run and its resumption
 _RESUMABLE_CHANGES = {"epochs", "resume", "workers", "stop_after", "device", "cache_dir", "out",
@@ -98,6 +100,7 @@ class TrainOptions:
     resume: bool = False
     stop_after: int | None = None  # end this run after so many epochs, keeping the checkpoint
     summary: bool = True  # store the training-image summary and calibrate intervals (see summarise)
+    ensemble: int = 1  # networks trained from seeds seed, seed + 1, … (training/ensemble.py)
 
     def recipe(self) -> dict[str, Any]:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -123,6 +126,8 @@ class Progress:
     best_epoch: int = 0
     elapsed_s: float = 0.0
     eta_s: float | None = None
+    member: int = 0  # which network of an ensemble (0-based) …
+    members: int = 1  # … of how many
 
 
 @dataclass
@@ -137,6 +142,7 @@ class TrainResult:
     images_per_s: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
     saved_epoch: int = 0  # the epoch the file holds: best_epoch, or the last with keep="last"
+    members: list[TrainResult] = field(default_factory=list)  # an ensemble's, in seed order
 
 
 def resume_path(out: Path) -> Path:
@@ -148,9 +154,12 @@ def imagenet_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
 
 
-def initial_network(init: str) -> tuple[nn.Module, PreprocessSpec | None, str]:
+def initial_network(init: str, member: int = 0, members: int = 1
+                    ) -> tuple[nn.Module, PreprocessSpec | None, str]:
     """The starting network for ``init`` (imagenet, none, or a file), the spec of
-    an init model file, and a description for the provenance."""
+    an init model file, and a description for the provenance. ``member`` of
+    ``members``: an ensemble's network, which starts from the same member of an
+    ensemble model file (one network's file starts every member)."""
     if init == "none":
         return build_nvir(), None, "random initialisation"
     if init == "imagenet":
@@ -171,7 +180,14 @@ def initial_network(init: str) -> tuple[nn.Module, PreprocessSpec | None, str]:
         return build_nvir(_load_resnet_state(path)), None, f"ImageNet ResNet18 ({path.name})"
     loaded = load_model(path)
     source = loaded.metadata.get("provenance", {}).get("source", "unknown")
-    return loaded.module, loaded.spec, f"fine-tuned from {loaded.name} ({source})"
+    nets = network_members(loaded.module)
+    if len(nets) > 1 and len(nets) != members:
+        raise ConfigError(
+            f"--init {init} is an ensemble of {len(nets)} networks; fine-tuning it needs "
+            f"--ensemble {len(nets)}" + (f", not {members}" if members > 1 else ""),
+            f"add --ensemble {len(nets)} (each network starts from the same member of {path.name})")
+    module = nets[member] if len(nets) > 1 else loaded.module
+    return module, loaded.spec, f"fine-tuned from {loaded.name} ({source})"
 
 
 def _load_resnet_state(path: Path) -> dict[str, torch.Tensor]:
@@ -201,7 +217,7 @@ def resolve_spec(options: TrainOptions, init_spec: PreprocessSpec | None) -> Pre
         raise ConfigError(str(exc), "see nvir-agent train --help for the allowed values") from exc
 
 
-def _check_options(o: TrainOptions) -> None:
+def check_options(o: TrainOptions) -> None:
     problems = []
     if o.epochs < 1:
         problems.append(f"--epochs {o.epochs} must be at least 1")
@@ -219,22 +235,68 @@ def _check_options(o: TrainOptions) -> None:
         problems.append(f"--augment-noise {o.noise} must be between 0 and 0.2")
     if o.patience < 1 or o.lr_patience < 0:
         problems.append("--patience must be ≥ 1 and --lr-patience ≥ 0")
+    if not 1 <= o.ensemble <= MAX_ENSEMBLE:
+        problems.append(f"--ensemble {o.ensemble} must be between 1 and {MAX_ENSEMBLE}")
     if problems:
         raise ConfigError("; ".join(problems))
 
 
 def train(options: TrainOptions, progress: Callable[[Progress], None] | None = None
           ) -> TrainResult:
-    """Run the recipe and write the model file (see module doc)."""
-    _check_options(options)
+    """Run the recipe for one network and write the model file (see module doc).
+    An ensemble (``options.ensemble`` > 1) is trained by
+    :func:`nvir_agent.training.ensemble.train_model`."""
+    check_options(options)
+    if options.ensemble != 1:
+        raise ConfigError(f"train() trains one network, not an ensemble of {options.ensemble}",
+                          "use nvir_agent.training.ensemble.train_model")
     started = time.monotonic()
     notify = progress or (lambda p: None)
     ckpt_path = resume_path(options.out)
     checkpoint = _read_checkpoint(ckpt_path, options)
+    data = prepare(options, notify)
+    module, result = fit(options, data, data.module, notify, started, ckpt_path, checkpoint)
+    if result.stopped == "paused":
+        return result
+    meta = metadata(options, data, result)
+    result.path = save_model(options.out, module.cpu(), data.spec, meta,
+                             dtype=options.save_dtype)
+    result.metadata = meta
+    if options.summary:
+        summarise(result.path, data)
+    ckpt_path.unlink(missing_ok=True)
+    log.info("wrote %s (epoch %d, best epoch %d, validation R² %s, MAE %s)", result.path,
+             result.saved_epoch, result.best_epoch, result.validation.get("r2"),
+             result.validation.get("mae"))
+    return result
 
+
+@dataclass
+class TrainingData:
+    """The labelled images read, split and preprocessed once, the starting network
+    (of the first member) and where training runs."""
+
+    labels: Any
+    split: Any
+    crops: Any
+    spec: PreprocessSpec
+    init_text: str
+    module: nn.Module
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    val_items: list[Any]
+    device: torch.device
+    bf16: bool
+
+
+def prepare(options: TrainOptions, notify: Callable[[Progress], None]) -> TrainingData:
+    """Read the labels, build the starting network (seeded by ``options.seed``), split
+    and preprocess the images."""
     labels = read_labels(options.labels, options.images, label_source=options.label_source)
     torch.manual_seed(options.seed)
-    module, init_spec, init_text = initial_network(options.init)
+    module, init_spec, init_text = initial_network(options.init, 0, options.ensemble)
     spec = resolve_spec(options, init_spec)
     split = split_labels(labels, options.split, val_fraction=options.val_fraction,
                          seed=options.seed)
@@ -248,11 +310,29 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
             f"after leaving out unusable images, {len(x_train)} training and {len(x_val)} "
             "validation images remain", "label more images, or choose another --split")
     val_items = [labels.items[i] for i in val_idx]
+    device = hardware.pick_device(options.device)
+    bf16 = hardware.use_bf16(device, options.precision)
+    return TrainingData(labels, split, crops, spec, init_text, module, x_train, y_train,
+                        x_val, y_val, val_items, device, bf16)
+
+
+def fit(options: TrainOptions, data: TrainingData, module: nn.Module,
+        notify: Callable[[Progress], None], started: float, ckpt_path: Path | None,
+        checkpoint: dict[str, Any] | None, *, member: int = 0, members: int = 1
+        ) -> tuple[nn.Module, TrainResult]:
+    """Train ``module`` with the recipe (seeded by ``options.seed``) and return it
+    holding the epoch the file keeps, with the result. ``ckpt_path`` None: no resume
+    checkpoint is written (an ensemble's members)."""
+    spec, device, bf16 = data.spec, data.device, data.bf16
+    x_train, y_train, x_val, y_val = data.x_train, data.y_train, data.x_val, data.y_val
+    val_items = data.val_items
+
+    def tell(p: Progress) -> None:
+        notify(replace(p, member=member, members=members))
+
     cal = np.random.default_rng([options.seed, 0]).permutation(len(x_train))[:CALIBRATION_IMAGES]
     x_cal, y_cal = x_train[np.sort(cal)], y_train[np.sort(cal)]
 
-    device = hardware.pick_device(options.device)
-    bf16 = hardware.use_bf16(device, options.precision)
     module = module.to(device)
     if bf16:
         module = module.to(memory_format=torch.channels_last)
@@ -307,7 +387,7 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
                 optimizer.step()
                 losses.append(float(loss.detach()) * len(yb))
                 seen += len(yb)
-                notify(Progress("batch", step, steps, epoch, options.epochs))
+                tell(Progress("batch", step, steps, epoch, options.epochs))
             train_s = time.monotonic() - t0
             scale, shift = 1.0, 0.0
             if options.calibrate:
@@ -339,9 +419,10 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
             epochs_this_run += 1
             elapsed = time.monotonic() - run_start
             per_epoch = elapsed / epochs_this_run
-            _write_checkpoint(ckpt_path, options, module, optimizer, scheduler, state,
-                              state["wall_s"] + time.monotonic() - started)
-            notify(Progress("epoch", epoch, options.epochs, epoch, options.epochs,
+            if ckpt_path is not None:
+                _write_checkpoint(ckpt_path, options, module, optimizer, scheduler, state,
+                                  state["wall_s"] + time.monotonic() - started)
+            tell(Progress("epoch", epoch, options.epochs, epoch, options.epochs,
                             state["history"][-1]["train_loss"], val_loss, report["r2"],
                             report["mae"], lr, state["best_epoch"], elapsed,
                             per_epoch * (options.epochs - epoch)))
@@ -357,7 +438,9 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
     except KeyboardInterrupt as exc:
         raise TrainingInterrupted(
             f"training interrupted after epoch {state['epoch']}",
-            f"continue with the same command plus --resume (checkpoint {ckpt_path})") from exc
+            f"continue with the same command plus --resume (checkpoint {ckpt_path})"
+            if ckpt_path is not None else
+            "train again: an ensemble's training cannot be resumed") from exc
     finally:
         torch.use_deterministic_algorithms(deterministic)
         if pool is not None:
@@ -371,25 +454,34 @@ def train(options: TrainOptions, progress: Callable[[Progress], None] | None = N
                          state["history"], wall, ips,
                          saved_epoch=state["epoch"] if last else state["best_epoch"])
     if stopped == "paused":
-        return result
+        return module, result
     if last:
         module.load_state_dict(fold_calibration(_cpu_state(module), *state["last_calibration"]))
     else:
         module.load_state_dict(state["best_state"])
-    meta = _metadata(options, labels, split, crops, len(x_train), len(x_val), spec, init_text,
-                     result, hardware.describe(device, bf16))
-    result.path = save_model(options.out, module.cpu(), spec, meta, dtype=options.save_dtype)
-    result.metadata = meta
-    if options.summary:
-        try:
-            summarise_trained(result.path, [labels.items[i] for i in split.train], val_items)
-        except (DataError, ValueError) as exc:
-            log.warning("no training-image summary stored in %s: %s", result.path, exc)
-    ckpt_path.unlink(missing_ok=True)
-    log.info("wrote %s (epoch %d, best epoch %d, validation R² %s, MAE %s)", result.path,
-             result.saved_epoch, result.best_epoch, result.validation.get("r2"),
-             result.validation.get("mae"))
-    return result
+    return module, result
+
+
+def metadata(options: TrainOptions, data: TrainingData, result: TrainResult) -> dict[str, Any]:
+    """The model file's metadata for a run (see :func:`_metadata`)."""
+    return _metadata(options, data.labels, data.split, data.crops, len(data.x_train),
+                     len(data.x_val), data.spec, data.init_text, result,
+                     hardware.describe(data.device, data.bf16))
+
+
+def summarise(path: Path, data: TrainingData) -> None:
+    """Store the training-image summary and the interval calibration in ``path`` (on the
+    validation images); a failure is logged, the model file stays as it is. Torch's
+    thread count, which the scorer sets, is restored (later training in this process
+    would otherwise reduce in another order and give other weights)."""
+    threads = torch.get_num_threads()
+    try:
+        summarise_trained(path, [data.labels.items[i] for i in data.split.train],
+                          data.val_items)
+    except (DataError, ValueError) as exc:
+        log.warning("no training-image summary stored in %s: %s", path, exc)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def output_calibration(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
@@ -457,6 +549,8 @@ def _metadata(options: TrainOptions, labels: Any, split: Any, crops: Any, n_trai
 
 def _fingerprint(options: TrainOptions) -> dict[str, Any]:
     d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    if d.get("ensemble") == 1:
+        d.pop("ensemble")  # as in checkpoints written before ensembles existed
     return {k: v for k, v in d.items() if k not in _RESUMABLE_CHANGES}
 
 
