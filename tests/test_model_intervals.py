@@ -21,6 +21,7 @@ from nvir_agent.model.uncertainty import (
     base_spread,
     conformal_rank,
     conformal_scale,
+    intervals,
 )
 from nvir_agent.training.summarise import Embedded, write_summary
 
@@ -102,3 +103,10 @@ def test_fewer_than_twenty_labelled_held_out_images_give_no_calibration_and_a_lo
     else:
         assert report.calibrated and 0.85 <= report.coverage <= 1.0
         assert "labelled held-out images" not in caplog.text
+
+
+def test_an_interval_never_reaches_below_zero_viability():
+    cal = IntervalCalibration(scale=2.0)
+    low, high = intervals(np.array([0.04, 0.5, -0.01]), np.array([0.05, 0.05, 0.01]), cal)
+    assert low.tolist() == pytest.approx([0.0, 0.4, 0.0])
+    assert high.tolist() == pytest.approx([0.14, 0.6, 0.01])

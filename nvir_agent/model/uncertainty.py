@@ -160,10 +160,13 @@ def conformal_scale(labels: np.ndarray, centre: np.ndarray, spread: np.ndarray,
 
 def intervals(centre: np.ndarray, spread: np.ndarray,
               cal: IntervalCalibration) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) of each viability's interval at the calibration's level."""
+    """(low, high) of each viability's interval at the calibration's level.
+
+    A viability (ATP relative to the plate's reference) cannot be below 0, so
+    neither bound is: clipping can only make an interval cover more often."""
     half = cal.scale * np.asarray(spread, np.float64)
     c = np.asarray(centre, np.float64)
-    return c - half, c + half
+    return np.maximum(c - half, 0.0), np.maximum(c + half, 0.0)
 
 
 def coverage(labels: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
