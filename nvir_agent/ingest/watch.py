@@ -3,12 +3,16 @@
 - ``FolderWatcher`` runs one watchdog observer per acquisition folder: the
   native one on local disks, the polling one on network shares (UNC paths,
   SMB/NFS/CIFS mounts) or when configured. Its event handler only filters
-  names and enqueues paths; a supervisor thread notices a dead observer or a
-  vanished folder, restarts it with back-off, and rescans every folder at
-  start and periodically (events are lost on buffer overflows and never seen
-  for remote writes through inotify).
+  names and enqueues paths; a supervisor thread notices a dead observer, a
+  vanished folder, a folder replaced under the same name (renamed away, or
+  deleted and made again) and a folder this user cannot read; it restarts the
+  observer with back-off, and rescans every folder at start, when it is back
+  and periodically (events are lost on buffer overflows and never seen for
+  remote writes through inotify).
 - ``SettleTracker`` decides when a file is complete: its size and mtime are
-  unchanged for ``settle_s`` and it opens for reading.
+  unchanged for ``settle_s`` and it opens for reading. It remembers since when
+  a file could not be opened (or looked at), so that one held back for long
+  (no permission) is reported.
 - ``LinkPolicy`` decides which symbolic links are followed: never one that
   leads back inside a watched folder (what it points to is found under its
   real path, and a link to a parent folder cannot loop), one leading outside
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import getpass
 import logging
 import os
 import stat as stat_mod
@@ -174,6 +179,13 @@ class LinkPolicy:
         return True
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name (a container without a passwd entry)
+        return str(os.getuid()) if hasattr(os, "getuid") else "?"
+
+
 def _folder_id(path: str) -> tuple[Any, ...] | None:
     try:
         st = os.stat(path)
@@ -231,13 +243,30 @@ def iter_candidates(
         stack.extend(reversed(subfolders))
 
 
-def _can_open(path: str) -> bool:
+def open_error(path: str) -> str | None:
+    """Why ``path`` cannot be opened and read, or None when it can."""
     try:
         with open(path, "rb") as fh:
             fh.read(1)
-        return True
-    except OSError:
-        return False
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def _can_open(path: str) -> bool:
+    return open_error(path) is None
+
+
+def listing_error(folder: str | os.PathLike[str]) -> OSError | None:
+    """Why this user cannot list ``folder``, or None when it can (the folder is
+    opened, not read through: cheap on a large folder and on a share)."""
+    try:
+        with os.scandir(folder):
+            return None
+    except FileNotFoundError:
+        return None  # missing is reported as missing
+    except OSError as exc:
+        return exc
 
 
 class SettleTracker:
@@ -257,6 +286,7 @@ class SettleTracker:
         self.empty_wait_s = max(settle_s, 10.0) if empty_wait_s is None else empty_wait_s
         self._can_open = can_open
         self._files: dict[str, tuple[int, float, float]] = {}  # path → size, mtime, since
+        self._held: dict[str, float] = {}  # path → since when it cannot be opened or looked at
 
     def __len__(self) -> int:
         return len(self._files)
@@ -269,6 +299,11 @@ class SettleTracker:
 
     def forget(self, path: str) -> None:
         self._files.pop(path, None)
+        self._held.pop(path, None)
+
+    def held(self, now: float, longer_than_s: float) -> list[str]:
+        """Files that could not be opened (or looked at) for longer than this."""
+        return sorted(p for p, since in self._held.items() if now - since > longer_than_s)
 
     def poll(self, now: float) -> list[tuple[str, int, float]]:
         """Re-stat every tracked file; return (path, size, mtime) of settled ones."""
@@ -277,24 +312,27 @@ class SettleTracker:
             try:
                 st = os.stat(path)
             except FileNotFoundError:
-                del self._files[path]  # deleted or renamed: the new name has its own event
+                self.forget(path)  # deleted or renamed: the new name has its own event
                 continue
             except OSError:
-                continue  # a share hiccup: try again next time
+                self._held.setdefault(path, now)
+                continue  # a share hiccup or no permission: try again next time
             if not stat_mod.S_ISREG(st.st_mode):
-                del self._files[path]
+                self.forget(path)
                 continue
             if (st.st_size, st.st_mtime) != (size, mtime):
                 self._files[path] = (st.st_size, st.st_mtime, now)
+                self._held.pop(path, None)  # it is being written: not held back
                 continue
             wait = self.empty_wait_s if size == 0 else self.settle_s
             if now - since < wait:
                 continue
             if self._can_open(path):
-                del self._files[path]
+                self.forget(path)
                 settled.append((path, size, mtime))
             else:
                 self._files[path] = (size, mtime, now)
+                self._held.setdefault(path, now)
         return settled
 
 
@@ -323,7 +361,7 @@ class FolderStatus:
     folder: str
     mode: str  # native | polling
     network: bool
-    health: str  # starting | watching | missing | restarting | stopped
+    health: str  # starting | watching | missing | unreadable | restarting | stopped
     restarts: int = 0
     detail: str = ""
 
@@ -343,6 +381,7 @@ class _Folder:
         self.backoff = 1.0
         self.next_try = 0.0
         self.healthy_since = 0.0
+        self.identity: tuple[Any, ...] | None = None  # (st_dev, st_ino) of the folder watched
 
     def status(self) -> FolderStatus:
         return FolderStatus(
@@ -443,11 +482,29 @@ class FolderWatcher:
         quiet_duplicate_watch_warning()
         return Observer()
 
+    def _unreadable(self, folder: _Folder, now: float, error: OSError) -> None:
+        if isinstance(error, PermissionError):
+            detail = (f"this user ({_user()}) may not read the folder: "
+                      f"{error.strerror or error}; check its permissions")
+        else:
+            detail = (f"the folder cannot be read: {error.strerror or error}; check the "
+                      "share and the network")
+        if folder.health != "unreadable":
+            log.warning("Cannot read the watched folder %s: %s. Images written there wait "
+                        "until it can be read again.", folder.path, detail)
+        self._set(folder, "unreadable", detail)
+        folder.next_try = now + self._check_interval_s
+
     def _try_start(self, folder: _Folder, now: float) -> bool:
         if not folder.path.is_dir():
             self._set(folder, "missing", "the folder does not exist (a share offline?)")
             folder.next_try = now + self._check_interval_s
             return False
+        error = listing_error(folder.path)
+        if error is not None:
+            self._unreadable(folder, now, error)
+            return False
+        identity = _folder_id(str(folder.path))
         observer = self._make_observer(folder)
         try:
             observer.schedule(
@@ -470,6 +527,7 @@ class FolderWatcher:
             folder.backoff = min(folder.backoff * 2, MAX_BACKOFF_S)
             return False
         folder.observer = observer
+        folder.identity = identity
         folder.healthy_since = now
         self._set(folder, "watching", "")
         log.info("Watching %s (%s observer)", folder.path, folder.mode)
@@ -494,10 +552,30 @@ class FolderWatcher:
         return observer.is_alive() and all(e.is_alive() for e in list(observer.emitters))
 
     def _check(self, folder: _Folder, now: float) -> None:
-        """Restart a dead observer (with back-off) and re-watch a returned folder."""
+        """Restart a dead observer (with back-off), re-watch a returned or replaced
+        folder, and tell when a folder cannot be read and when it can again."""
         if folder.observer is not None:
             present = folder.path.is_dir()
             if present and self._alive(folder.observer):
+                if _folder_id(str(folder.path)) != folder.identity:
+                    # Renamed away and another made under its name (or deleted and made
+                    # again): a native observer still watches the old one.
+                    log.warning("Watched folder %s was replaced by another folder of the "
+                                "same name; watching the new one.", folder.path)
+                    self._stop_observer(folder)
+                    self._set(folder, "missing", "the folder was replaced")
+                    folder.next_try = now
+                    self._check(folder, now)
+                    return
+                error = listing_error(folder.path)
+                if error is not None:
+                    self._unreadable(folder, now, error)
+                    return
+                if folder.health == "unreadable":
+                    log.warning("The watched folder %s can be read again; rescanning it.",
+                                folder.path)
+                    self._set(folder, "watching", "")
+                    self.scan(folder.path)
                 if now - folder.healthy_since > 60:
                     folder.backoff = 1.0
                 return
@@ -521,6 +599,9 @@ class FolderWatcher:
             if was in ("missing", "restarting"):
                 folder.restarts += 1
                 log.warning("Watching %s again (%s); rescanning it.", folder.path, was)
+            elif was == "unreadable":
+                log.warning("The watched folder %s can be read again; rescanning it.",
+                            folder.path)
             self.scan(folder.path)
 
     def _scan_guarded(self, folder: _Folder) -> int:
