@@ -24,7 +24,11 @@ counted), and never one that was committed.
 No single path can stop a thread: an unexpected exception while handling one
 is logged with the path and recorded against it as a failed image, and the
 thread carries on. Only an ``AgentError`` (the database unusable, the model
-cannot load) stops the engine.
+cannot load) stops the engine. A database that cannot grow (the disk is full)
+does not: each thread keeps what it holds (files found, the batch in hand),
+the status says so, and it writes again once there is room. A file that
+cannot be looked at or opened (no permission) waits, and is reported when it
+waits long.
 
 The engine never prints and imports no Qt, torch or OpenCV: it is given its
 stages and listeners (``nvir_agent.app.build_engine`` wires the real ones).
@@ -39,17 +43,24 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nvir_agent.config import Config
 from nvir_agent.core.batches import BatchQueue
 from nvir_agent.core.status import HEARTBEAT_S, EngineStatus, read_status
 from nvir_agent.errors import AgentError, ConfigError, DataError, ImageError, StoreError
-from nvir_agent.ingest.filenames import try_parse_path
+from nvir_agent.errors import listing as listed
+from nvir_agent.ingest.filenames import is_candidate, try_parse_path
 from nvir_agent.ingest.pathnames import readable
-from nvir_agent.ingest.watch import FolderWatcher, LinkPolicy, SettleTracker, iter_candidates
+from nvir_agent.ingest.watch import (
+    FolderWatcher,
+    LinkPolicy,
+    SettleTracker,
+    iter_candidates,
+    open_error,
+)
 from nvir_agent.model.locate import describe_model_source
 from nvir_agent.pipeline.contract import (
     Analysis,
@@ -60,7 +71,7 @@ from nvir_agent.pipeline.contract import (
     split_stages,
 )
 from nvir_agent.plate import ImageKey
-from nvir_agent.store import Counts, Store, database_url, redact, store_options
+from nvir_agent.store import Counts, Store, StoreFull, database_url, redact, store_options
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +79,11 @@ __all__ = ["Engine", "EngineStatus", "read_status"]
 
 MAX_ATTEMPTS = 3  # an image whose analysis was interrupted this often is failed
 PREPARED_BATCHES = 1  # batches prepared ahead of the one being scored
+FULL_RETRY_S = 5.0  # how often a write is tried again while the database cannot grow
+HELD_REPORT_S = 60.0  # a file that cannot be opened for this long is reported
+LOOK_AGAIN_S = 1.0  # how often a file that could not be looked at is looked at again
+
+T = TypeVar("T")
 
 
 def _close_all(parts: Sequence[Any]) -> None:
@@ -122,6 +138,15 @@ class Engine:
         self._started_at: float | None = None
         self._error: AgentError | None = None
         self._settling = 0
+        self._full: StoreFull | None = None  # the database cannot grow (disk full)
+        self._full_lock = threading.Lock()
+        self._unqueued: list[tuple[str, int, float]] = []  # settled, not yet written as jobs
+        self._queue_again_at = 0.0
+        self._unlooked: dict[str, float] = {}  # files that could not be looked at → since
+        self._look_again_at = 0.0
+        self._held: list[tuple[str, str]] = []  # files waiting long: (path, why)
+        self._held_told: set[str] = set()
+        self.held_report_s = HELD_REPORT_S
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -263,7 +288,27 @@ class Engine:
             model=describe_model_source(self.config), paused=self.paused,
             station=self._store.station if self._store is not None else "",
             spooling=bool(getattr(self._store, "spooling", False)),
+            problems=self.problems(),
         )
+
+    def problems(self) -> list[str]:
+        """What keeps the running engine from working well right now, in words a
+        lab user can act on: the database cannot grow, a watched folder cannot be
+        read, images that cannot be opened."""
+        problems = []
+        full = self._full
+        if full is not None:
+            problems.append(f"{full.message} {full.hint}")
+        for f in self._watcher.status() if self._watcher else []:
+            if f.health == "unreadable":
+                problems.append(f"watched folder {f.folder}: {f.detail}")
+        held = list(self._held)
+        if held:
+            what = listed([f"{readable(p)} ({why})" for p, why in held], limit=3)
+            problems.append(
+                f"{len(held)} image file(s) cannot be opened: {what}. Check their "
+                "permissions; they are analysed once they can be read.")
+        return problems
 
     # --- pause ------------------------------------------------------------------------
 
@@ -307,7 +352,48 @@ class Engine:
     def _heartbeat(self, *, running: bool = True) -> None:
         snap = self.status().as_dict()
         snap["running"] = running
-        self.store.write_heartbeat(snap, started_at=self._started_at or time.time())
+        try:
+            self.store.write_heartbeat(snap, started_at=self._started_at or time.time())
+        except StoreFull as exc:  # said in the status; the next beat tries again
+            self._store_full(exc)
+
+    # --- a database that cannot grow ----------------------------------------------------
+
+    def _store_full(self, exc: StoreFull) -> None:
+        with self._full_lock:
+            first, self._full = self._full is None, exc
+        if first:
+            log.error("%s Analysis waits; images found meanwhile are kept and queued once "
+                      "the database can be written. %s", exc.message, exc.hint)
+
+    def _store_writable(self) -> None:
+        if self._full is None:
+            return
+        with self._full_lock:
+            was, self._full = self._full, None
+        if was is not None:
+            log.warning("The database %s can be written again; carrying on.",
+                        redact(self.database))
+
+    def _until_written(self, write: Callable[[], T]) -> T:
+        """Run a store write; while the database cannot grow, say so and try again
+        every FULL_RETRY_S (the engine keeps what it holds). A one-shot run, or an
+        engine asked to stop meanwhile, gets the error."""
+        waited = False
+        while True:
+            try:
+                result = write()
+            except StoreFull as exc:
+                if self._started_at is None:
+                    raise
+                self._store_full(exc)
+                waited = True
+                if self._stop.wait(FULL_RETRY_S):
+                    raise
+                continue
+            if waited:  # only a write that failed before tells that there is room again
+                self._store_writable()
+            return result
 
     # --- ingest -----------------------------------------------------------------------
 
@@ -328,9 +414,16 @@ class Engine:
                     except queue.Empty:
                         break
             settled = self._tracker.poll(time.monotonic())
-            self._settling = len(self._tracker)
+            if self._unqueued:  # the database could not take them: again, from time to time
+                if time.monotonic() >= self._queue_again_at:
+                    settled, self._unqueued = self._unqueued + settled, []
+                else:
+                    self._unqueued += settled
+                    settled = []
             if settled:
                 self._add_jobs(settled)
+            self._look_again()
+            self._settling = len(self._tracker) + len(self._unqueued) + len(self._unlooked)
             if time.monotonic() >= next_beat:
                 self._heartbeat()
                 next_beat = time.monotonic() + HEARTBEAT_S
@@ -343,15 +436,45 @@ class Engine:
         except Exception as exc:  # one odd path must not stop the ingest
             self._record_failure(path, None, f"Internal error while looking at the file: {exc!r}")
 
+    def _look_again(self) -> None:
+        """Look again at the files that could not be looked at, and tell which
+        files have waited longer than ``held_report_s`` (no permission)."""
+        now = time.monotonic()
+        if now < self._look_again_at:
+            return
+        self._look_again_at = now + LOOK_AGAIN_S
+        for path in list(self._unlooked):
+            self._observe_guarded(path, now)
+        held = [p for p, since in self._unlooked.items() if now - since > self.held_report_s]
+        held += self._tracker.held(now, self.held_report_s)
+        report = []
+        for path in sorted(set(held)):
+            why = open_error(path) or "it cannot be looked at"
+            report.append((path, why))
+            if path not in self._held_told:
+                self._held_told.add(path)
+                if len(self._held_told) <= 20:
+                    log.warning("Cannot open %s: %s. It waits until it can be read; check "
+                                "its permissions.", readable(path), why)
+        self._held = report
+        self._held_told &= set(held)
+
     def _observe(self, path: str, now: float) -> None:
         try:
             st = os.stat(path)
         except FileNotFoundError:
             self._tracker.forget(path)
+            self._unlooked.pop(path, None)
             return
         except OSError as exc:
-            log.warning("Cannot look at %s: %s", readable(path), exc.strerror or exc)
+            if path not in self._unlooked:
+                log.warning("Cannot look at %s: %s; trying again.", readable(path),
+                            exc.strerror or exc)
+            w = self.config.watch
+            if is_candidate(path, w.patterns, w.ignore):  # a file: look again later
+                self._unlooked.setdefault(path, now)
             return
+        self._unlooked.pop(path, None)
         if stat.S_ISDIR(st.st_mode):
             if not self._links.admits(path):
                 return
@@ -400,7 +523,8 @@ class Engine:
                 st = None
         self._tracker.forget(path)
         try:
-            self.store.record_failure(path, *(st or (None, None)), error)
+            self._until_written(lambda: self.store.record_failure(path, *(st or (None, None)),
+                                                                  error))
         except AgentError:
             raise
         except Exception:
@@ -425,6 +549,11 @@ class Engine:
             jobs.append((path, size, mtime, key))
         try:
             ids = self.store.add_jobs(jobs)
+        except StoreFull as exc:  # kept, and queued once the database can grow
+            self._store_full(exc)
+            self._unqueued = [(p, size, mtime) for p, size, mtime, _ in jobs] + self._unqueued
+            self._queue_again_at = time.monotonic() + FULL_RETRY_S
+            return []
         except AgentError:
             raise
         except Exception:  # one job the store cannot take: queue them one by one
@@ -438,6 +567,8 @@ class Engine:
                 except Exception as exc:
                     self._record_failure(path, (size, mtime),
                                          f"Internal error while queueing the image: {exc!r}")
+        if jobs:
+            self._store_writable()
         for path, size, mtime, _ in jobs:
             self._known[path] = (size, mtime)
         if ids:
@@ -487,7 +618,7 @@ class Engine:
         """The oldest pending jobs that are not already being analysed."""
         with self._in_flight_lock:
             busy = set(self._in_flight)
-        records = self.store.pending(limit + len(busy))
+        records = self._until_written(lambda: self.store.pending(limit + len(busy)))
         return [r for r in records if r.id not in busy][:limit]
 
     def _begin(self, records: Sequence[ImageRecord]) -> list[Analysis]:
@@ -497,7 +628,7 @@ class Engine:
         with self._in_flight_lock:
             self._in_flight.update(ids)
         try:
-            self.store.begin_attempt(ids)
+            self._until_written(lambda: self.store.begin_attempt(ids))
         except BaseException:
             self._done_with(ids)
             raise
@@ -527,6 +658,8 @@ class Engine:
                 continue
             try:
                 on_idle()
+            except StoreFull as exc:  # the listener tries again on a later idle call
+                self._store_full(exc)
             except AgentError:
                 raise
             except Exception:  # a listener must never stop the engine
@@ -560,7 +693,7 @@ class Engine:
         for a, res in zip(batch, results, strict=True):
             if res.error is not None and not a.failed:
                 a.fail(res.error)
-        written = self.store.commit_results(results)
+        written = self._until_written(lambda: self.store.commit_results(results))
         for a in batch:
             self._log_result(a)
         if written:

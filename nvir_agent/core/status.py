@@ -113,7 +113,7 @@ def find_problems(config: Config, db_error: str | None = None) -> list[str]:
 def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> EngineStatus:
     """The status as another process sees it: store counts plus the running
     agent's last heartbeat (observer modes and health), every station of the store,
-    and the problems found."""
+    and the problems found (here, and those the running agent reported)."""
     url = database_url(config)
     station = station_name(config)
     configured = [
@@ -154,7 +154,9 @@ def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> En
         heartbeat_at=beat.heartbeat_at if beat else None,
         pid=beat.pid if beat else None, error=snap.get("error"),
         paused=bool(snap.get("paused")) if running else False,
-        model=describe_model_source(config), problems=find_problems(config), station=station,
+        model=describe_model_source(config),
+        problems=find_problems(config) + (list(snap.get("problems", [])) if running else []),
+        station=station,
         spooling=bool(snap.get("spooling")) if running else False,
         stations=[station_status(r, now, stale_after_s) for r in rows],
     )

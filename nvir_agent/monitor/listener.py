@@ -27,7 +27,7 @@ from nvir_agent.monitor.timecourse import (
     save_plate_map,
     settings_from_config,
 )
-from nvir_agent.store import Store, StoreOffline
+from nvir_agent.store import Store, StoreFull, StoreOffline
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,10 @@ class Monitor:
         self._maps_seen: tuple | None = None
         self._unmapped_logged: set[str] = set()
         self._dirty: set[str] = set()
+        self._missed = False  # an evaluation failed for want of disk space: all plates again
+        self._missed_told = False
+        self._missed_retry_at = 0.0
+        self.missed_retry_s = 5.0
         self._last_eval = -float("inf")
         self._last_idle_check = -float("inf")
         self.idle_check_s = 60.0
@@ -102,7 +106,10 @@ class Monitor:
         except StoreOffline as exc:
             self._offline(exc)
             return
-        if self._maps_changed() or self._resynced():
+        except StoreFull as exc:
+            self._full(exc)
+            return
+        if self._maps_changed() or self._resynced() or self._take_missed():
             self._dirty |= self.known_plates()
         if not self._dirty:
             return
@@ -115,17 +122,21 @@ class Monitor:
         except StoreOffline as exc:
             self._dirty |= set(plates)
             self._offline(exc)
+        except StoreFull as exc:
+            self._full(exc)
 
     def on_idle(self) -> None:
         """Called by the engine while no image waits for analysis: at most every
         ``idle_check_s``, re-evaluate the plates seen recently, so that time-driven
         rules (an acquisition that stalled, an acknowledgement that expired) hold even
         though no result arrives."""
-        if self._resynced():
+        if self._resynced() or self._take_missed():
             try:
                 self.evaluate()
             except StoreOffline as exc:
                 self._offline(exc)
+            except StoreFull as exc:
+                self._full(exc)
             return
         now = time.monotonic()
         if now - self._last_idle_check < self.idle_check_s:
@@ -140,11 +151,28 @@ class Monitor:
                 self.evaluate(plates)
         except StoreOffline as exc:
             self._offline(exc)
+        except StoreFull as exc:
+            self._full(exc)
 
     def _offline(self, exc: StoreOffline) -> None:
         """The store's server is away (results are spooled): every plate is evaluated
         again once it is back."""
         log.info("Alerts wait for the store's server: %s", exc.message)
+
+    def _full(self, exc: StoreFull) -> None:
+        """The database cannot grow: every plate is evaluated again once it can."""
+        if not self._missed_told:
+            log.warning("Alerts wait until the database can be written: %s", exc.message)
+        self._missed = self._missed_told = True
+        self._missed_retry_at = time.monotonic() + self.missed_retry_s
+
+    def _take_missed(self) -> bool:
+        """True once after an evaluation failed for want of disk space (at most every
+        ``missed_retry_s``)."""
+        if not self._missed or time.monotonic() < self._missed_retry_at:
+            return False
+        self._missed = False
+        return True
 
     def _resynced(self) -> bool:
         """True once after the store synced its spool to the server."""
@@ -205,6 +233,9 @@ class Monitor:
                          shelf.name)
         if notices:
             self.notifier.submit(notices)
+        if self._missed_told and not self._missed:
+            self._missed_told = False
+            log.warning("Alerts are evaluated again: the database can be written.")
         seconds = time.perf_counter() - t0
         log.debug("monitor evaluated %d plate(s) in %.3f s", len(plate_list), seconds)
         return MonitorResult(tuple(plate_list), tuple(changes), seconds)

@@ -17,7 +17,7 @@ latter they return the PostgreSQL implementation of the same API.
 """
 
 from nvir_agent.store.database import Store, database_path, store_options
-from nvir_agent.store.dialect import StoreOffline
+from nvir_agent.store.dialect import StoreFull, StoreOffline
 from nvir_agent.store.reads import Reads, StoreReader, open_reader
 from nvir_agent.store.rows import (
     ACTIVE_STATES,
@@ -48,7 +48,7 @@ __all__ = [
     "ACTIVE_STATES", "CLOSED_STATES", "MIGRATIONS", "SEVERITY_RANK", "Alert", "AlertEvent",
     "Counts", "Heartbeat", "ImageRecord", "ImageScore", "ImageStateSummary", "Key",
     "Measurement", "MeasurementRow", "PlateRow", "Shelf", "Reads", "Result", "StationRow", "Store",
-    "StoreOffline", "StoreReader", "Transaction", "database_path", "database_url", "open_reader", "redact", "store_exists",
+    "StoreFull", "StoreOffline", "StoreReader", "Transaction", "database_path", "database_url", "open_reader", "redact", "store_exists",
     "station_name", "store_options", "to_json",
     "Trust", "UNLIKE_TRAINING",
 ]

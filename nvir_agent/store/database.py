@@ -42,6 +42,7 @@ from nvir_agent.ingest.pathnames import readable
 from nvir_agent.paths import default_database
 from nvir_agent.plate import ImageKey
 from nvir_agent.store import schema
+from nvir_agent.store.dialect import StoreFull
 from nvir_agent.store.reads import IMAGE_COLUMNS, Reads, _marks, image_record
 from nvir_agent.store.rows import ImageRecord, Result
 from nvir_agent.store.schema import to_json
@@ -191,6 +192,11 @@ class Store(Reads):
     def _write_error(self, exc: BaseException) -> StoreError:
         if self._sql.is_disconnect(exc):
             return self._read_error(exc)
+        if self._sql.is_full(exc):
+            return StoreFull(
+                f"The database {self.path} cannot grow: the disk that holds it is full.",
+                "Free some space on that disk; nothing is lost, and the agent carries on "
+                "by itself once there is room.")
         return StoreError(
             f"Writing to the database {self.path} failed: {exc}.",
             "Check free disk space and that no other program holds the file locked.",

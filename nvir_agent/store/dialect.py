@@ -35,6 +35,11 @@ class StoreOffline(StoreError):
     needs the server (the monitor's alert transaction) waits until it is back."""
 
 
+class StoreFull(StoreError):
+    """The database cannot grow: the disk that holds it is full. Nothing is lost;
+    the writer tries again once there is room (the engine waits for it)."""
+
+
 class Dialect:
     """SQLite (the embedded default): one station per file."""
 
@@ -62,6 +67,15 @@ class Dialect:
     def is_disconnect(self, exc: BaseException) -> bool:
         """True when ``exc`` means the server is away (never for a local file)."""
         return False
+
+    def is_full(self, exc: BaseException) -> bool:
+        """True when ``exc`` means the database cannot grow (the disk is full, or
+        SQLite's page limit is reached)."""
+        if not isinstance(exc, sqlite3.Error):
+            return False
+        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+        return code == sqlite3.SQLITE_FULL if code is not None else \
+            "database or disk is full" in str(exc)
 
 
 SQLITE = Dialect()
