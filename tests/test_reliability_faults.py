@@ -23,6 +23,10 @@ import errno
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
@@ -31,10 +35,15 @@ import pytest
 from core_helpers import RecordingStage, make_config, running, wait_until, write_file
 
 from nvir_agent.app import build_engine
-from nvir_agent.config import config_from_dict
+from nvir_agent.config import config_from_dict, load_config
 from nvir_agent.core.status import read_status
 from nvir_agent.pipeline.contract import Analysis
 from nvir_agent.store import StoreReader, database_path
+
+try:
+    import pwd  # POSIX only: the user the permission tests run the agent as
+except ImportError:  # pragma: no cover - Windows
+    pwd = None
 
 OBSERVERS = ["native", "polling"]
 
@@ -314,6 +323,91 @@ def test_an_image_in_a_subfolder_the_agent_may_not_enter_is_analysed_once_it_may
         assert wait_until(lambda: engine.status().problems == [])
     analysed_once(stage, [image])
     assert "Cannot look at" in caplog.text
+
+
+def unprivileged() -> list[str]:
+    """The command prefix that runs the agent as a user permissions apply to:
+    nothing for an ordinary user; ``setpriv`` to the user nobody for root."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return []
+    if pwd is None:
+        pytest.skip("running as root without the pwd module to find the user 'nobody'")
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("running as root and there is no user 'nobody' to run the agent as")
+    prefix = [shutil.which("setpriv") or "setpriv", f"--reuid={nobody.pw_uid}",
+              f"--regid={nobody.pw_gid}", "--clear-groups", "--"]
+    try:
+        probe = subprocess.run([*prefix, sys.executable, "-c", "import nvir_agent"],
+                               capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"running as root and cannot run the agent as nobody with setpriv: {exc}")
+    if probe.returncode != 0:
+        pytest.skip("running as root and cannot run the agent as nobody with setpriv: "
+                    + probe.stderr.decode(errors="replace")[-300:])
+    return prefix
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("observer", OBSERVERS)
+def test_a_folder_whose_permissions_deny_the_agent_is_reported_and_analysed_once_allowed(
+        observer):
+    # Real permissions: the agent runs as a user chmod applies to (as nobody when the
+    # tests run as root), in its own process, on a folder that user may not read.
+    prefix = unprivileged()
+    base = Path(tempfile.mkdtemp(prefix="nvir-perm-"))
+    base.chmod(0o777)
+    acq = base / "acq"
+    acq.mkdir()
+    acq.chmod(0o777)
+    home = base / "home"
+    home.mkdir()
+    home.chmod(0o777)
+    cfg_file = base / "agent.toml"
+    cfg_file.write_text(
+        f'[watch]\nfolders = ["{acq}"]\nsettle_s = 0.2\nrescan_interval_s = 0.0\n'
+        f'observer = "{observer}"\npoll_interval_s = 0.3\n'
+        f'[storage]\ndatabase = "{base / "agent.sqlite3"}"\n', encoding="utf-8")
+    cfg = load_config(cfg_file, check_folders=False)
+    user = "nobody" if prefix else None
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "c"),
+           "XDG_DATA_HOME": str(home / "d"), "XDG_STATE_HOME": str(home / "s"),
+           "XDG_CACHE_HOME": str(home / "k"), **({"USER": user, "LOGNAME": user}
+                                                  if user else {})}
+    log, err = base / "analysed.log", base / "agent.err"
+    agent = Path(__file__).with_name("agent_proc.py")
+    first = write_file(acq / "P_H01_s1_w1.tif")
+    with open(err, "w") as fh:
+        proc = subprocess.Popen([*prefix, sys.executable, str(agent), str(cfg_file), str(log)],
+                                stdout=subprocess.DEVNULL, stderr=fh, env=env)
+    try:
+        def analysed() -> list[str]:
+            return log.read_text().splitlines() if log.exists() else []
+
+        assert wait_until(lambda: analysed() == [str(first)], 120), err.read_text()
+        acq.chmod(0o000)  # nobody may list or enter it now
+        assert wait_until(lambda: read_status(cfg).folders[0].health == "unreadable", 60), \
+            err.read_text()
+        st = read_status(cfg)
+        assert "may not read the folder" in st.folders[0].detail
+        assert any(str(acq) in p and "permissions" in p for p in st.problems)
+        meanwhile = [write_file(acq / f"P_H{c:02d}_s1_w1.tif") for c in (2, 3)]
+        acq.chmod(0o755)
+        assert wait_until(lambda: len(analysed()) == 3, 60), err.read_text()
+        assert wait_until(lambda: read_status(cfg).folders[0].health == "watching", 30)
+    finally:
+        acq.chmod(0o755)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    stderr = err.read_text()
+    try:
+        assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+        assert Counter(analysed()) == Counter(map(str, [first, *meanwhile]))
+        assert f"Cannot read the watched folder {acq}" in stderr
+        assert f"The watched folder {acq} can be read again; rescanning it." in stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # --- the observer thread dies ----------------------------------------------------------
