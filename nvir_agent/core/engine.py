@@ -60,6 +60,7 @@ from nvir_agent.ingest.watch import (
     SettleTracker,
     iter_candidates,
     open_error,
+    unreachable,
 )
 from nvir_agent.model.locate import describe_model_source
 from nvir_agent.pipeline.contract import (
@@ -82,6 +83,7 @@ PREPARED_BATCHES = 1  # batches prepared ahead of the one being scored
 FULL_RETRY_S = 5.0  # how often a write is tried again while the database cannot grow
 HELD_REPORT_S = 60.0  # a file that cannot be opened for this long is reported
 LOOK_AGAIN_S = 1.0  # how often a file that could not be looked at is looked at again
+UNREACHABLE_RETRY_S = 5.0  # how often a job whose file cannot be reached is tried again
 
 T = TypeVar("T")
 
@@ -147,6 +149,10 @@ class Engine:
         self._held: list[tuple[str, str]] = []  # files waiting long: (path, why)
         self._held_told: set[str] = set()
         self.held_report_s = HELD_REPORT_S
+        # jobs whose file could not be reached (its folder away, no permission): they stay
+        # pending and are tried again from time to time; id → (when, path, why)
+        self._waiting: dict[int, tuple[float, str, str]] = {}
+        self._waiting_lock = threading.Lock()
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -302,6 +308,14 @@ class Engine:
         for f in self._watcher.status() if self._watcher else []:
             if f.health == "unreadable":
                 problems.append(f"watched folder {f.folder}: {f.detail}")
+        with self._waiting_lock:
+            waiting = [(path, why) for _, path, why in self._waiting.values()]
+        if waiting:
+            what = listed([f"{readable(p)} ({why})" for p, why in waiting], limit=3)
+            problems.append(
+                f"{len(waiting)} queued image(s) cannot be reached now: {what}. They are "
+                "analysed once they can (a share back online, the folder back in place, "
+                "the permission given).")
         held = list(self._held)
         if held:
             what = listed([f"{readable(p)} ({why})" for p, why in held], limit=3)
@@ -615,11 +629,49 @@ class Engine:
             self._give_back(self._batches.abandon())
 
     def _next_pending(self, limit: int) -> list[ImageRecord]:
-        """The oldest pending jobs that are not already being analysed."""
+        """The oldest pending jobs that are not already being analysed, nor waiting
+        for their file to be reachable again."""
         with self._in_flight_lock:
             busy = set(self._in_flight)
+        now = time.monotonic()
+        with self._waiting_lock:
+            busy |= {i for i, (when, _, _) in self._waiting.items() if when > now}
         records = self._until_written(lambda: self.store.pending(limit + len(busy)))
         return [r for r in records if r.id not in busy][:limit]
+
+    def _keep_unreachable(self, batch: list[Analysis], results: list[Any]) -> list[Any]:
+        """Results to commit: a failure whose file cannot be reached now for a reason
+        that is not the image's own (its folder away, no permission) is not recorded;
+        the job stays pending, its attempt taken back, and is tried again later."""
+        if self._started_at is None:  # one-shot: say what happened
+            return results
+        keep, wait = [], []
+        for a, res in zip(batch, results, strict=True):
+            why = unreachable(str(a.record.path)) if res.error is not None else None
+            (wait if why else keep).append((a, res, why))
+        if not wait:
+            with self._waiting_lock:
+                for a, _, _ in keep:
+                    self._waiting.pop(a.record.id, None)
+            return results
+        ids = [a.record.id for a, _, _ in wait]
+        try:
+            self.store.begin_attempt(ids, undo=True)
+        except AgentError as exc:
+            log.warning("%s", exc.message)
+        when = time.monotonic() + UNREACHABLE_RETRY_S
+        with self._waiting_lock:
+            new = [(a, why) for a, _, why in wait if a.record.id not in self._waiting]
+            for a, _, why in wait:
+                self._waiting[a.record.id] = (when, str(a.record.path), why or "")
+            for a, _, _ in keep:
+                self._waiting.pop(a.record.id, None)
+        if new:
+            a, why = new[0]
+            log.warning("%d queued image(s) cannot be reached now, e.g. %s: %s. They wait "
+                        "and are analysed once they can.", len(new),
+                        readable(str(a.record.path)), why)
+        return [res for _, res, _ in keep]
 
     def _begin(self, records: Sequence[ImageRecord]) -> list[Analysis]:
         """Count one attempt on each job before any work (a kill from now on leaves
@@ -693,9 +745,12 @@ class Engine:
         for a, res in zip(batch, results, strict=True):
             if res.error is not None and not a.failed:
                 a.fail(res.error)
+        results = self._keep_unreachable(batch, results)
         written = self._until_written(lambda: self.store.commit_results(results))
+        committed = {res.record.id for res in results}
         for a in batch:
-            self._log_result(a)
+            if a.record.id in committed:
+                self._log_result(a)
         if written:
             for listener in self.listeners:
                 try:

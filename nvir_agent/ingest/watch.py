@@ -253,6 +253,25 @@ def open_error(path: str) -> str | None:
         return exc.strerror or str(exc)
 
 
+def unreachable(path: str) -> str | None:
+    """Why ``path`` cannot be reached now for a reason that is not the file's own —
+    its folder is away or unreadable (a share offline, a folder renamed), or this
+    user may not open it — or None: it opens, or it was deleted from a folder that
+    is still there."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        error = listing_error(os.path.dirname(path) or ".")
+        if error is not None:
+            return f"its folder cannot be read: {error.strerror or error}"
+        if not os.path.isdir(os.path.dirname(path) or "."):
+            return "its folder is not there (a share offline, or the folder renamed?)"
+        return None  # the folder is there and the file is not: deleted or renamed
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return open_error(path)
+
+
 def _can_open(path: str) -> bool:
     return open_error(path) is None
 
