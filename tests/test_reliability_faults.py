@@ -31,13 +31,17 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from core_helpers import RecordingStage, make_config, running, wait_until, write_file
 
 from nvir_agent.app import build_engine
 from nvir_agent.config import config_from_dict, load_config
+from nvir_agent.core.engine import Engine
 from nvir_agent.core.status import read_status
 from nvir_agent.pipeline.contract import Analysis
+from nvir_agent.pipeline.image_stages import ReadStage
 from nvir_agent.store import StoreReader, database_path
 
 try:
@@ -408,6 +412,81 @@ def test_a_folder_whose_permissions_deny_the_agent_is_reported_and_analysed_once
         assert f"The watched folder {acq} can be read again; rescanning it." in stderr
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- queued images whose file cannot be reached when their turn comes -----------------
+
+
+def png(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.full((16, 16), 128, np.uint8))
+    return path
+
+
+@pytest.mark.parametrize("how", ["folder renamed", "permission denied"])
+def test_queued_images_that_cannot_be_read_for_now_wait_and_are_analysed_later(
+        tmp_path, monkeypatch, how, caplog):
+    # The real read stage: a share that drops, a folder renamed, or a permission
+    # taken away between queueing and analysis must not fail the images for good
+    # (their size and mtime do not change, so nothing would queue them again).
+    caplog.set_level(logging.INFO, logger="nvir_agent")
+    acq = tmp_path / "acq"
+    run = acq / "TimePoint_1"
+    denied = Denied(monkeypatch)
+    cfg = make_config(tmp_path, [acq])
+    stage = RecordingStage()
+    engine = Engine(cfg, stages=[ReadStage(cfg), stage])
+    engine.start()
+    try:
+        engine.pause()
+        files = [png(run / f"P_J{c:02d}_s1_w1.png") for c in range(1, 5)]
+        assert wait_until(lambda: engine.status().pending == 4)
+        if how == "folder renamed":
+            acq.rename(tmp_path / "acq-away")
+        else:
+            denied.deny(run)
+        engine.resume()
+        assert wait_until(lambda: any("cannot be reached now" in p
+                                      for p in engine.status().problems))
+        st = engine.status()
+        assert (st.pending, st.failed, st.done) == (4, 0, 0)
+        assert wait_until(lambda: any("cannot be reached now" in p
+                                      for p in read_status(cfg).problems))
+        if how == "folder renamed":
+            (tmp_path / "acq-away").rename(acq)
+        else:
+            denied.allow(run)
+        assert wait_until(lambda: engine.status().done == 4, 30)
+        assert wait_until(lambda: engine.status().problems == [])
+        assert engine.status().failed == 0
+        with StoreReader(database_path(cfg)) as r:
+            attempts = {m.path: m.attempts for m in r.iter_measurements()}
+    finally:
+        engine.stop()
+    analysed_once(stage, files)
+    assert set(attempts.values()) == {1}  # the waits did not count as attempts
+    assert "queued image(s) cannot be reached now" in caplog.text
+
+
+def test_a_queued_image_deleted_before_its_analysis_is_failed_with_the_reason(tmp_path):
+    acq = tmp_path / "acq"
+    cfg = make_config(tmp_path, [acq])
+    engine = Engine(cfg, stages=[ReadStage(cfg), RecordingStage()])
+    engine.start()
+    try:
+        engine.pause()
+        gone, kept = png(acq / "P_K01_s1_w1.png"), png(acq / "P_K02_s1_w1.png")
+        assert wait_until(lambda: engine.status().pending == 2)
+        gone.unlink()  # deleted for good: its folder is still there
+        engine.resume()
+        assert wait_until(lambda: engine.status().pending == 0)
+        with StoreReader(database_path(cfg)) as r:
+            states = {m.path: (m.state, m.error) for m in r.iter_measurements()}
+    finally:
+        engine.stop()
+    assert states[str(kept)] == ("done", None)
+    state, error = states[str(gone)]
+    assert state == "failed" and "P_K01_s1_w1.png" in error and "No such file" in error
 
 
 # --- the observer thread dies ----------------------------------------------------------
