@@ -595,6 +595,8 @@ def test_a_full_disk_pauses_the_agent_which_says_so_and_carries_on_when_there_is
         assert wait_until(lambda: any("cannot grow" in p for p in engine.status().problems))
         [problem] = engine.status().problems
         assert "the disk that holds it is full" in problem and "Free some space" in problem
+        # what `nvir-agent status` shows, from the heartbeat (rewritten in place)
+        assert wait_until(lambda: any("cannot grow" in p for p in read_status(cfg).problems))
         # 2. new images while it is full: found, kept, and not yet queued
         for tp in (3, 4, 5):
             files += write_read(acq, tp)
