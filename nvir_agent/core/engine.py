@@ -27,8 +27,9 @@ thread carries on. Only an ``AgentError`` (the database unusable, the model
 cannot load) stops the engine. A database that cannot grow (the disk is full)
 does not: each thread keeps what it holds (files found, the batch in hand),
 the status says so, and it writes again once there is room. A file that
-cannot be looked at or opened (no permission) waits, and is reported when it
-waits long.
+cannot be looked at or opened (no permission), or a queued image whose file
+cannot be reached when its turn comes (its folder away), waits and is
+reported (see waits.py).
 
 The engine never prints and imports no Qt, torch or OpenCV: it is given its
 stages and listeners (``nvir_agent.app.build_engine`` wires the real ones).
@@ -43,25 +44,18 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from nvir_agent.config import Config
 from nvir_agent.core.batches import BatchQueue
 from nvir_agent.core.status import HEARTBEAT_S, EngineStatus, read_status
+from nvir_agent.core.waits import FULL_RETRY_S, HELD_REPORT_S, DiskFullWait, HeldFiles, WaitingJobs
 from nvir_agent.errors import AgentError, ConfigError, DataError, ImageError, StoreError
-from nvir_agent.errors import listing as listed
 from nvir_agent.ingest.filenames import is_candidate, try_parse_path
 from nvir_agent.ingest.pathnames import readable
-from nvir_agent.ingest.watch import (
-    FolderWatcher,
-    LinkPolicy,
-    SettleTracker,
-    iter_candidates,
-    open_error,
-    unreachable,
-)
+from nvir_agent.ingest.watch import FolderWatcher, LinkPolicy, SettleTracker, iter_candidates
 from nvir_agent.model.locate import describe_model_source
 from nvir_agent.pipeline.contract import (
     Analysis,
@@ -80,12 +74,6 @@ __all__ = ["Engine", "EngineStatus", "read_status"]
 
 MAX_ATTEMPTS = 3  # an image whose analysis was interrupted this often is failed
 PREPARED_BATCHES = 1  # batches prepared ahead of the one being scored
-FULL_RETRY_S = 5.0  # how often a write is tried again while the database cannot grow
-HELD_REPORT_S = 60.0  # a file that cannot be opened for this long is reported
-LOOK_AGAIN_S = 1.0  # how often a file that could not be looked at is looked at again
-UNREACHABLE_RETRY_S = 5.0  # how often a job whose file cannot be reached is tried again
-
-T = TypeVar("T")
 
 
 def _close_all(parts: Sequence[Any]) -> None:
@@ -140,19 +128,12 @@ class Engine:
         self._started_at: float | None = None
         self._error: AgentError | None = None
         self._settling = 0
-        self._full: StoreFull | None = None  # the database cannot grow (disk full)
-        self._full_lock = threading.Lock()
+        self._full = DiskFullWait(redact(self.database), self._stop)
         self._unqueued: list[tuple[str, int, float]] = []  # settled, not yet written as jobs
         self._queue_again_at = 0.0
-        self._unlooked: dict[str, float] = {}  # files that could not be looked at → since
-        self._look_again_at = 0.0
-        self._held: list[tuple[str, str]] = []  # files waiting long: (path, why)
-        self._held_told: set[str] = set()
+        self._held = HeldFiles()  # files that cannot be looked at or opened
         self.held_report_s = HELD_REPORT_S
-        # jobs whose file could not be reached (its folder away, no permission): they stay
-        # pending and are tried again from time to time; id → (when, path, why)
-        self._waiting: dict[int, tuple[float, str, str]] = {}
-        self._waiting_lock = threading.Lock()
+        self._waiting = WaitingJobs()  # queued images whose file cannot be reached now
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -301,28 +282,11 @@ class Engine:
         """What keeps the running engine from working well right now, in words a
         lab user can act on: the database cannot grow, a watched folder cannot be
         read, images that cannot be opened."""
-        problems = []
-        full = self._full
-        if full is not None:
-            problems.append(f"{full.message} {full.hint}")
-        for f in self._watcher.status() if self._watcher else []:
-            if f.health == "unreadable":
-                problems.append(f"watched folder {f.folder}: {f.detail}")
-        with self._waiting_lock:
-            waiting = [(path, why) for _, path, why in self._waiting.values()]
-        if waiting:
-            what = listed([f"{readable(p)} ({why})" for p, why in waiting], limit=3)
-            problems.append(
-                f"{len(waiting)} queued image(s) cannot be reached now: {what}. They are "
-                "analysed once they can (a share back online, the folder back in place, "
-                "the permission given).")
-        held = list(self._held)
-        if held:
-            what = listed([f"{readable(p)} ({why})" for p, why in held], limit=3)
-            problems.append(
-                f"{len(held)} image file(s) cannot be opened: {what}. Check their "
-                "permissions; they are analysed once they can be read.")
-        return problems
+        folders = [f"watched folder {f.folder}: {f.detail}"
+                   for f in (self._watcher.status() if self._watcher else [])
+                   if f.health == "unreadable"]
+        return [p for p in (self._full.problem(), *folders, self._waiting.problem(),
+                            self._held.problem()) if p]
 
     # --- pause ------------------------------------------------------------------------
 
@@ -369,45 +333,11 @@ class Engine:
         try:
             self.store.write_heartbeat(snap, started_at=self._started_at or time.time())
         except StoreFull as exc:  # said in the status; the next beat tries again
-            self._store_full(exc)
+            self._full.full(exc)
 
-    # --- a database that cannot grow ----------------------------------------------------
-
-    def _store_full(self, exc: StoreFull) -> None:
-        with self._full_lock:
-            first, self._full = self._full is None, exc
-        if first:
-            log.error("%s Analysis waits; images found meanwhile are kept and queued once "
-                      "the database can be written. %s", exc.message, exc.hint)
-
-    def _store_writable(self) -> None:
-        if self._full is None:
-            return
-        with self._full_lock:
-            was, self._full = self._full, None
-        if was is not None:
-            log.warning("The database %s can be written again; carrying on.",
-                        redact(self.database))
-
-    def _until_written(self, write: Callable[[], T]) -> T:
-        """Run a store write; while the database cannot grow, say so and try again
-        every FULL_RETRY_S (the engine keeps what it holds). A one-shot run, or an
-        engine asked to stop meanwhile, gets the error."""
-        waited = False
-        while True:
-            try:
-                result = write()
-            except StoreFull as exc:
-                if self._started_at is None:
-                    raise
-                self._store_full(exc)
-                waited = True
-                if self._stop.wait(FULL_RETRY_S):
-                    raise
-                continue
-            if waited:  # only a write that failed before tells that there is room again
-                self._store_writable()
-            return result
+    def _until_written(self, write: Any) -> Any:
+        """A store write, tried again while the database cannot grow (see waits.py)."""
+        return self._full.until_written(write, one_shot=self._started_at is None)
 
     # --- ingest -----------------------------------------------------------------------
 
@@ -436,8 +366,8 @@ class Engine:
                     settled = []
             if settled:
                 self._add_jobs(settled)
-            self._look_again()
-            self._settling = len(self._tracker) + len(self._unqueued) + len(self._unlooked)
+            self._held.look_again(self._observe_guarded, self._tracker, self.held_report_s)
+            self._settling = len(self._tracker) + len(self._unqueued) + len(self._held)
             if time.monotonic() >= next_beat:
                 self._heartbeat()
                 next_beat = time.monotonic() + HEARTBEAT_S
@@ -450,45 +380,22 @@ class Engine:
         except Exception as exc:  # one odd path must not stop the ingest
             self._record_failure(path, None, f"Internal error while looking at the file: {exc!r}")
 
-    def _look_again(self) -> None:
-        """Look again at the files that could not be looked at, and tell which
-        files have waited longer than ``held_report_s`` (no permission)."""
-        now = time.monotonic()
-        if now < self._look_again_at:
-            return
-        self._look_again_at = now + LOOK_AGAIN_S
-        for path in list(self._unlooked):
-            self._observe_guarded(path, now)
-        held = [p for p, since in self._unlooked.items() if now - since > self.held_report_s]
-        held += self._tracker.held(now, self.held_report_s)
-        report = []
-        for path in sorted(set(held)):
-            why = open_error(path) or "it cannot be looked at"
-            report.append((path, why))
-            if path not in self._held_told:
-                self._held_told.add(path)
-                if len(self._held_told) <= 20:
-                    log.warning("Cannot open %s: %s. It waits until it can be read; check "
-                                "its permissions.", readable(path), why)
-        self._held = report
-        self._held_told &= set(held)
-
     def _observe(self, path: str, now: float) -> None:
         try:
             st = os.stat(path)
         except FileNotFoundError:
             self._tracker.forget(path)
-            self._unlooked.pop(path, None)
+            self._held.unlooked.pop(path, None)
             return
         except OSError as exc:
-            if path not in self._unlooked:
+            if path not in self._held.unlooked:
                 log.warning("Cannot look at %s: %s; trying again.", readable(path),
                             exc.strerror or exc)
             w = self.config.watch
             if is_candidate(path, w.patterns, w.ignore):  # a file: look again later
-                self._unlooked.setdefault(path, now)
+                self._held.unlooked.setdefault(path, now)
             return
-        self._unlooked.pop(path, None)
+        self._held.unlooked.pop(path, None)
         if stat.S_ISDIR(st.st_mode):
             if not self._links.admits(path):
                 return
@@ -564,7 +471,7 @@ class Engine:
         try:
             ids = self.store.add_jobs(jobs)
         except StoreFull as exc:  # kept, and queued once the database can grow
-            self._store_full(exc)
+            self._full.full(exc)
             self._unqueued = [(p, size, mtime) for p, size, mtime, _ in jobs] + self._unqueued
             self._queue_again_at = time.monotonic() + FULL_RETRY_S
             return []
@@ -582,7 +489,7 @@ class Engine:
                     self._record_failure(path, (size, mtime),
                                          f"Internal error while queueing the image: {exc!r}")
         if jobs:
-            self._store_writable()
+            self._full.writable()
         for path, size, mtime, _ in jobs:
             self._known[path] = (size, mtime)
         if ids:
@@ -633,45 +540,9 @@ class Engine:
         for their file to be reachable again."""
         with self._in_flight_lock:
             busy = set(self._in_flight)
-        now = time.monotonic()
-        with self._waiting_lock:
-            busy |= {i for i, (when, _, _) in self._waiting.items() if when > now}
+        busy |= self._waiting.not_yet(time.monotonic())
         records = self._until_written(lambda: self.store.pending(limit + len(busy)))
         return [r for r in records if r.id not in busy][:limit]
-
-    def _keep_unreachable(self, batch: list[Analysis], results: list[Any]) -> list[Any]:
-        """Results to commit: a failure whose file cannot be reached now for a reason
-        that is not the image's own (its folder away, no permission) is not recorded;
-        the job stays pending, its attempt taken back, and is tried again later."""
-        if self._started_at is None:  # one-shot: say what happened
-            return results
-        keep, wait = [], []
-        for a, res in zip(batch, results, strict=True):
-            why = unreachable(str(a.record.path)) if res.error is not None else None
-            (wait if why else keep).append((a, res, why))
-        if not wait:
-            with self._waiting_lock:
-                for a, _, _ in keep:
-                    self._waiting.pop(a.record.id, None)
-            return results
-        ids = [a.record.id for a, _, _ in wait]
-        try:
-            self.store.begin_attempt(ids, undo=True)
-        except AgentError as exc:
-            log.warning("%s", exc.message)
-        when = time.monotonic() + UNREACHABLE_RETRY_S
-        with self._waiting_lock:
-            new = [(a, why) for a, _, why in wait if a.record.id not in self._waiting]
-            for a, _, why in wait:
-                self._waiting[a.record.id] = (when, str(a.record.path), why or "")
-            for a, _, _ in keep:
-                self._waiting.pop(a.record.id, None)
-        if new:
-            a, why = new[0]
-            log.warning("%d queued image(s) cannot be reached now, e.g. %s: %s. They wait "
-                        "and are analysed once they can.", len(new),
-                        readable(str(a.record.path)), why)
-        return [res for _, res, _ in keep]
 
     def _begin(self, records: Sequence[ImageRecord]) -> list[Analysis]:
         """Count one attempt on each job before any work (a kill from now on leaves
@@ -711,7 +582,7 @@ class Engine:
             try:
                 on_idle()
             except StoreFull as exc:  # the listener tries again on a later idle call
-                self._store_full(exc)
+                self._full.full(exc)
             except AgentError:
                 raise
             except Exception:  # a listener must never stop the engine
@@ -745,7 +616,8 @@ class Engine:
         for a, res in zip(batch, results, strict=True):
             if res.error is not None and not a.failed:
                 a.fail(res.error)
-        results = self._keep_unreachable(batch, results)
+        if self._started_at is not None:  # a one-shot run says what happened
+            results = self._waiting.sort(batch, results, self.store)
         written = self._until_written(lambda: self.store.commit_results(results))
         committed = {res.record.id for res in results}
         for a in batch:
