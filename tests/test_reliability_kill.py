@@ -21,6 +21,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from core_helpers import wait_until, write_file
 
@@ -178,3 +180,56 @@ def test_killing_the_agent_five_times_during_a_burst_loses_and_doubles_nothing(t
     assert result.changes == (), f"{result.changes} {why}"
     print(f"kills left {in_flight_at_kill} images waiting; {len(again)} images analysed "
           f"twice or more ({sum(n - 1 for n in again.values())} extra analyses)")
+
+
+def children(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid`` (Linux /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+            if fields.get("PPid", "").strip() == str(pid) and \
+                    not fields.get("State", "").startswith(("Z", "X")):
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in state and "\nState:\tX" not in state
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux /proc")
+def test_the_image_worker_processes_end_when_the_agent_is_killed(tmp_path):
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    for i in range(12):
+        cv2.imwrite(str(acq / f"W{i:02d}_A01_s1_w1.png"), np.full((64, 64), 100, np.uint8))
+    db = tmp_path / "agent.sqlite3"
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f'[watch]\nfolders = ["{acq}"]\nsettle_s = 0.2\nrescan_interval_s = 0.0\n'
+        f'[storage]\ndatabase = "{db}"\n[imaging]\nworkers = 2\nthumbnails = false\n'
+        f'[model]\nenabled = false\nbatch_size = 2\n', encoding="utf-8")
+    err = tmp_path / "agent.err"
+    with open(err, "w") as fh:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "nvir_agent", "--config", str(cfg), "run", "--headless"],
+            stdout=subprocess.DEVNULL, stderr=fh)
+    try:
+        assert wait_until(lambda: finished(db) >= 1, 180), err.read_text()[-3000:]
+        workers = children(agent.pid)
+        assert len(workers) >= 2, workers  # the two image workers (and any helper)
+    finally:
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(30)
+    assert wait_until(lambda: not any(alive(p) for p in workers), 60), \
+        f"worker processes left behind: {[p for p in workers if alive(p)]}"
