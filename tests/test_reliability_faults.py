@@ -620,3 +620,58 @@ def test_a_full_disk_pauses_the_agent_which_says_so_and_carries_on_when_there_is
     assert "cannot grow: the disk that holds it is full" in caplog.text
     assert "can be written again; carrying on" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A file system of its own, 8 MiB (tmpfs), for a disk that really fills up."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small file system needs root; the full disk is also tested "
+                    "with SQLite's page limit")
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_disk_that_really_fills_up_under_the_database_is_survived(
+        tmp_path, small_disk, caplog):
+    caplog.set_level(logging.INFO, logger="nvir_agent")
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    cfg = config_from_dict({
+        "watch": {"folders": [str(acq)], "settle_s": 0.2, "rescan_interval_s": 0.0},
+        "storage": {"database": str(small_disk / "agent.sqlite3")},
+    }, source=tmp_path / "agent.toml", check_folders=False)
+    stage = RecordingStage()
+    with running(cfg, stage) as engine:
+        files = [write_file(acq / f"P_L{c:02d}_s1_w1.tif") for c in range(1, 6)]
+        assert wait_until(lambda: engine.status().done == 5)
+        filler = fill(small_disk)
+        files += [write_file(acq / f"P_M{c:02d}_s1_w1.tif") for c in range(1, 21)]
+        assert wait_until(lambda: any("cannot grow" in p for p in engine.status().problems))
+        assert engine.status().running and engine.error is None
+        # another process (`nvir-agent status`) sees the full disk, heartbeat or not
+        assert any("is full" in p for p in read_status(cfg).problems)
+        filler.unlink()
+        assert wait_until(lambda: engine.status().done == 25, 30)
+        assert wait_until(lambda: engine.status().problems == [])
+        assert engine.status().failed == 0
+    analysed_once(stage, files)
+    assert "can be written again; carrying on" in caplog.text
