@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import getpass
 import logging
 import os
 import shutil
@@ -37,6 +38,7 @@ import pytest
 from core_helpers import RecordingStage, make_config, running, wait_until, write_file
 
 from nvir_agent.app import build_engine
+from nvir_agent.cli.main import main
 from nvir_agent.config import config_from_dict, load_config
 from nvir_agent.core.engine import Engine
 from nvir_agent.core.status import read_status
@@ -356,7 +358,7 @@ def unprivileged() -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("observer", OBSERVERS)
 def test_a_folder_whose_permissions_deny_the_agent_is_reported_and_analysed_once_allowed(
-        observer):
+        observer, capsys):
     # Real permissions: the agent runs as a user chmod applies to (as nobody when the
     # tests run as root), in its own process, on a folder that user may not read.
     prefix = unprivileged()
@@ -396,6 +398,12 @@ def test_a_folder_whose_permissions_deny_the_agent_is_reported_and_analysed_once
         st = read_status(cfg)
         assert "may not read the folder" in st.folders[0].detail
         assert any(str(acq) in p and "permissions" in p for p in st.problems)
+        capsys.readouterr()
+        assert main(["--config", str(cfg_file), "status"]) == 1  # problems: exit 1
+        out = capsys.readouterr().out
+        user = user or getpass.getuser()
+        assert f"unreadable — this user ({user}) may not read the folder: Permission denied; " \
+            "check its permissions" in out, out
         meanwhile = [write_file(acq / f"P_H{c:02d}_s1_w1.tif") for c in (2, 3)]
         acq.chmod(0o755)
         assert wait_until(lambda: len(analysed()) == 3, 60), err.read_text()
