@@ -617,7 +617,8 @@ class Engine:
             if res.error is not None and not a.failed:
                 a.fail(res.error)
         if self._started_at is not None:  # a one-shot run says what happened
-            results = self._waiting.sort(batch, results, self.store)
+            away = self._watcher.away if self._watcher is not None else lambda _: False
+            results = self._waiting.sort(batch, results, self.store, away)
         written = self._until_written(lambda: self.store.commit_results(results))
         committed = {res.record.id for res in results}
         for a in batch:

@@ -112,14 +112,19 @@ class WaitingJobs:
                 "analysed once they can (a share back online, the folder back in place, "
                 "the permission given).")
 
-    def sort(self, batch: Sequence[Analysis], results: Sequence[Result],
-             store: Store) -> list[Result]:
+    def sort(self, batch: Sequence[Analysis], results: Sequence[Result], store: Store,
+             away: Callable[[str], bool] = lambda path: False) -> list[Result]:
         """The results to commit. A failure whose file cannot be reached now for a
-        reason that is not the image's own is not: its job stays pending, its
-        attempt taken back, and waits UNREACHABLE_RETRY_S."""
+        reason that is not the image's own (or whose watched folder is ``away``) is
+        not: its job stays pending, its attempt taken back, and waits
+        UNREACHABLE_RETRY_S."""
         keep, wait = [], []
         for a, res in zip(batch, results, strict=True):
-            why = unreachable(str(a.record.path)) if res.error is not None else None
+            why = None
+            if res.error is not None:
+                path = str(a.record.path)
+                why = unreachable(path) or (
+                    "its watched folder is away (a share offline?)" if away(path) else None)
             (wait if why else keep).append((a, res, why or ""))
         if wait:
             try:

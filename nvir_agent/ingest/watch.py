@@ -401,6 +401,12 @@ class _Folder:
         self.next_try = 0.0
         self.healthy_since = 0.0
         self.identity: tuple[Any, ...] | None = None  # (st_dev, st_ino) of the folder watched
+        self.mount_point = False  # a share mounted right here: unmounted, it is missing
+
+    def present(self) -> bool:
+        """The folder is there (and, if a share was mounted on it, still mounted: an
+        unmounted share leaves an empty folder behind)."""
+        return self.path.is_dir() and (not self.mount_point or os.path.ismount(self.path))
 
     def status(self) -> FolderStatus:
         return FolderStatus(
@@ -482,6 +488,16 @@ class FolderWatcher:
             n += 1
         return n
 
+    def away(self, path: str) -> bool:
+        """Whether the watched folder holding ``path`` is away or unreadable now
+        (looked at now, not only as the supervisor last saw it)."""
+        for f in self._folders:
+            if _inside(os.path.abspath(path), os.path.abspath(f.path)):
+                with self._lock:
+                    health = f.health
+                return health in ("missing", "unreadable", "restarting") or not f.present()
+        return False
+
     def observer_of(self, folder: str | os.PathLike[str]) -> BaseObserver | None:
         """The live observer of a folder (tests use it to simulate a crash)."""
         for f in self._folders:
@@ -515,8 +531,9 @@ class FolderWatcher:
         folder.next_try = now + self._check_interval_s
 
     def _try_start(self, folder: _Folder, now: float) -> bool:
-        if not folder.path.is_dir():
-            self._set(folder, "missing", "the folder does not exist (a share offline?)")
+        if not folder.present():
+            self._set(folder, "missing", "the share mounted here is not mounted (offline?)"
+                      if folder.mount_point else "the folder does not exist (a share offline?)")
             folder.next_try = now + self._check_interval_s
             return False
         error = listing_error(folder.path)
@@ -547,6 +564,7 @@ class FolderWatcher:
             return False
         folder.observer = observer
         folder.identity = identity
+        folder.mount_point = folder.mount_point or os.path.ismount(folder.path)
         folder.healthy_since = now
         self._set(folder, "watching", "")
         log.info("Watching %s (%s observer)", folder.path, folder.mode)
@@ -574,7 +592,7 @@ class FolderWatcher:
         """Restart a dead observer (with back-off), re-watch a returned or replaced
         folder, and tell when a folder cannot be read and when it can again."""
         if folder.observer is not None:
-            present = folder.path.is_dir()
+            present = folder.present()
             if present and self._alive(folder.observer):
                 if _folder_id(str(folder.path)) != folder.identity:
                     # Renamed away and another made under its name (or deleted and made
@@ -602,7 +620,8 @@ class FolderWatcher:
             if not present:
                 log.warning("Watched folder %s disappeared; watching for its return.",
                             folder.path)
-                self._set(folder, "missing", "the folder disappeared (a share offline?)")
+                self._set(folder, "missing", "the share mounted here was unmounted (offline?)"
+                          if folder.mount_point else "the folder disappeared (a share offline?)")
                 folder.next_try = now + self._check_interval_s
                 return
             log.error("The %s observer of %s stopped; restarting it in %.0f s.",
