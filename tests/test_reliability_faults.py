@@ -476,6 +476,64 @@ def test_queued_images_that_cannot_be_read_for_now_wait_and_are_analysed_later(
     assert "queued image(s) cannot be reached now" in caplog.text
 
 
+def mount(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["mount", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("observer", OBSERVERS)
+def test_a_share_unmounted_from_the_watched_folder_is_missing_and_loses_nothing(
+        tmp_path, observer, caplog):
+    # The share is mounted on the watched folder itself; unmounted (the server away),
+    # it leaves an empty folder behind, which must not pass for an empty share, and
+    # the images queued from it must wait, not fail.
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a folder needs root")
+    caplog.set_level(logging.INFO, logger="nvir_agent")
+    server, acq = tmp_path / "server", tmp_path / "acq"
+    server.mkdir()
+    acq.mkdir()
+    done = mount(["-t", "tmpfs", "-o", "size=8m", "tmpfs", str(server)])  # the server's disk
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a file system here: {done.stderr.strip()}")
+    done = mount(["--bind", str(server), str(acq)])  # and the share, mounted on the folder
+    if done.returncode != 0:
+        subprocess.run(["umount", "-l", str(server)], check=False)
+        pytest.skip(f"cannot bind-mount a folder here: {done.stderr.strip()}")
+    mounted = True
+    cfg = make_config(tmp_path, [acq], observer=observer)
+    stage = RecordingStage()
+    engine = Engine(cfg, stages=[ReadStage(cfg), stage])
+    engine.start()
+    try:
+        first = png(acq / "P_N01_s1_w1.png")
+        assert wait_until(lambda: engine.status().done == 1)
+        engine.pause()
+        queued = [png(acq / f"P_N{c:02d}_s1_w1.png") for c in (2, 3)]
+        assert wait_until(lambda: engine.status().pending == 2)
+        assert subprocess.run(["umount", str(acq)]).returncode == 0
+        mounted = False
+        assert wait_until(lambda: folder_status(engine).health == "missing")
+        assert "unmounted" in folder_status(engine).detail
+        engine.resume()
+        assert wait_until(lambda: any("cannot be reached now" in p
+                                      for p in engine.status().problems))
+        assert (engine.status().failed, engine.status().pending) == (0, 2)
+        meanwhile = png(server / "P_N04_s1_w1.png")  # written on the server meanwhile
+        assert mount(["--bind", str(server), str(acq)]).returncode == 0
+        mounted = True
+        assert wait_until(lambda: engine.status().done == 4, 30)
+        assert wait_until(lambda: folder_status(engine).health == "watching")
+        assert wait_until(lambda: engine.status().problems == [])
+        assert engine.status().failed == 0
+        analysed_once(stage, [first, *queued, acq / meanwhile.name])
+    finally:
+        engine.stop()
+        if mounted:
+            subprocess.run(["umount", "-l", str(acq)], check=False)
+        subprocess.run(["umount", "-l", str(server)], check=False)
+    assert f"Watched folder {acq} disappeared" in caplog.text
+
+
 def test_a_queued_image_deleted_before_its_analysis_is_failed_with_the_reason(tmp_path):
     acq = tmp_path / "acq"
     cfg = make_config(tmp_path, [acq])
