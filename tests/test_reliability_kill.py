@@ -6,7 +6,8 @@ The agent runs in its own process (tests/agent_proc_monitored.py) with the
 real ingest, jobs, store and monitor (plate maps, alert rules) and a light
 stand-in for reading and scoring. The images arrive while it runs and while it
 is down. The randomness (when to kill, how fast images arrive) comes from one
-seed, printed with every failure; ``NVIR_KILL_SEED=<seed>`` repeats a run.
+seed, printed with every failure; ``NVIR_KILL_SEED=<seed>`` repeats those (the
+threads' own timing still varies).
 """
 
 from __future__ import annotations
