@@ -355,15 +355,23 @@ def unprivileged() -> list[str]:
     return prefix
 
 
+@pytest.fixture
+def open_tmp():
+    """A temporary folder every user may enter (pytest's own is its user's only)."""
+    base = Path(tempfile.mkdtemp(prefix="nvir-perm-"))
+    base.chmod(0o777)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("observer", OBSERVERS)
 def test_a_folder_whose_permissions_deny_the_agent_is_reported_and_analysed_once_allowed(
-        observer, capsys):
+        observer, capsys, open_tmp):
     # Real permissions: the agent runs as a user chmod applies to (as nobody when the
     # tests run as root), in its own process, on a folder that user may not read.
     prefix = unprivileged()
-    base = Path(tempfile.mkdtemp(prefix="nvir-perm-"))
-    base.chmod(0o777)
+    base = open_tmp
     acq = base / "acq"
     acq.mkdir()
     acq.chmod(0o777)
@@ -413,13 +421,10 @@ def test_a_folder_whose_permissions_deny_the_agent_is_reported_and_analysed_once
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     stderr = err.read_text()
-    try:
-        assert proc.returncode == 0 and "Traceback" not in stderr, stderr
-        assert Counter(analysed()) == Counter(map(str, [first, *meanwhile]))
-        assert f"Cannot read the watched folder {acq}" in stderr
-        assert f"The watched folder {acq} can be read again; rescanning it." in stderr
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    assert Counter(analysed()) == Counter(map(str, [first, *meanwhile]))
+    assert f"Cannot read the watched folder {acq}" in stderr
+    assert f"The watched folder {acq} can be read again; rescanning it." in stderr
 
 
 # --- queued images whose file cannot be reached when their turn comes -----------------
