@@ -170,9 +170,8 @@ def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> En
         heartbeat_at=beat.heartbeat_at if beat else None,
         pid=beat.pid if beat else None, error=snap.get("error"),
         paused=bool(snap.get("paused")) if running else False,
-        model=describe_model_source(config),
-        problems=find_problems(config) + (list(snap.get("problems", [])) if running else []),
-        station=station,
+        model=describe_model_source(config), station=station,
+        problems=[*find_problems(config), *(snap.get("problems") or [] if running else [])],
         spooling=bool(snap.get("spooling")) if running else False,
         stations=[station_status(r, now, stale_after_s) for r in rows],
     )

@@ -29,16 +29,15 @@ def open_alerts(snap: TraySnapshot) -> list[Alert]:
 
 
 def problem(snap: TraySnapshot) -> str | None:
-    """A folder missing or unreadable, the database full, files that cannot be
-    opened, or the model unavailable (the engine keeps running)."""
+    """A folder missing, the model unavailable or another problem the running engine
+    reports (it keeps running)."""
     missing = [f.folder for f in snap.status.folders if f.health == "missing"]
     if missing:
         return f"folder unavailable: {missing[0]}"
-    problems = getattr(snap.status, "problems", None)
-    if problems:
-        return problems[0]
     if snap.status.model.startswith("scoring off"):
         return "no model: viability is not scored"
+    if snap.status.problems:  # the database locked, the model file unusable …
+        return snap.status.problems[0]
     return None
 
 
