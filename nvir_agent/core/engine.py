@@ -55,7 +55,13 @@ from nvir_agent.core.waits import FULL_RETRY_S, HELD_REPORT_S, DiskFullWait, Hel
 from nvir_agent.errors import AgentError, ConfigError, DataError, ImageError, StoreError
 from nvir_agent.ingest.filenames import is_candidate, try_parse_path
 from nvir_agent.ingest.pathnames import readable
-from nvir_agent.ingest.watch import FolderWatcher, LinkPolicy, SettleTracker, iter_candidates
+from nvir_agent.ingest.watch import (
+    FolderWatcher,
+    LinkPolicy,
+    SettleTracker,
+    cannot_look,
+    iter_candidates,
+)
 from nvir_agent.model.locate import describe_model_source
 from nvir_agent.pipeline.contract import (
     Analysis,
@@ -388,12 +394,14 @@ class Engine:
             self._held.unlooked.pop(path, None)
             return
         except OSError as exc:
-            if path not in self._held.unlooked:
+            w = self.config.watch
+            if not cannot_look(exc) or not is_candidate(path, w.patterns, w.ignore):
+                log.warning("Cannot look at %s: %s", readable(path), exc.strerror or exc)
+                return
+            if path not in self._held.unlooked:  # no permission, a share away: again later
                 log.warning("Cannot look at %s: %s; trying again.", readable(path),
                             exc.strerror or exc)
-            w = self.config.watch
-            if is_candidate(path, w.patterns, w.ignore):  # a file: look again later
-                self._held.unlooked.setdefault(path, now)
+            self._held.unlooked.setdefault(path, now)
             return
         self._held.unlooked.pop(path, None)
         if stat.S_ISDIR(st.st_mode):

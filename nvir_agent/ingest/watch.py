@@ -25,6 +25,7 @@ Nothing here knows about the store or the analysis; the engine wires them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import getpass
 import logging
@@ -253,13 +254,25 @@ def open_error(path: str) -> str | None:
         return exc.strerror or str(exc)
 
 
+# Errors that are the path's own (a loop of links, a name too long, a folder where a
+# file was expected): waiting does not cure them.
+PATH_ERRORS = frozenset({errno.ELOOP, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR,
+                         errno.EINVAL})
+
+
+def cannot_look(exc: OSError) -> bool:
+    """Whether an error looking at a file may pass (no permission, a share away),
+    rather than being the path's own."""
+    return not isinstance(exc, FileNotFoundError) and exc.errno not in PATH_ERRORS
+
+
 def unreachable(path: str) -> str | None:
     """Why ``path`` cannot be reached now for a reason that is not the file's own —
     its folder is away or unreadable (a share offline, a folder renamed), or this
-    user may not open it — or None: it opens, or it was deleted from a folder that
-    is still there."""
+    user may not open it — or None: it opens, it is not a file, or it was deleted
+    from a folder that is still there."""
     try:
-        os.stat(path)
+        st = os.stat(path)
     except FileNotFoundError:
         error = listing_error(os.path.dirname(path) or ".")
         if error is not None:
@@ -268,8 +281,15 @@ def unreachable(path: str) -> str | None:
             return "its folder is not there (a share offline, or the folder renamed?)"
         return None  # the folder is there and the file is not: deleted or renamed
     except OSError as exc:
-        return exc.strerror or str(exc)
-    return open_error(path)
+        return exc.strerror or str(exc) if cannot_look(exc) else None
+    if not stat_mod.S_ISREG(st.st_mode):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        return exc.strerror or str(exc) if cannot_look(exc) else None
+    return None
 
 
 def _can_open(path: str) -> bool:
