@@ -560,6 +560,24 @@ def test_a_queued_image_deleted_before_its_analysis_is_failed_with_the_reason(tm
     assert state == "failed" and "P_K01_s1_w1.png" in error and "No such file" in error
 
 
+def test_a_link_loop_named_like_an_image_is_not_waited_for(tmp_path, caplog):
+    # Only what may pass (no permission, a share away) is waited for; a loop of
+    # links is the path's own problem: said once, as before.
+    caplog.set_level(logging.INFO, logger="nvir_agent")
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    stage = RecordingStage()
+    with running(make_config(tmp_path, [acq]), stage) as engine:
+        engine.held_report_s = 0.5
+        loop = acq / "P_Z01_s1_w1.tif"
+        os.symlink(loop, loop)
+        good = write_file(acq / "P_Z02_s1_w1.tif")
+        assert wait_until(lambda: engine.status().done == 1)
+        assert not wait_until(lambda: engine.status().problems or engine.status().settling, 3)
+    analysed_once(stage, [good])
+    assert caplog.text.count("Cannot look at") <= 2  # one per event, never a retry loop
+
+
 # --- the observer thread dies ----------------------------------------------------------
 
 
