@@ -129,6 +129,36 @@ def measure_naive(files: list[Path], model: Path) -> dict:
     return {"seconds": time.perf_counter() - t, "n": len(files)}
 
 
+def cpu_seconds() -> float | None:
+    """CPU time (user + system) of this process and its live descendants, from
+    /proc (Linux; None elsewhere): the image workers are still running, so
+    ``os.times()``'s children fields would not count them."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        stats = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", encoding="ascii") as fh:
+                        fields = fh.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    except OSError:
+        return None
+    wanted, total = {os.getpid()}, 0
+    changed = True
+    while changed:  # descendants: children of anything already wanted
+        changed = False
+        for pid, (ppid, _) in stats.items():
+            if ppid in wanted and pid not in wanted:
+                wanted.add(pid)
+                changed = True
+    for pid in wanted:
+        total += stats.get(pid, (0, 0))[1]
+    return total / tick
+
+
 def measure_engine(files: list[Path], model: Path, work: Path) -> dict:
     from nvir_agent.app import build_engine
     from nvir_agent.config import use_all_cores
@@ -136,12 +166,13 @@ def measure_engine(files: list[Path], model: Path, work: Path) -> dict:
     engine = build_engine(use_all_cores(_config(work, model)))
     try:
         engine.process_paths(files[:8])  # the model, its fast path and the workers
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), cpu_seconds()
         rows = engine.process_paths(files, force=True)
         seconds = time.perf_counter() - t
+        cpu = None if cpu is None else cpu_seconds() - cpu
     finally:
         engine.close()
-    return {"seconds": seconds, "n": len(files),
+    return {"seconds": seconds, "n": len(files), "cpu_s": cpu,
             "done": sum(r["state"] == "done" for r in rows),
             "scored": sum(r.get("viability") is not None for r in rows)}
 
@@ -245,6 +276,8 @@ def main() -> None:
                     loads.append(os.getloadavg()[0])
                     extra = (f" done {out['done']} scored {out['scored']}"
                              if "done" in out else "")
+                    if out.get("cpu_s") is not None:
+                        extra += f", {1e3 * out['cpu_s'] / out['n']:.0f} CPU ms per image"
                     print(f"round {r + 1} {kind} {model} {variant}: {ips:.1f} images/s{extra}"
                           f" (load {loads[-1]:.1f})", flush=True)
     if results:

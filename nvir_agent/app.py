@@ -14,18 +14,19 @@ from collections.abc import Sequence
 from nvir_agent.config import Config
 from nvir_agent.core.engine import Engine
 from nvir_agent.monitor.listener import Monitor
-from nvir_agent.monitor.notify import Sink, build_notifier
+from nvir_agent.monitor.notify import Notice, Sink, build_notifier
 from nvir_agent.pipeline.contract import ResultListener, Stage
 from nvir_agent.pipeline.stages import build_stages
 from nvir_agent.pipeline.workers import with_image_workers
 from nvir_agent.store import Store, database_url, store_options
+from nvir_agent.store.url import is_postgres
 
 __all__ = ["build_engine"]
 
 
 def build_engine(
     config: Config, *, sinks: Sequence[Sink] = (), listeners: Sequence[ResultListener] = (),
-    stages: Sequence[Stage] | None = None,
+    stages: Sequence[Stage] | None = None, replace_damaged_database: bool = False,
 ) -> Engine:
     """A ready, not started, engine for ``config``.
 
@@ -36,8 +37,17 @@ def build_engine(
     ``[imaging] workers`` processes (``pipeline/workers.py``). Opens the
     database; a problem with the model file or a setting raises here, before
     anything runs.
+
+    A SQLite database is checked page by page first; a damaged one (or another
+    program's) raises ``store.DamagedDatabase`` and is left as it is, unless
+    ``replace_damaged_database`` (the user's consent): then it is kept aside,
+    renamed with the date and time, and a new one is created.
     """
-    store = Store(database_url(config), **store_options(config))
+    url = database_url(config)
+    options = store_options(config)
+    if not is_postgres(url):
+        options.update(thorough=True, replace_damaged=replace_damaged_database)
+    store = Store(url, **options)
     try:
         stage_list = (with_image_workers(config, build_stages(config)) if stages is None
                       else list(stages))
@@ -45,4 +55,13 @@ def build_engine(
     except BaseException:
         store.close()
         raise
+    notifier = monitor.notifier
+
+    def tell(title: str, body: str, severity: str) -> None:
+        notifier.submit([Notice(title, body, severity, kind="agent")])
+
+    for stage in stage_list:
+        if hasattr(stage, "on_model_back"):  # the scoring stage: the model file's fate
+            stage.on_model_back = store.requeue_awaiting_model
+            stage.tell = tell
     return Engine(config, stages=stage_list, listeners=[monitor, *listeners], store=store)

@@ -1,5 +1,10 @@
 """A small real store for the GUI tests: plate P1 with a plate map, three reads,
-tiny images with a dark disc, and two alerts (one critical, one warning)."""
+tiny images with a dark disc, and two alerts (one critical, one warning).
+
+With ``trust=True`` the scores come as a model that judges trust gives them:
+each with a 90 % interval (± 0.1) and a typicality (0.5), and the images of the
+``UNLIKE_WELLS`` at time point 3 unlike the training images (typicality 0, the
+``unlike_training`` flag), with the plate's ``unlike_training`` warning."""
 
 from __future__ import annotations
 
@@ -11,13 +16,19 @@ import numpy as np
 from nvir_agent.config import Config, StorageConfig
 from nvir_agent.monitor.platemap import parse_csv, plate_map_to_dict
 from nvir_agent.plate import ImageKey
-from nvir_agent.store import Measurement, Result, Store
+from nvir_agent.store import UNLIKE_TRAINING, Measurement, Result, Store, Trust
 
 PLATE = "P1"
 VEHICLE = [f"{r}01" for r in "ABCDEFGH"]
 TOX = {"A02": 1.0, "B02": 1.0, "C02": 1.0, "D02": 10.0, "E02": 10.0, "F02": 10.0}
 # viability per read: vehicle ~1, Tox 1 µM mild, Tox 10 µM lost
 LEVEL = {1.0: (0.9, 0.8, 0.6), 10.0: (0.8, 0.3, 0.1)}
+# with trust=True, unlike the training images at time point 3: 10 of the 14 wells
+UNLIKE_WELLS = ("A01", "B01", "C01", "D01", *TOX)
+UNLIKE_MESSAGE = ("P1: 71% of the wells at time point 3 look unlike the images model test was "
+                  "trained on: this microscope's images differ from them, so its scores may be "
+                  "wrong. Calibrate the model with `nvir-agent train --init test` on a few "
+                  "ATP-measured wells of this microscope.")
 
 
 def map_csv() -> str:
@@ -34,7 +45,13 @@ def disc(path: Path, radius: int) -> None:
     cv2.imwrite(str(path), img)
 
 
-def build_store(root: Path) -> tuple[Config, Path]:
+def _trust(well: str, tp: int, via: float) -> tuple[list[str], Trust]:
+    if well in UNLIKE_WELLS and tp == 3:
+        return [UNLIKE_TRAINING], Trust(via - 0.1, via + 0.1, 0.0, 5.0)
+    return [], Trust(via - 0.1, via + 0.1, 0.5, 1.0)
+
+
+def build_store(root: Path, trust: bool = False) -> tuple[Config, Path]:
     images = root / "images"
     images.mkdir(parents=True)
     db = root / "gui.sqlite3"
@@ -53,8 +70,9 @@ def build_store(root: Path) -> tuple[Config, Path]:
         for rec in store.pending(1000):
             well, tp = rec.key.well, rec.key.timepoint
             via = 1.0 if well in VEHICLE else LEVEL[TOX[well]][tp - 1]
+            qc, judged = _trust(well, tp, via) if trust else ([], Trust())
             results.append(Result(rec, None, Measurement(
-                found=True, viability=via, model="test", qc=[],
+                found=True, viability=via, model="test", qc=qc, trust=judged,
                 features={"equivalent_diameter_px": 40.0 * via, "circularity": 0.9,
                           "focus": 50.0, "width": 96, "height": 96})))
         store.commit_results(results)
@@ -64,14 +82,27 @@ def build_store(root: Path) -> tuple[Config, Path]:
             details = {"compound": "Tox", "concentration_uM": 10.0, "group": "Tox 10 µM",
                        "wells": ["D02", "E02", "F02"], "alerting_wells": ["D02", "E02", "F02"],
                        "since": 2}
+            if trust:
+                details.update(interval=[0.02, 0.18], certainty="sure", replicates=3,
+                               caveat="the images of this read are unlike the images model "
+                                      "test was trained on; the score may be wrong")
             a = tx.insert_alert(plate=PLATE, subject="group:Tox 10 µM", rule="viability",
                                 severity="critical", message="Tox 10 µM at 0.10 of vehicle",
                                 value=0.1, timepoint=3, now=1000.0, details=details)
             tx.add_alert_event(a, "opened", 1000.0)
             d1 = {**details, "concentration_uM": 1.0, "group": "Tox 1 µM",
                   "wells": ["A02", "B02", "C02"], "alerting_wells": ["A02", "B02", "C02"]}
+            if trust:
+                d1.update(interval=[0.5, 0.7], certainty="possible")
+                del d1["caveat"]
             b = tx.insert_alert(plate=PLATE, subject="group:Tox 1 µM", rule="viability",
                                 severity="warning", message="Tox 1 µM at 0.60 of vehicle",
                                 value=0.6, timepoint=3, now=2000.0, details=d1)
             tx.add_alert_event(b, "opened", 2000.0)
+            if trust:
+                c = tx.insert_alert(plate=PLATE, subject="plate", rule="unlike_training",
+                                    severity="warning", message=UNLIKE_MESSAGE, value=10 / 14,
+                                    timepoint=3, now=3000.0,
+                                    details={"since": 3, "model": "test"})
+                tx.add_alert_event(c, "opened", 3000.0)
     return config, db

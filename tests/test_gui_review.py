@@ -156,3 +156,145 @@ def test_new_results_reload_the_plate_shown_keeping_the_well(
     assert w.plate_view.timepoint == 4  # it was on the latest read: it follows
     assert w.well == "D02" and w.well_view.well == "D02"
     qtbot.waitUntil(lambda: w.well_view.strip.count() == 4, timeout=15000)
+
+
+def _well_shown(qtbot, w, well: str) -> None:
+    """Select the well and wait until its images and trust line are in."""
+    w.select_well(PLATE, well)
+    qtbot.waitUntil(lambda: w.plates[PLATE].details is not None
+                    and w.well_view.well == well and w.well_view.strip.count() == 3
+                    and workers.jobs_in_flight() == 0, timeout=15000)
+    w.select_well(PLATE, well)  # again, now with the images read
+    qtbot.waitUntil(lambda: workers.jobs_in_flight() == 0, timeout=15000)
+
+
+def _captions(w) -> list[str]:
+    strip = w.well_view.strip
+    return [strip.item(i).text() for i in range(strip.count())]
+
+
+def test_scores_show_their_interval_and_images_unlike_training_are_marked(
+        qtbot, tmp_path, no_leaked_workers):
+    from gui_helpers import UNLIKE_MESSAGE, build_store
+
+    from nvir_agent.gui.review.alert_list import COLUMNS
+
+    config, db = build_store(tmp_path, trust=True)
+    w = open_window(qtbot, config, db)
+    # the plate's warning stands above everything, in plain words with the fix
+    assert w.caveat.isVisible() and w.caveat.toolTip() == UNLIKE_MESSAGE
+    assert w.caveat.text().startswith("⚠ P1: 71% of the wells at time point 3 look unlike the "
+                                      "images model test was trained on")
+    assert "nvir-agent train --init test" in w.caveat.text()
+    _well_shown(qtbot, w, "D02")
+    captions = _captions(w)
+    assert captions[0].splitlines()[1] == "0.80 (0.70–0.90)"  # time point 1: score (interval)
+    assert "unlike training" not in captions[0]
+    assert captions[2].splitlines()[1:] == ["0.10 (0.00–0.20)", "unlike training"]
+    flagged = w.well_view.strip.item(2)
+    assert flagged.background().color().name() == "#ffe0b2"
+    tip = flagged.toolTip()
+    assert "typicality 0.00" in tip and "may be wrong" in tip
+    assert "nvir-agent train --init test" in tip
+    assert "typicality 0.50" in w.well_view.strip.item(0).toolTip()
+    line = w.well_view.trust_line
+    assert line.isVisible()
+    assert "Time point 3: viability" in line.text() and "(90 % interval)" in line.text()
+    assert "typicality 0.00" in line.text() and "unlike the training images" in line.text()
+    assert "nvir-agent train --init test" in line.text()
+    # the plate view: the interval and the flag on hover
+    grid = w.plate_view.grid
+    assert grid.timepoint == 3
+    tip = grid.describe("D02")
+    assert "90 % interval of its viability" in tip and "unlike the model's training" in tip
+    assert "unlike" not in grid.describe("H01")  # a vehicle well not flagged
+    # a well not flagged at the time point shown: its value and interval, no warning
+    w.plate_view.set_timepoint(1)
+    qtbot.waitUntil(lambda: w.well_view.timepoint == 1, timeout=5000)
+    assert "Time point 1: viability" in line.text() and "unlike" not in line.text()
+    # the alert list gives the alert's interval, 'possibly' and the caveat
+    col = COLUMNS.index("Viability")
+    texts = {w.alert_list.model.data(w.alert_list.model.index(r, col))
+             for r in range(w.alert_list.model.rowCount())}
+    assert {"0.10 (0.02–0.18) ⚠", "possibly 0.60 (0.50–0.70)"} <= texts
+
+
+def test_a_model_without_intervals_says_so_once(qtbot, gui_store, no_leaked_workers):
+    config, db = gui_store
+    w = open_window(qtbot, config, db)
+    _well_shown(qtbot, w, "D02")
+    line = w.well_view.trust_line.text()
+    assert "not available for this model (test)" in line
+    assert not w.caveat.isVisible()
+    captions = _captions(w)
+    assert [c.splitlines()[1] for c in captions] == ["0.80", "0.30", "0.10"]  # no per-cell noise
+    assert not any("not available" in c or "n/a" in c for c in captions)
+    assert "90 % interval" not in w.plate_view.grid.describe("D02")
+
+
+def test_station_picker_shows_one_microscopes_plates_and_alerts(
+        qtbot, gui_store, no_leaked_workers, tmp_path):
+    from gui_helpers import disc
+
+    from nvir_agent.ingest.filenames import ImageKey
+    from nvir_agent.store import Measurement, Result, Store
+    from nvir_agent.store.url import default_station
+
+    config, db = gui_store  # plate P1, analysed by this computer's station
+    jobs = []
+    for well in ("A01", "A02"):
+        p = tmp_path / f"P2_{well}.png"
+        disc(p, 20)
+        jobs.append((str(p), 1, 1.0, ImageKey(vendor="test", plate="P2", well=well, row=1,
+                                              column=int(well[1:]), field=1, channel="1",
+                                              timepoint=1)))
+    with Store(db, station="scope-2") as store:  # a second microscope on the same store
+        store.add_jobs(jobs)
+        store.commit_results([Result(rec, None, Measurement(found=True, viability=0.5,
+                                                            model="test"))
+                              for rec in store.pending(10)])
+        with store.transaction() as tx:
+            tx.insert_alert(plate="P2", subject="well:A02", rule="viability",
+                            severity="warning", message="P2 A02 at 0.50", value=0.5,
+                            timepoint=1, now=4000.0, details={})
+    w = open_window(qtbot, config, db)
+    box = w.station_picker.box
+    assert w.station_action.isVisible()
+    assert [box.itemText(i) for i in range(box.count())] == \
+        ["all stations", *sorted([default_station(), "scope-2"])]
+    assert box.currentText() == "all stations"
+    plates = w.plate_view.plate_box
+    assert {plates.itemText(i) for i in range(plates.count())} == {"P1", "P2"}
+    assert {a.plate for a in w.alerts} == {"P1", "P2"}
+
+    box.setCurrentText("scope-2")
+    qtbot.waitUntil(lambda: w.station == "scope-2" and w.plate == "P2" and "P2" in w.plates
+                    and workers.jobs_in_flight() == 0, timeout=15000)
+    assert [plates.itemText(i) for i in range(plates.count())] == ["P2"]
+    assert {a.plate for a in w.alerts} == {"P2"}
+    assert w.plate_view.grid.data.plate == "P2"
+
+    box.setCurrentText(default_station())
+    qtbot.waitUntil(lambda: w.plate == "P1" and workers.jobs_in_flight() == 0, timeout=15000)
+    assert {a.plate for a in w.alerts} == {"P1"}
+    box.setCurrentText("all stations")
+    qtbot.waitUntil(lambda: w.station is None and len(w.alerts) == 3
+                    and workers.jobs_in_flight() == 0, timeout=15000)
+
+
+def test_one_station_needs_no_picker(qtbot, gui_store, no_leaked_workers):
+    config, db = gui_store
+    w = open_window(qtbot, config, db)
+    assert not w.station_action.isVisible() and w.station is None
+
+
+def test_unlike_training_banner_reads_well_without_model_or_time_point():
+    from nvir_agent.gui.review.window import caveat_text
+    from nvir_agent.store import Alert
+
+    bare = Alert(1, "P9", "plate", "unlike_training", "warning", "open", "…", None, None,
+                 0.0, 0.0, None, {})
+    assert caveat_text(bare) == (
+        "⚠ P9: most wells look unlike the images the model was trained on, so its scores may "
+        "be wrong. Calibrate the model on this microscope: `nvir-agent train --init MODEL` on "
+        "a few wells whose ATP was measured.")

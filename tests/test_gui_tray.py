@@ -23,6 +23,7 @@ class FakeController(QObject):
     snapshot = Signal(object)
     stopped = Signal()
     failed = Signal(str)
+    damaged = Signal(object)
 
     def __init__(self, config) -> None:
         super().__init__()

@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--headless", action="store_true",
                    help="run without the tray icon and review window (no Qt is loaded; logs "
                    "go to the console and the log file); also the case without a display")
+    p.add_argument("--replace-damaged-database", action="store_true",
+                   help="if the database file is damaged or is not an NViR Agent database, "
+                   "keep it aside (renamed with the date and time; nothing is deleted) and "
+                   "start a new, empty one; a healthy database is used as it is")
     p.set_defaults(func=cmd_run, log_to_file=True, log_verbose=True)
 
     p = sub.add_parser("process", help="analyse given image files or folders once")
@@ -100,13 +104,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"Set folders = [\"/path/to/acquisitions\"] under [watch] in "
             f"{where or 'agent.toml (see `nvir-agent paths` for where it belongs)'}, "
             "or try `nvir-agent demo`.")
+    replace = args.replace_damaged_database
     if tray:
         from nvir_agent.gui.app import run_tray
 
-        return run_tray(config)
+        return run_tray(config, replace_damaged_database=replace)
     from nvir_agent.app import build_engine
 
-    engine = build_engine(config)
+    engine = build_engine(config, replace_damaged_database=replace)
     try:
         engine.start()
     except BaseException:

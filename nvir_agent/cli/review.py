@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "or dismiss alerts there.")
     p.add_argument("--plate", metavar="P", help="open on this plate")
     p.add_argument("--alert", type=int, metavar="N", help="open on alert N")
+    p.add_argument("--station", metavar="NAME",
+                   help="only the plates and alerts of this station (several microscopes on "
+                        "one store; the window's Station picker changes it)")
     p.add_argument("--screenshot", metavar="FILE",
                    help="load the window, wait until its data is drawn, save a PNG of it "
                    "and exit (works with QT_QPA_PLATFORM=offscreen)")
@@ -39,4 +42,4 @@ def cmd_review(args: argparse.Namespace) -> int:
     from nvir_agent.gui.app import run_review
 
     return run_review(config, db, plate=args.plate, alert_id=args.alert,
-                      screenshot=args.screenshot)
+                      screenshot=args.screenshot, station=args.station)

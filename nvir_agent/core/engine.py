@@ -24,12 +24,13 @@ counted), and never one that was committed.
 No single path can stop a thread: an unexpected exception while handling one
 is logged with the path and recorded against it as a failed image, and the
 thread carries on. Only an ``AgentError`` (the database unusable, the model
-cannot load) stops the engine. A database that cannot grow (the disk is full)
-does not: each thread keeps what it holds (files found, the batch in hand),
-the status says so, and it writes again once there is room. A file that
-cannot be looked at or opened (no permission), or a queued image whose file
-cannot be reached when its turn comes (its folder away), waits and is
-reported (see waits.py).
+cannot load) stops the engine. A store that cannot be written for a while
+(``StoreUnavailable``: another program holds the SQLite file's write lock, or
+``StoreFull``: the disk that holds it is full) is waited for: settled files
+and analysed results are kept and written once it can be, and
+``status().problems`` says so meanwhile. A file that cannot be looked at or
+opened (no permission), or a queued image whose file cannot be reached when its
+turn comes (its folder away), waits and is reported (see waits.py).
 
 The engine never prints and imports no Qt, torch or OpenCV: it is given its
 stages and listeners (``nvir_agent.app.build_engine`` wires the real ones).
@@ -38,6 +39,7 @@ The CLI and the UI read its ``status()`` snapshot or the store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -49,19 +51,13 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.config import Config
-from nvir_agent.core.batches import BatchQueue
+from nvir_agent.core.batches import BatchQueue, overlapped
 from nvir_agent.core.status import HEARTBEAT_S, EngineStatus, read_status
-from nvir_agent.core.waits import FULL_RETRY_S, HELD_REPORT_S, DiskFullWait, HeldFiles, WaitingJobs
+from nvir_agent.core.waits import HELD_REPORT_S, DiskFullWait, HeldFiles, WaitingJobs
 from nvir_agent.errors import AgentError, ConfigError, DataError, ImageError, StoreError
 from nvir_agent.ingest.filenames import is_candidate, try_parse_path
 from nvir_agent.ingest.pathnames import readable
-from nvir_agent.ingest.watch import (
-    FolderWatcher,
-    LinkPolicy,
-    SettleTracker,
-    cannot_look,
-    iter_candidates,
-)
+from nvir_agent.ingest.watch import FolderWatcher, LinkPolicy, SettleTracker, iter_candidates
 from nvir_agent.model.locate import describe_model_source
 from nvir_agent.pipeline.contract import (
     Analysis,
@@ -72,13 +68,22 @@ from nvir_agent.pipeline.contract import (
     split_stages,
 )
 from nvir_agent.plate import ImageKey
-from nvir_agent.store import Counts, Store, StoreFull, database_url, redact, store_options
+from nvir_agent.store import (
+    Counts,
+    Store,
+    StoreFull,
+    StoreUnavailable,
+    database_url,
+    redact,
+    store_options,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "EngineStatus", "read_status"]
 
 MAX_ATTEMPTS = 3  # an image whose analysis was interrupted this often is failed
+STORE_RETRY_S = 1.0  # pause between tries while the database cannot be written
 PREPARED_BATCHES = 1  # batches prepared ahead of the one being scored
 
 
@@ -134,9 +139,9 @@ class Engine:
         self._started_at: float | None = None
         self._error: AgentError | None = None
         self._settling = 0
-        self._full = DiskFullWait(redact(self.database), self._stop)
-        self._unqueued: list[tuple[str, int, float]] = []  # settled, not yet written as jobs
-        self._queue_again_at = 0.0
+        # settled and named, not yet queued: the store could not be written
+        self._unqueued: list[tuple[str, int, float, ImageKey]] = []
+        self._full = DiskFullWait(redact(self.database))  # the disk under it is full
         self._held = HeldFiles()  # files that cannot be looked at or opened
         self.held_report_s = HELD_REPORT_S
         self._waiting = WaitingJobs()  # queued images whose file cannot be reached now
@@ -285,14 +290,19 @@ class Engine:
         )
 
     def problems(self) -> list[str]:
-        """What keeps the running engine from working well right now, in words a
-        lab user can act on: the database cannot grow, a watched folder cannot be
-        read, images that cannot be opened."""
+        """What keeps the running agent from working fully, in words: the database
+        locked or its disk full, a model file that cannot be used (the parts that
+        know have a ``problem``), a folder that cannot be read, images that wait."""
+        found = []
+        for part in (self._store, *self._stages):
+            problem = getattr(part, "problem", None)
+            if problem:
+                found.append(str(problem))
         folders = [f"watched folder {f.folder}: {f.detail}"
                    for f in (self._watcher.status() if self._watcher else [])
                    if f.health == "unreadable"]
-        return [p for p in (self._full.problem(), *folders, self._waiting.problem(),
-                            self._held.problem()) if p]
+        return found + [p for p in (self._full.problem(), *folders, self._waiting.problem(),
+                                    self._held.problem()) if p]
 
     # --- pause ------------------------------------------------------------------------
 
@@ -341,10 +351,6 @@ class Engine:
         except StoreFull as exc:  # said in the status; the next beat tries again
             self._full.full(exc)
 
-    def _until_written(self, write: Any) -> Any:
-        """A store write, tried again while the database cannot grow (see waits.py)."""
-        return self._full.until_written(write, one_shot=self._started_at is None)
-
     # --- ingest -----------------------------------------------------------------------
 
     def _ingest_loop(self) -> None:
@@ -364,18 +370,14 @@ class Engine:
                     except queue.Empty:
                         break
             settled = self._tracker.poll(time.monotonic())
-            if self._unqueued:  # the database could not take them: again, from time to time
-                if time.monotonic() >= self._queue_again_at:
-                    settled, self._unqueued = self._unqueued + settled, []
-                else:
-                    self._unqueued += settled
-                    settled = []
-            if settled:
+            if settled or self._unqueued:
                 self._add_jobs(settled)
             self._held.look_again(self._observe_guarded, self._tracker, self.held_report_s)
             self._settling = len(self._tracker) + len(self._unqueued) + len(self._held)
             if time.monotonic() >= next_beat:
-                self._heartbeat()
+                # a locked store said so in the log; the status shows it
+                with contextlib.suppress(StoreUnavailable):
+                    self._heartbeat()
                 next_beat = time.monotonic() + HEARTBEAT_S
 
     def _observe_guarded(self, path: str, now: float) -> None:
@@ -393,15 +395,9 @@ class Engine:
             self._tracker.forget(path)
             self._held.unlooked.pop(path, None)
             return
-        except OSError as exc:
+        except OSError as exc:  # no permission, a share away: looked at again later
             w = self.config.watch
-            if not cannot_look(exc) or not is_candidate(path, w.patterns, w.ignore):
-                log.warning("Cannot look at %s: %s", readable(path), exc.strerror or exc)
-                return
-            if path not in self._held.unlooked:  # no permission, a share away: again later
-                log.warning("Cannot look at %s: %s; trying again.", readable(path),
-                            exc.strerror or exc)
-            self._held.unlooked.setdefault(path, now)
+            self._held.cannot_look(path, exc, now, is_candidate(path, w.patterns, w.ignore))
             return
         self._held.unlooked.pop(path, None)
         if stat.S_ISDIR(st.st_mode):
@@ -452,8 +448,11 @@ class Engine:
                 st = None
         self._tracker.forget(path)
         try:
-            self._until_written(lambda: self.store.record_failure(path, *(st or (None, None)),
-                                                                  error))
+            self.store.record_failure(path, *(st or (None, None)), error)
+        except StoreUnavailable as exc:
+            self._full.saw(exc)
+            log.warning("Could not record the failure of %s: %s", readable(path), exc.message)
+            return
         except AgentError:
             raise
         except Exception:
@@ -464,7 +463,7 @@ class Engine:
 
     def _add_jobs(self, files: Iterable[tuple[str, int, float]]) -> list[int]:
         w = self.config.watch
-        jobs: list[tuple[str, int, float, ImageKey]] = []
+        jobs, self._unqueued = self._unqueued, []
         for path, size, mtime in files:
             try:
                 key = try_parse_path(path, w.naming, w.regex or None)
@@ -476,12 +475,12 @@ class Engine:
                 log.warning("%s: the file name gives no plate/well (watch.naming = %r); "
                             "analysing it anyway.", readable(path), w.naming)
             jobs.append((path, size, mtime, key))
+        jobs = list({job[0]: job for job in jobs}.values())  # a path once: its newest state
         try:
             ids = self.store.add_jobs(jobs)
-        except StoreFull as exc:  # kept, and queued once the database can grow
-            self._full.full(exc)
-            self._unqueued = [(p, size, mtime) for p, size, mtime, _ in jobs] + self._unqueued
-            self._queue_again_at = time.monotonic() + FULL_RETRY_S
+        except StoreUnavailable as exc:
+            self._full.saw(exc)
+            self._unqueued = jobs  # the database is locked or full: queued on a later tick
             return []
         except AgentError:
             raise
@@ -517,9 +516,15 @@ class Engine:
                     self._wake.clear()
                     continue
                 self._busy.set()
-                records = self._next_pending(batch_size)
+                try:
+                    records = self._next_pending(batch_size)
+                    batch = self._begin(records) if records else []
+                except StoreUnavailable as exc:  # nothing in hand yet: again in a while
+                    self._full.saw(exc)
+                    self._busy.clear()
+                    self._stop.wait(STORE_RETRY_S)
+                    continue
                 if records:
-                    batch = self._begin(records)
                     self._prepare(batch)
                     if not self._batches.put(batch):  # the scoring thread has stopped
                         self._give_back([batch])
@@ -549,7 +554,7 @@ class Engine:
         with self._in_flight_lock:
             busy = set(self._in_flight)
         busy |= self._waiting.not_yet(time.monotonic())
-        records = self._until_written(lambda: self.store.pending(limit + len(busy)))
+        records = self.store.pending(limit + len(busy))
         return [r for r in records if r.id not in busy][:limit]
 
     def _begin(self, records: Sequence[ImageRecord]) -> list[Analysis]:
@@ -559,7 +564,7 @@ class Engine:
         with self._in_flight_lock:
             self._in_flight.update(ids)
         try:
-            self._until_written(lambda: self.store.begin_attempt(ids))
+            self.store.begin_attempt(ids)
         except BaseException:
             self._done_with(ids)
             raise
@@ -582,15 +587,17 @@ class Engine:
                 self._done_with(ids)
 
     def _tell_idle(self) -> None:
-        """Let listeners with time-driven rules (``on_idle``) run while nothing waits."""
-        for listener in self.listeners:
+        """Let stages and listeners with time-driven work (``on_idle``: rules that depend
+        on time alone, a model file to look at again) run while nothing waits."""
+        for listener in (*self._stages, *self.listeners):
             on_idle = getattr(listener, "on_idle", None)
             if not callable(on_idle):
                 continue
             try:
                 on_idle()
-            except StoreFull as exc:  # the listener tries again on a later idle call
-                self._full.full(exc)
+            except StoreUnavailable as exc:
+                self._full.saw(exc)
+                log.info("Result listener %r waits for the store: %s", listener, exc.message)
             except AgentError:
                 raise
             except Exception:  # a listener must never stop the engine
@@ -627,7 +634,10 @@ class Engine:
         if self._started_at is not None:  # a one-shot run says what happened
             away = self._watcher.away if self._watcher is not None else lambda _: False
             results = self._waiting.sort(batch, results, self.store, away)
-        written = self._until_written(lambda: self.store.commit_results(results))
+        written = self._commit_patiently(results)
+        if written is None:  # stopped while the database was locked or full
+            self._give_back([batch])
+            return []
         committed = {res.record.id for res in results}
         for a in batch:
             if a.record.id in committed:
@@ -639,6 +649,26 @@ class Engine:
                 except Exception:  # a listener must never stop the engine
                     log.exception("Result listener %r failed", listener)
         return written
+
+    def _commit_patiently(self, results: list[Any]) -> list[int] | None:
+        """Commit a batch's results; while another program holds the database locked,
+        or its disk is full, keep them and try again (they are not analysed twice)
+        until the commit goes through, or the engine stops (None: the jobs stay
+        pending)."""
+        full = False
+        while True:
+            try:
+                written = self.store.commit_results(results)
+            except StoreUnavailable as exc:
+                if self._started_at is None:  # one-shot use: say so rather than wait
+                    raise
+                full = self._full.saw(exc) or full
+                if self._stop.wait(STORE_RETRY_S):
+                    return None
+                continue
+            if full:  # only a write that failed tells that there is room again
+                self._full.writable()
+            return written
 
     def _finish_guarded(self, batch: list[Analysis]) -> None:
         """``_finish``, but an unexpected error (in recording the results, say) is
@@ -696,35 +726,19 @@ class Engine:
             for ids in chunks:
                 self.analyse(self.store.records(ids))
             return
-        batches: BatchQueue[list[Analysis]] = BatchQueue(PREPARED_BATCHES)
-        errors: list[BaseException] = []
 
-        def score() -> None:
+        def prepare(ids: Sequence[int]) -> list[Analysis]:
+            batch = self._begin(self.store.records(ids))
+            self._prepare(batch)
+            return batch
+
+        def finish(batch: list[Analysis]) -> None:
             try:
-                while (batch := batches.get()) is not None:
-                    try:
-                        self._finish(batch)
-                    finally:
-                        self._done_with(a.record.id for a in batch)
-            except BaseException as exc:
-                errors.append(exc)
+                self._finish(batch)
             finally:
-                self._give_back(batches.abandon())
+                self._done_with(a.record.id for a in batch)
 
-        scorer = threading.Thread(target=score, name="nvir-score", daemon=True)
-        scorer.start()
-        try:
-            for ids in chunks:
-                batch = self._begin(self.store.records(ids))
-                self._prepare(batch)
-                if not batches.put(batch):
-                    self._give_back([batch])
-                    break
-        finally:
-            batches.close()
-            scorer.join()
-        if errors:
-            raise errors[0]
+        overlapped(chunks, prepare, finish, self._give_back, PREPARED_BATCHES)
 
     @staticmethod
     def _log_result(a: Analysis) -> None:

@@ -21,7 +21,14 @@ from nvir_agent.config import Config
 from nvir_agent.errors import AgentError
 from nvir_agent.ingest.watch import FolderStatus
 from nvir_agent.model.locate import describe_model_source, resolve_model
-from nvir_agent.store import StationRow, StoreReader, database_url, redact, station_name
+from nvir_agent.store import (
+    StationRow,
+    StoreReader,
+    database_url,
+    redact,
+    station_name,
+    write_locked,
+)
 from nvir_agent.store.url import is_postgres, sqlite_path
 
 HEARTBEAT_S = 2.0  # how often a running engine records its snapshot
@@ -126,6 +133,20 @@ def find_problems(config: Config, db_error: str | None = None) -> list[str]:
     return problems
 
 
+def _silent_agent(url: str, beat: Any, snap: dict[str, Any], running: bool,
+                  now: float) -> list[str]:
+    """An agent that did not stop but whose heartbeat is late, on a SQLite file another
+    program holds locked: it cannot write its heartbeat, and waits for the lock."""
+    if running or not snap.get("running") or beat is None or is_postgres(url):
+        return []
+    db = sqlite_path(url)
+    if not write_locked(db):
+        return []
+    return [f"database {db} locked by another program: the agent (process {beat.pid}, "
+            f"last heard {now - (beat.heartbeat_at or now):.0f} s ago) cannot write to it "
+            "and waits; close the program holding it open for writing"]
+
+
 def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> EngineStatus:
     """The status as another process sees it: store counts plus the running
     agent's last heartbeat (observer modes and health), every station of the store,
@@ -171,7 +192,8 @@ def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> En
         pid=beat.pid if beat else None, error=snap.get("error"),
         paused=bool(snap.get("paused")) if running else False,
         model=describe_model_source(config), station=station,
-        problems=[*find_problems(config), *(snap.get("problems") or [] if running else [])],
+        problems=[*find_problems(config), *(snap.get("problems") or [] if running else []),
+                  *_silent_agent(url, beat, snap, running, now)],
         spooling=bool(snap.get("spooling")) if running else False,
         stations=[station_status(r, now, stale_after_s) for r in rows],
     )

@@ -1,8 +1,9 @@
 """What the engine waits for, and says it waits for, instead of failing or stopping.
 
 - ``DiskFullWait``: the database cannot grow (``StoreFull``: the disk is full).
-  Each engine thread keeps what it holds and tries its write again every
-  ``FULL_RETRY_S``; the status says so until a write that failed succeeds.
+  The engine's threads keep what they hold and try their writes again (as for
+  any ``StoreUnavailable``); this says so, once in the log and in the status,
+  until a write that failed succeeds.
 - ``WaitingJobs``: queued images whose file cannot be reached when their turn
   comes, for a reason that is not the image's own (its folder away, a share
   offline, no permission). They stay pending, their attempt taken back, and
@@ -20,38 +21,41 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from nvir_agent.errors import AgentError
 from nvir_agent.errors import listing as listed
 from nvir_agent.ingest.pathnames import readable
-from nvir_agent.ingest.watch import SettleTracker, open_error, unreachable
+from nvir_agent.ingest.watch import SettleTracker, cannot_look, open_error, unreachable
 from nvir_agent.pipeline.contract import Analysis
 from nvir_agent.store import Result, Store, StoreFull
 
 log = logging.getLogger(__name__)
 
-FULL_RETRY_S = 5.0  # how often a write is tried again while the database cannot grow
 UNREACHABLE_RETRY_S = 5.0  # how often a job whose file cannot be reached is tried again
 HELD_REPORT_S = 60.0  # a file that cannot be opened for this long is reported
 LOOK_AGAIN_S = 1.0  # how often a file that could not be looked at is looked at again
-
-T = TypeVar("T")
 
 
 class DiskFullWait:
     """The database cannot grow: said once in the log, kept in the status, and
     cleared by the first write that succeeds after one that failed."""
 
-    def __init__(self, database: str, stop: threading.Event) -> None:
+    def __init__(self, database: str) -> None:
         self.database = database
-        self._stop = stop
         self._full: StoreFull | None = None
         self._lock = threading.Lock()
 
     def problem(self) -> str | None:
         full = self._full
         return None if full is None else f"{full.message} {full.hint}"
+
+    def saw(self, exc: BaseException) -> bool:
+        """Take note of a write that failed; True when it failed for want of room."""
+        if isinstance(exc, StoreFull):
+            self.full(exc)
+            return True
+        return False
 
     def full(self, exc: StoreFull) -> None:
         with self._lock:
@@ -67,26 +71,6 @@ class DiskFullWait:
             was, self._full = self._full, None
         if was is not None:
             log.warning("The database %s can be written again; carrying on.", self.database)
-
-    def until_written(self, write: Callable[[], T], *, one_shot: bool = False) -> T:
-        """Run a store write; while the database cannot grow, say so and try again
-        every FULL_RETRY_S. A one-shot run, or an engine asked to stop meanwhile,
-        gets the error."""
-        waited = False
-        while True:
-            try:
-                result = write()
-            except StoreFull as exc:
-                if one_shot:
-                    raise
-                self.full(exc)
-                waited = True
-                if self._stop.wait(FULL_RETRY_S):
-                    raise
-                continue
-            if waited:  # only a write that failed before tells that there is room again
-                self.writable()
-            return result
 
 
 class WaitingJobs:
@@ -159,6 +143,17 @@ class HeldFiles:
 
     def __len__(self) -> int:
         return len(self.unlooked)
+
+    def cannot_look(self, path: str, exc: OSError, now: float, candidate: bool) -> None:
+        """``path`` could not be looked at: an image file (by its name) is looked at
+        again later unless the error is the path's own (a loop of links …)."""
+        if not candidate or not cannot_look(exc):
+            log.warning("Cannot look at %s: %s", readable(path), exc.strerror or exc)
+            return
+        if path not in self.unlooked:
+            log.warning("Cannot look at %s: %s; trying again.", readable(path),
+                        exc.strerror or exc)
+        self.unlooked.setdefault(path, now)
 
     def problem(self) -> str | None:
         held = list(self._report)

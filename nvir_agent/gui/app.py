@@ -63,14 +63,15 @@ def grab(window: QWidget, path: str | os.PathLike[str]) -> Path:
 
 
 def run_review(config: Config, database: Path, *, plate: str | None = None,
-               alert_id: int | None = None, screenshot: str | None = None) -> int:
+               alert_id: int | None = None, screenshot: str | None = None,
+               station: str | None = None) -> int:
     """Open the review window on the store; with ``screenshot``, save a PNG once its
     data is drawn and return."""
     from nvir_agent.gui.review.window import ReviewWindow
     from nvir_agent.gui.settings_dialog import open_settings
 
     app = application()
-    window = ReviewWindow(database, config, plate=plate, alert_id=alert_id)
+    window = ReviewWindow(database, config, plate=plate, alert_id=alert_id, station=station)
     window.settings_requested.connect(lambda: open_settings(config, window, engine=None))
     window.show()
     if screenshot:
@@ -88,13 +89,17 @@ def run_review(config: Config, database: Path, *, plate: str | None = None,
     return rc
 
 
-def run_tray(config: Config) -> int:
-    """The tray agent: starts the engine, shows its state, notifies, opens the review."""
+def run_tray(config: Config, *, replace_damaged_database: bool = False) -> int:
+    """The tray agent: starts the engine, shows its state, notifies, opens the review.
+
+    ``replace_damaged_database``: the user already consented (``run
+    --replace-damaged-database``); otherwise a damaged database is a question."""
     from nvir_agent.gui.tray import TrayAgent
 
     app = application()
     app.setQuitOnLastWindowClosed(False)
     agent = TrayAgent(config)
+    agent.controller.replace_damaged = replace_damaged_database
     agent.start()
     QTimer.singleShot(0, lambda: None)
     rc = app.exec()

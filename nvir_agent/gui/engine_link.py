@@ -22,7 +22,7 @@ from nvir_agent.gui import workers
 from nvir_agent.gui.operator_actions import OperatorState
 from nvir_agent.gui.tray_state import TraySnapshot
 from nvir_agent.monitor.notify import Message
-from nvir_agent.store import StoreReader
+from nvir_agent.store import DamagedDatabase, StoreReader
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,10 @@ POLL_MS = 3000  # status poll; a store count and an alert query, off the UI thre
 
 
 def build_gui_engine(config: Config, sinks: Sequence[Any] = (),
-                     listeners: Sequence[Any] = ()) -> Engine:
+                     listeners: Sequence[Any] = (), **options: Any) -> Engine:
     """The engine as every front-end builds it (``app.build_engine``), with the
     tray's sink and listeners."""
-    return build_engine(config, sinks=list(sinks), listeners=list(listeners))
+    return build_engine(config, sinks=list(sinks), listeners=list(listeners), **options)
 
 
 class EngineBridge(QObject):
@@ -71,6 +71,7 @@ class EngineController(QObject):
     snapshot = Signal(object)  # TraySnapshot
     stopped = Signal()
     failed = Signal(str)
+    damaged = Signal(object)  # DamagedDatabase: the database needs the user's consent
 
     def __init__(self, config: Config, *, factory: Callable[..., Any] = build_gui_engine,
                  poll_ms: int = POLL_MS, parent: QObject | None = None) -> None:
@@ -80,6 +81,7 @@ class EngineController(QObject):
         self._factory = factory
         self.engine: Any = None
         self.paused = False
+        self.replace_damaged = False  # the user consented to a new database
         self._done_at_start = 0
         self._polling = False
         self._stopping = False
@@ -91,15 +93,19 @@ class EngineController(QObject):
     # ----------------------------------------------------------------- lifecycle
 
     def _new_engine(self) -> Any:
+        options = {"replace_damaged_database": True} if self.replace_damaged else {}
         return self._factory(self.config, sinks=[TraySink(self.bridge)],
-                             listeners=[ResultsRelay(self.bridge)])
+                             listeners=[ResultsRelay(self.bridge)], **options)
 
     def start(self) -> None:
         """Build and start the engine (blocking: store open, model load) in a worker."""
         self._stopping = False
 
         def work() -> Any:
-            engine = self._new_engine()
+            try:
+                engine = self._new_engine()
+            except DamagedDatabase as exc:  # a question for the user, not a failure yet
+                return exc
             try:
                 engine.start()
             except BaseException:
@@ -110,6 +116,9 @@ class EngineController(QObject):
         workers.submit(work, self._started, self.failed.emit, parent=self)
 
     def _started(self, engine: Any) -> None:
+        if isinstance(engine, DamagedDatabase):
+            self.damaged.emit(engine)
+            return
         self.engine = engine
         self._done_at_start = engine.store.counts().done
         self._timer.start()

@@ -28,7 +28,7 @@ from nvir_agent.monitor.timecourse import (
     assign_timepoints,
     load_plate_timecourses,
 )
-from nvir_agent.store import Alert, MeasurementRow, StoreReader
+from nvir_agent.store import UNLIKE_TRAINING, Alert, MeasurementRow, StoreReader, Trust
 
 # metric key → (label for the picker, unit shown on the colour bar)
 METRICS: dict[str, tuple[str, str]] = {
@@ -57,6 +57,11 @@ class WellImage:
     outline: tuple[tuple[int, int], ...] | None  # full-image pixels, when the engine stored it
     width: int | None = None
     height: int | None = None
+    trust: Trust = Trust()  # its interval and typicality (None where the model cannot say)
+
+    @property
+    def unlike_training(self) -> bool:
+        return UNLIKE_TRAINING in self.qc
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class PlateDetails:
 
     features: dict[tuple[str, int], dict[str, float]]
     images: dict[str, list[WellImage]]
+    judged: bool = False  # some image has a typicality (the model judges its images)
 
 
 @dataclass
@@ -83,6 +89,7 @@ class PlateData:
     expected: frozenset[str] = frozenset()  # wells the imager should read (× when no data)
     details: PlateDetails | None = None
     version: int = -1  # the store's analysed-image count when this was read (store_version)
+    has_intervals: bool = False  # the model gave its scores intervals (a calibrated file)
     _by_read: dict[int, list[WellTimepoint]] = field(default_factory=dict, repr=False)
 
     @property
@@ -121,6 +128,16 @@ class PlateData:
             return out
         return [v for (_w, tp), f in self.features.items()
                 if (timepoint is None or tp == timepoint) and (v := f.get(metric)) is not None]
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models that scored this plate's images."""
+        return tuple(sorted({m for r in self.reads for m in r.models}))
+
+    @property
+    def has_typicality(self) -> bool | None:
+        """The model judged how typical the images are (None until the images are read)."""
+        return None if self.details is None else self.details.judged
 
     def role(self, well: str) -> str | None:
         return self.plate_map.role(well) if self.plate_map else None
@@ -179,6 +196,7 @@ def load_plate(database: str | os.PathLike[str], plate: str,
         data.reads = sorted(tc.reads, key=lambda r: r.timepoint)
         data.acquired_at = {r.timepoint: r.acquired_at for r in tc.reads}
         data.vehicle_band = vehicle_band(tc.points)
+        data.has_intervals = any(p.rel_control_low is not None for p in tc.points)
     data.timepoints = sorted({tp for (_w, tp) in data.points})
     data.expected = frozenset(pm.expected_wells() if pm else wells)
     data.values(None, "rel_control")  # index the points by read here, not on the UI thread
@@ -215,7 +233,8 @@ def load_plate_details(database: str | os.PathLike[str], plate: str,
                 for k, d in per.items()}
     for ims in images.values():
         ims.sort(key=lambda w: (w.timepoint, w.field or 0, w.image_id))
-    return PlateDetails(features, dict(images))
+    judged = any(im.trust.typicality is not None for ims in images.values() for im in ims)
+    return PlateDetails(features, dict(images), judged)
 
 
 def _well_image(row: MeasurementRow, timepoint: int | None) -> WellImage:
@@ -224,7 +243,7 @@ def _well_image(row: MeasurementRow, timepoint: int | None) -> WellImage:
         timepoint=timepoint if timepoint is not None else (row.key.timepoint or 0),
         field=row.key.field, state=row.state, found=row.found, viability=row.viability,
         qc=row.qc, outline=row.outline or None,
-        width=row.features.get("width"), height=row.features.get("height"))
+        width=row.features.get("width"), height=row.features.get("height"), trust=row.trust)
 
 
 def _guess_format(wells: Iterable[str]) -> int:
@@ -241,15 +260,23 @@ def _guess_format(wells: Iterable[str]) -> int:
     return fmt
 
 
-def load_alerts(database: str | os.PathLike[str]) -> list[Alert]:
-    """Every alert, active ones first (the alert list filters)."""
+def load_alerts(database: str | os.PathLike[str], station: str | None = None) -> list[Alert]:
+    """Every alert (on the plates one station imaged), active ones first (the alert
+    list filters)."""
     with StoreReader(database) as reader:
-        return reader.alerts(include_closed=True)
+        return reader.alerts(include_closed=True, station=station)
 
 
-def plate_names(database: str | os.PathLike[str]) -> list[str]:
+def plate_names(database: str | os.PathLike[str], station: str | None = None) -> list[str]:
+    """The plates with images (of one station, or of all)."""
     with StoreReader(database) as reader:
-        return reader.plate_names()
+        return reader.plate_names(station=station)
+
+
+def station_names(database: str | os.PathLike[str]) -> list[str]:
+    """Every station that has written to the store (several microscopes), sorted."""
+    with StoreReader(database) as reader:
+        return [s.name for s in reader.stations()]
 
 
 def store_version(database: str | os.PathLike[str]) -> int:
@@ -286,14 +313,18 @@ class DoseResponse:
     timepoint: int
     fit: Any  # report.dili.CompoundDayFit, or None when it could not be fitted
     points: tuple[tuple[float, float, str], ...]  # (µM, viability, well)
+    # (time point, µM) → 90 % interval of the median there (none: the model gives none)
+    intervals: dict[tuple[int, float], tuple[float, float]] = field(default_factory=dict)
 
 
 def dose_response(data: PlateData, compound: str, timepoint: int) -> DoseResponse:
     """Fit the compound's wells at this read (runs scipy: call it from a worker)."""
     from nvir_agent.report.dili import fit_compounds, records_from_points
+    from nvir_agent.report.trust import concentration_intervals
 
     points = [p for p in data.points.values() if p.timepoint == timepoint]
     records = [r for r in records_from_points(points) if r.compound == compound]
     fits = fit_compounds(records, days=[timepoint]) if records else []
     return DoseResponse(compound, timepoint, fits[0] if fits else None,
-                        tuple((r.concentration_uM, r.viability, r.well or "") for r in records))
+                        tuple((r.concentration_uM, r.viability, r.well or "") for r in records),
+                        concentration_intervals(points, compound))

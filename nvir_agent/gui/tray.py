@@ -117,6 +117,7 @@ class TrayAgent(QObject):
         self.controller.snapshot.connect(self.show_snapshot)
         self.controller.bridge.notified.connect(self.notify)
         self.controller.failed.connect(self._engine_failed)
+        self.controller.damaged.connect(self._ask_to_replace_database)
         self.controller.stopped.connect(self._stopped)
 
     # ----------------------------------------------------------------- menu
@@ -296,6 +297,23 @@ class TrayAgent(QObject):
         if self.window is not None:
             self.window.show_state("error", message)
         self.notifications.show("NViR Agent: problem", message, "critical")
+
+    def _ask_to_replace_database(self, exc: Any) -> None:
+        """The database file is damaged or not ours: start a new one only if the user
+        says so (the old file is kept aside, renamed with the date and time)."""
+        answer = QMessageBox.question(
+            None, "NViR Agent: the database cannot be used",
+            f"{exc.message}\n\nKeep this file aside (renamed with today's date and time; "
+            "nothing is deleted) and start a new, empty database in its place?\n\n"
+            "Choose No to restore the file from a backup, or to choose another file in "
+            "Settings…, first.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)
+        if answer == QMessageBox.StandardButton.Yes:
+            self.controller.replace_damaged = True
+            self.controller.start()
+        else:
+            self._engine_failed(str(exc))
 
     def _say(self, title: str, text: str) -> None:
         QMessageBox.information(None, title, text)

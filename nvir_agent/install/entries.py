@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import plistlib
 from collections.abc import Sequence
+from html import escape as _html_escape
 from importlib import resources
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from nvir_agent.install.command import (
     desktop_exec,
@@ -36,6 +36,14 @@ def app_icon() -> Path:
     """The tray's "watching" icon, installed with the package (an absolute path)."""
     return Path(str(resources.files("nvir_agent").joinpath("assets", "icons",
                                                             "watching-64.png")))
+
+
+def escape(text: str) -> str:
+    """``&``, ``<`` and ``>`` as XML entities (the Task Scheduler file's text nodes).
+
+    ``html.escape`` without quotes does exactly that; ``xml.sax.saxutils`` would
+    pull ``urllib.request`` into every command's start-up."""
+    return _html_escape(text, quote=False)
 
 
 def desktop_entry(argv: Sequence[str], icon: Path | None = None) -> str:

@@ -190,6 +190,9 @@ def make_onnxruntime(
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
+        # threads that spin while waiting for work steal the cores the image
+        # workers and the other stages need; they sleep instead
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - any exporter/runtime failure just drops the option
         log.info("ONNX Runtime path unavailable (%s); not using it.", exc)

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from nvir_agent.store.rows import UNLIKE_TRAINING, ImageScore
+from nvir_agent.store.rows import AWAITING_MODEL, UNLIKE_TRAINING, ImageScore
 
 IMAGING_FAILURE_FLAGS = frozenset({"out_of_focus", "underexposed", "saturated",
                                    "touches_border"})
@@ -41,8 +41,9 @@ IMAGING_FAILURE_FLAGS = frozenset({"out_of_focus", "underexposed", "saturated",
 DRUG_EFFECT_FLAGS = frozenset({"fragmented", "too_small", "too_large", "multiple_objects",
                                "no_spheroid"})
 """QC flags that can be the drug's effect: data in treated and positive wells."""
-CAVEAT_FLAGS = frozenset({UNLIKE_TRAINING})
-"""Flags about the model's view of the image, not the image: never exclude."""
+CAVEAT_FLAGS = frozenset({UNLIKE_TRAINING, AWAITING_MODEL})
+"""Flags about the model's view of the image, not the image: never exclude (an image
+awaiting the model has no score, so it does not count for that reason alone)."""
 DRUG_ROLES = frozenset({"treated", "positive"})
 CONTROL_ROLES = frozenset({"vehicle", "untreated"})
 
@@ -97,13 +98,19 @@ def image_verdict(im: ImageScore, role: str | None, qc_ignore: Iterable[str] = (
         if "no_spheroid" in flags:
             return Verdict(True, NO_SPHEROID_VIABILITY)
         if im.viability is None:
-            return Verdict(False, None, f"{NOT_SCORED}: no model scored this image")
+            return Verdict(False, None, _not_scored(im))
         return Verdict(True, float(im.viability))
     if flags:
         return Verdict(False, im.viability, f"{CONTROL_QC}: {', '.join(sorted(flags))}")
     if im.viability is None:
-        return Verdict(False, None, f"{NOT_SCORED}: no model scored this image")
+        return Verdict(False, None, _not_scored(im))
     return Verdict(True, float(im.viability))
+
+
+def _not_scored(im: ImageScore) -> str:
+    if AWAITING_MODEL in im.qc:
+        return f"{NOT_SCORED}: waiting for a usable model file"
+    return f"{NOT_SCORED}: no model scored this image"
 
 
 def well_reason(verdicts: Iterable[Verdict]) -> str:

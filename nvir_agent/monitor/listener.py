@@ -27,7 +27,7 @@ from nvir_agent.monitor.timecourse import (
     save_plate_map,
     settings_from_config,
 )
-from nvir_agent.store import Store, StoreFull, StoreOffline
+from nvir_agent.store import Store, StoreOffline, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,8 @@ class Monitor:
         self._maps_seen: tuple | None = None
         self._unmapped_logged: set[str] = set()
         self._dirty: set[str] = set()
-        self._missed = False  # an evaluation failed for want of disk space: all plates again
-        self._missed_told = False
-        self._missed_retry_at = 0.0
-        self.missed_retry_s = 5.0
+        self._missed = False  # results came while the store could not be written
+        self._wait_told = False  # that alerts wait was logged (once per wait)
         self._last_eval = -float("inf")
         self._last_idle_check = -float("inf")
         self.idle_check_s = 60.0
@@ -103,13 +101,11 @@ class Monitor:
             with self.store.transaction() as tx:
                 self._dirty |= tx.plates_of_images([i for i in image_ids if i > 0])
                 busy = tx.has_pending()
-        except StoreOffline as exc:
+        except StoreUnavailable as exc:
             self._offline(exc)
             return
-        except StoreFull as exc:
-            self._full(exc)
-            return
-        if self._maps_changed() or self._resynced() or self._take_missed():
+        if self._maps_changed() or self._resynced() or self._missed:
+            self._missed = False
             self._dirty |= self.known_plates()
         if not self._dirty:
             return
@@ -119,24 +115,21 @@ class Monitor:
         self._last_eval = time.monotonic()
         try:
             self.evaluate(plates)
-        except StoreOffline as exc:
+        except StoreUnavailable as exc:
             self._dirty |= set(plates)
             self._offline(exc)
-        except StoreFull as exc:
-            self._full(exc)
 
     def on_idle(self) -> None:
         """Called by the engine while no image waits for analysis: at most every
         ``idle_check_s``, re-evaluate the plates seen recently, so that time-driven
         rules (an acquisition that stalled, an acknowledgement that expired) hold even
         though no result arrives."""
-        if self._resynced() or self._take_missed():
+        if self._resynced() or self._missed:
+            self._missed = False
             try:
                 self.evaluate()
-            except StoreOffline as exc:
+            except StoreUnavailable as exc:
                 self._offline(exc)
-            except StoreFull as exc:
-                self._full(exc)
             return
         now = time.monotonic()
         if now - self._last_idle_check < self.idle_check_s:
@@ -149,30 +142,20 @@ class Monitor:
             plates = [p.plate for p in self.store.plates() if (p.last_seen or 0) >= horizon]
             if plates:
                 self.evaluate(plates)
-        except StoreOffline as exc:
+        except StoreUnavailable as exc:
             self._offline(exc)
-        except StoreFull as exc:
-            self._full(exc)
 
-    def _offline(self, exc: StoreOffline) -> None:
-        """The store's server is away (results are spooled): every plate is evaluated
-        again once it is back."""
-        log.info("Alerts wait for the store's server: %s", exc.message)
-
-    def _full(self, exc: StoreFull) -> None:
-        """The database cannot grow: every plate is evaluated again once it can."""
-        if not self._missed_told:
-            log.warning("Alerts wait until the database can be written: %s", exc.message)
-        self._missed = self._missed_told = True
-        self._missed_retry_at = time.monotonic() + self.missed_retry_s
-
-    def _take_missed(self) -> bool:
-        """True once after an evaluation failed for want of disk space (at most every
-        ``missed_retry_s``)."""
-        if not self._missed or time.monotonic() < self._missed_retry_at:
-            return False
-        self._missed = False
-        return True
+    def _offline(self, exc: StoreUnavailable) -> None:
+        """The store's server is away (results are spooled), another program holds
+        the database locked, or its disk is full: every plate is evaluated again once
+        it can be written."""
+        if isinstance(exc, StoreOffline):  # the spool's sync says when it is back
+            log.info("Alerts wait for the store: %s", exc.message)
+            return
+        if not self._wait_told:  # once per wait, not at every try
+            log.info("Alerts wait for the store: %s", exc.message)
+            self._wait_told = True
+        self._missed = True
 
     def _resynced(self) -> bool:
         """True once after the store synced its spool to the server."""
@@ -233,9 +216,7 @@ class Monitor:
                          shelf.name)
         if notices:
             self.notifier.submit(notices)
-        if self._missed_told and not self._missed:
-            self._missed_told = False
-            log.warning("Alerts are evaluated again: the database can be written.")
+        self._wait_told = False
         seconds = time.perf_counter() - t0
         log.debug("monitor evaluated %d plate(s) in %.3f s", len(plate_list), seconds)
         return MonitorResult(tuple(plate_list), tuple(changes), seconds)

@@ -13,7 +13,20 @@ a 90 % interval around its viability (see ``nvir_agent.model.typicality`` and
 ``nvir_agent.model.uncertainty``). A model without them scores as before.
 
 The network is loaded on the first batch that needs it and shared by every
-stage in the process that uses the same file and settings. The stage runs in
+stage in the process that uses the same file and settings.
+
+The model file while the agent runs: before each batch (and while the agent is
+idle, once a model was loaded or found unusable) the stage looks at the file
+again. A file that was replaced (new size or time) is loaded, and scores come
+from it from then on. A file that goes missing or cannot be loaded (corrupt,
+half copied) does not stop the agent: images are still read and measured and
+recorded with no score and the QC flag ``awaiting_model`` (they do not count
+in time courses and alerts until scored); the stage's ``problem`` says so in
+the status snapshot, the log says it once, and ``tell`` (the notifier, wired by
+``app.build_engine``) tells the operator. Once a usable file is in place the
+stage says so and calls ``on_model_back`` (the store's
+``requeue_awaiting_model``): the images that waited are analysed again and
+scored. Only at start is a configured model that cannot load fatal. The stage runs in
 the engine's scoring thread (``own_thread``); an image whose network input the
 image workers already made (``Analysis.network_input``, made with ``spec``) is
 scored from it, so its pixels need not cross from the worker process.
@@ -23,19 +36,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from nvir_agent.config import Config
-from nvir_agent.errors import ImageError
+from nvir_agent.errors import AgentError, ImageError, ModelLoadError
 from nvir_agent.imaging.reading import read_image
 from nvir_agent.model.locate import DEMO_WARNING, GET_A_MODEL, ModelSource, resolve_model
 from nvir_agent.model.modelfile import read_model_metadata
 from nvir_agent.model.preprocess import PreprocessSpec
 from nvir_agent.model.scorer import Scorer
 from nvir_agent.pipeline.contract import NOT_SCORED, Analysis
-from nvir_agent.store.rows import UNLIKE_TRAINING, Trust
+from nvir_agent.store.rows import AWAITING_MODEL, UNLIKE_TRAINING, Trust
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +76,8 @@ def shared_scorer(source: ModelSource, cfg: Config) -> Scorer:
     with _scorers_lock:
         scorer = _scorers.get(key)
         if scorer is None:
+            for old in [k for k in _scorers if k[0] == key[0]]:
+                del _scorers[old]  # the file was replaced: its old network is not kept
             if source.demo:
                 log.warning(DEMO_WARNING.format(path=source.path))
             scorer = Scorer.from_path(
@@ -85,7 +101,16 @@ class ScoreStage:
     def __init__(self, config: Config, scorer: Scorer | None = None) -> None:
         self.config = config
         self._scorer = scorer
+        self._given = scorer is not None  # a scorer handed in: no file to look at
+        self._loaded: tuple[int, int] | None = None  # (size, mtime_ns) of the file loaded
+        self._refused: tuple[int, int] | None = None  # the same, of a file that failed
+        self._file_lock = threading.RLock()
+        self.problem: str | None = None  # why scores wait, for the status snapshot
+        self.on_model_back: Callable[[], int] | None = None  # queue the waiting images
+        self.tell: Callable[[str, str, str], None] | None = None  # title, body, severity
         self.source = resolve_model(config)
+        # images left waiting for a score by an earlier run are queued again at start
+        self._requeue_due = scorer is None and self.source.path is not None
         self.spec: PreprocessSpec | None = scorer.spec if scorer is not None else None
         # whether the model judges trust: the image workers then also send each
         # image's statistics (they need the pixels and the mask, which stay there)
@@ -110,16 +135,102 @@ class ScoreStage:
 
     @property
     def scorer(self) -> Scorer | None:
-        if self._scorer is None and self.source.path is not None:
-            self._scorer = shared_scorer(self.source, self.config)
-        return self._scorer
+        """The scorer of the model file as it is now (loaded when it changed); None
+        while the file is missing or cannot be loaded (``problem`` says why)."""
+        if self._given or self.source.path is None:
+            return self._scorer
+        with self._file_lock:
+            return self._current()
+
+    def _current(self) -> Scorer | None:
+        path = self.source.path
+        assert path is not None
+        try:
+            st = path.stat()
+            key = (st.st_size, st.st_mtime_ns)
+        except OSError as exc:
+            self._unusable(f"model file {path} cannot be found ({exc.strerror or exc})")
+            return None
+        if self._scorer is not None and key == self._loaded:
+            self._requeue_waiting()  # due only after a store that could not be written
+            return self._scorer
+        if key == self._refused:
+            return None  # the same unusable file: not tried again until it changes
+        try:
+            scorer = shared_scorer(self.source, self.config)
+        except (ModelLoadError, OSError) as exc:
+            self._refused = key
+            if isinstance(exc, AgentError):  # it names the file and what is wrong
+                self._unusable(exc.message.rstrip("."))
+            else:
+                self._unusable(f"model file {path} cannot be read ({exc.strerror or exc})")
+            return None
+        replaced = self._scorer is not None and self._scorer is not scorer
+        self._scorer, self._loaded, self._refused = scorer, key, None
+        if self.problem is not None:
+            log.warning("Model file %s can be used again (%s): scoring resumes, and the "
+                        "images that waited for a score are analysed again", path,
+                        scorer.name)
+            self.problem = None
+            self._requeue_due = True
+            if self.tell is not None:
+                self.tell("NViR Agent: scoring resumed",
+                          f"The model file {path} can be used again ({scorer.name}); the "
+                          "images that waited for a score are being scored.", "info")
+        elif replaced:
+            log.warning("Model file %s was replaced: scoring with %s from now on", path,
+                        scorer.name)
+        self._requeue_waiting()
+        return scorer
+
+    def _unusable(self, why: str) -> None:
+        """The configured model file cannot score now: say so once, keep no old network."""
+        self._scorer, self._loaded = None, None
+        problem = (f"{why}: images are still read and measured and wait for a score; put a "
+                   "usable model file there and they are scored")
+        if problem == self.problem:
+            return
+        self.problem = problem
+        log.error("Scoring waits: %s.", problem)
+        if self.tell is not None:
+            self.tell("NViR Agent: viability is not scored", f"{problem}.", "warning")
+
+    def _requeue_waiting(self) -> None:
+        """Hand the images that waited for the model back for analysis (again on the
+        next look while the store cannot be written)."""
+        if not self._requeue_due or self.on_model_back is None:
+            return
+        try:
+            n = self.on_model_back()
+        except AgentError as exc:
+            log.warning("The images waiting for a score are queued later: %s", exc.message)
+            return
+        self._requeue_due = False
+        if n:
+            log.warning("%d image(s) that waited for a score are analysed again", n)
+
+    def on_idle(self) -> None:
+        """While nothing waits for analysis: look at the model file again once one was
+        loaded or found unusable (a file put back is used, and the waiting images are
+        queued, without waiting for a new image)."""
+        if self._given or self.source.path is None:
+            return
+        if self._scorer is None and self.problem is None:
+            self._requeue_waiting()  # the file loaded at start: the waiting images go
+            return  # the network itself loads with the first image to score
+        _ = self.scorer
 
     def run(self, batch: list[Analysis]) -> None:
         todo = [a for a in batch if a.found is not False and not a.failed]
         if not todo or not self.enabled:
             return
         scorer = self.scorer
-        assert scorer is not None
+        if scorer is None:  # the model file cannot be used now: measured, score later
+            for a in todo:
+                if AWAITING_MODEL not in a.qc:
+                    a.qc.append(AWAITING_MODEL)
+                a.network_input = a.image_stats = None
+            return
         inputs: list[np.ndarray] = []
         stats: list[dict[str, float]] = []
         scored: list[Analysis] = []

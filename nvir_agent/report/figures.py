@@ -28,6 +28,7 @@ from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, NullLocato
 from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
 from nvir_agent.plate import FORMATS, parse_well, row_letters
 from nvir_agent.report.dili import CompoundDayFit
+from nvir_agent.report.trust import conc_key, group_interval
 
 DPI = 90
 VMAX = 1.2
@@ -225,21 +226,39 @@ def draw_vehicle_band(ax: Any, band: Mapping[int, tuple[float, float]],
 
 
 def timecourse_png(compound: str, points: Sequence[WellTimepoint],
-                       band: Mapping[int, tuple[float, float]]) -> str:
+                   band: Mapping[int, tuple[float, float]]) -> str:
+    """Median viability per concentration over the time points, with error bars for
+    its 90 % interval where the model gives intervals (replicates combined as
+    :mod:`nvir_agent.report.trust` says)."""
     fig = Figure(figsize=_FIGSIZE)
     ax = fig.add_subplot(1, 1, 1)
     draw_vehicle_band(ax, band)
-    by_conc: dict[float, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    by_conc: dict[float, dict[int, list[WellTimepoint]]] = defaultdict(lambda: defaultdict(list))
     for p in points:
         if p.viability_rel_control is not None and p.counted:
-            by_conc[p.concentration_uM or 0.0][p.timepoint].append(p.viability_rel_control)
+            by_conc[p.concentration_uM or 0.0][p.timepoint].append(p)
     concs = sorted(by_conc)
+    n_tps = len({tp for series in by_conc.values() for tp in series})
+    any_bar = False
     for i, c in enumerate(concs):
         series = by_conc[c]
         tps = sorted(series)
         colour = _colour(i, len(concs))
-        ax.plot(tps, [statistics.median(series[t]) for t in tps], marker="o", ms=3, lw=1.2,
-                color=colour, label=f"{c:g} µM")
+        med = [statistics.median(p.viability_rel_control for p in series[t]) for t in tps]
+        ax.plot(tps, med, marker="o", ms=3, lw=1.2, color=colour, label=f"{c:g} µM")
+        # side by side at each time point, so the bars of several doses stay apart
+        shift = (i - (len(concs) - 1) / 2) * min(0.06, 0.5 / max(len(concs), 1)) \
+            if n_tps > 1 else 0.0
+        bars = [(t + shift, m, ci) for t, m in zip(tps, med, strict=True)
+                if (ci := group_interval(series[t], t)) is not None]
+        if bars:
+            any_bar = True
+            ax.errorbar([b[0] for b in bars], [b[1] for b in bars],
+                        yerr=[[max(b[1] - b[2][0], 0.0) for b in bars],
+                              [max(b[2][1] - b[1], 0.0) for b in bars]],
+                        fmt="none", ecolor=colour, elinewidth=0.9, capsize=2, alpha=0.8)
+    if any_bar:
+        ax.plot([], [], color="#424242", lw=0.9, marker="|", ms=6, label="90 % interval")
     ax.set_title(compound, fontsize=10)
     ax.set_xlabel("time point", fontsize=8)
     ax.set_ylabel("viability / vehicle", fontsize=8)
@@ -260,16 +279,20 @@ def _colour(i: int, n: int) -> Any:
     return colormaps["viridis"](0.1 + 0.8 * (i / max(1, n - 1)))
 
 
-def dose_response_png(compound: str, fits: Sequence[CompoundDayFit]) -> str:
+def dose_response_png(compound: str, fits: Sequence[CompoundDayFit],
+                      intervals: Mapping[tuple[int, float], tuple[float, float]] | None = None
+                      ) -> str:
     """Every counted well as a dot, median and range per concentration, the fitted
     curve over the tested range only, the IC50 with its 95 %
-    CI where it is reported as a number; the legend below the axes."""
+    CI where it is reported as a number, and (``intervals``: (time point, µM) → low,
+    high) the median's 90 % interval; the legend below the axes."""
     fits = sorted(fits, key=lambda f: f.day)
-    legend_in = 0.72 + 0.165 * len(fits)  # room under the axes for the x label and legend
+    entries = len(fits) + (1 if intervals else 0)
+    legend_in = 0.72 + 0.165 * entries  # room under the axes for the x label and legend
     height = 3.0 + legend_in
     fig = Figure(figsize=(6.4, height))
     ax = fig.add_subplot(1, 1, 1)
-    draw_dose_response(ax, fits)
+    draw_dose_response(ax, fits, intervals=intervals)
     ax.set_title(compound, fontsize=11)
     ax.set_xlabel("concentration (µM)", fontsize=9)
     ax.set_ylabel("viability / vehicle", fontsize=9)
@@ -283,11 +306,17 @@ def dose_response_png(compound: str, fits: Sequence[CompoundDayFit]) -> str:
 
 
 def draw_dose_response(ax: Any, fits: Sequence[CompoundDayFit],
-                       highlight: Sequence[tuple[float, float]] = ()) -> None:
+                       highlight: Sequence[tuple[float, float]] = (),
+                       intervals: Mapping[tuple[int, float], tuple[float, float]] | None = None
+                       ) -> None:
     """Onto ``ax``: every counted well as a dot, median and range per concentration,
     the fitted curve over the tested range only, the IC50 with its 95 % CI where the
     reporting rule gives it as a number (a label per day for the legend), on a log
-    concentration axis. ``highlight``: (µM, viability) points ringed in red."""
+    concentration axis. ``highlight``: (µM, viability) points ringed in red;
+    ``intervals``: (time point, µM) → the 90 % interval of the median there, drawn
+    as a wide pale bar behind it."""
+    intervals = intervals or {}
+    shown_interval = False
     lo = min(min(f.concentrations) for f in fits)
     hi = max(max(f.concentrations) for f in fits)
     rng = np.random.default_rng(0)  # fixed jitter: the same figure every time
@@ -309,6 +338,12 @@ def draw_dose_response(ax: Any, fits: Sequence[CompoundDayFit],
             ax.add_collection(LineCollection(ranges, colors=[colour], linewidths=1.0, zorder=2))
         ax.scatter([c * shift for c in f.concentrations], f.medians, s=26, marker="_",
                    color="black", lw=1.4, zorder=4)
+        bars = [[(c * shift, ci[0]), (c * shift, ci[1])] for c in f.concentrations
+                if (ci := intervals.get((f.day, conc_key(c)))) is not None]
+        if bars:
+            ax.add_collection(LineCollection(bars, colors=[colour], linewidths=6.0, alpha=0.25,
+                                             zorder=1, capstyle="butt"))
+            shown_interval = True
         call = f.call
         label = f"time point {f.day}: {call.label}"
         if f.fit.converged:
@@ -324,6 +359,9 @@ def draw_dose_response(ax: Any, fits: Sequence[CompoundDayFit],
                            edgecolor="black", lw=0.6, zorder=5)
         else:
             ax.plot([], [], color=colour, label=label)
+    if shown_interval:
+        ax.plot([], [], color="#9e9e9e", lw=6.0, alpha=0.5, solid_capstyle="butt",
+                label="90 % interval of the median")
     if highlight:
         ax.scatter([c for c, _ in highlight], [v for _, v in highlight], s=70,
                    facecolors="none", edgecolors="#c0262d", lw=1.6, zorder=6)

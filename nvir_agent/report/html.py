@@ -25,9 +25,11 @@ from typing import Any
 
 from nvir_agent.errors import DataError
 from nvir_agent.monitor.timecourse import (
+    DEFAULT_READ_GAP_S,
     MapLookup,
     PlateTimecourse,
     WellTimepoint,
+    assign_timepoints,
     load_plate_timecourses,
     settings_from_config,
 )
@@ -49,6 +51,16 @@ from nvir_agent.report.figures import (
 )
 from nvir_agent.report.ic50 import R2_FLOOR, STEEP_HILL
 from nvir_agent.report.provenance import Provenance, collect_provenance
+from nvir_agent.report.trust import (
+    COMBINED,
+    UNLIKE_MEANING,
+    ReadTrust,
+    calibrate_advice,
+    concentration_intervals,
+    has_intervals,
+    not_available,
+    read_trust,
+)
 from nvir_agent.store import Reads, open_reader
 
 log = logging.getLogger(__name__)
@@ -106,6 +118,7 @@ class ReportData:
     labels: dict[str, CompoundLabel]
     qc: QcSummary
     provenance: Provenance | None = None
+    trust: list[ReadTrust] = field(default_factory=list)  # per plate read
 
 
 # --------------------------------------------------------------------------- data
@@ -141,13 +154,18 @@ def collect_report(
     dili = evaluate_dili(fits, labels, day=dili_day) if labels else None
     qc = _qc_summary(source, plate, plates)
     database = database_label or str(getattr(source, "path", source))
+    gap = settings_from_config(config).get("read_gap_s", DEFAULT_READ_GAP_S)  # type: ignore[arg-type]
     with open_reader(source) as reads:
         used = reads.model_counts(plate)
+        images = [im for im in reads.image_scores(None if plate is None else [plate])
+                  if im.plate in plates]
+    trust = [r for r in read_trust(images, assign_timepoints(images, gap))
+             if day is None or r.timepoint == day]
     provenance = collect_provenance(config, database=database, models_in_data=used)
     return ReportData(
         database=database, generated_at=provenance.generated_at,
         plate=plate, day=day, plates=plates, fits=fits, dili=dili, dili_day=dili_day,
-        labels=labels, qc=qc, provenance=provenance,
+        labels=labels, qc=qc, provenance=provenance, trust=trust,
     )
 
 
@@ -282,10 +300,12 @@ def render_html(data: ReportData) -> str:
         f"{len(data.plates)} plate(s), {len(compounds)} compound(s)</p>",
     ]
     parts += _provenance_section(data)
+    parts += _caveat_banner(data)
     parts += _qc_section(data)
+    parts += _trust_section(data, points)
     parts += _plate_section(data)
     parts += _timecourse_section(data, compounds, points)
-    parts += _dose_response_section(data, compounds)
+    parts += _dose_response_section(data, compounds, points)
     parts += _mos_section(data)
     parts.append("</body></html>")
     log.info("report rendered in %.1f s", time.perf_counter() - started)
@@ -302,6 +322,66 @@ def _provenance_section(data: ReportData) -> list[str]:
     out.append("<table class='prov'><tbody>" + "".join(
         f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in prov.pairs()
         if k != "warning") + "</tbody></table>")
+    return out
+
+
+def _unlike_alerts(data: ReportData) -> list[dict[str, Any]]:
+    return [a for a in data.qc.open_alerts if a["rule"] == "unlike_training"]
+
+
+def _caveat_banner(data: ReportData) -> list[str]:
+    """The plate-level warning that most images differ from the training images."""
+    return [f"<p class='banner'><b>Images unlike the model's training images.</b> "
+            f"{_e(a['message'])}</p>" for a in _unlike_alerts(data)]
+
+
+def _trust_section(data: ReportData, points: Sequence[WellTimepoint]) -> list[str]:
+    """How far the scores can be trusted: the words, then per plate and time point
+    how many images the model judged unlike its training images."""
+    out = ["<h2>How far the scores can be trusted</h2>"]
+    intervals = has_intervals(points)
+    judged = any(r.judged for r in data.trust)
+    models = sorted({m for r in data.trust for m in r.models})
+    out.append(
+        "<p>Each score comes with a <b>90 % interval</b>: the range that holds the true "
+        "viability of nine images in ten like those the model was calibrated on; it widens on "
+        "images unlike them. A well's interval is the median of its images' intervals; "
+        f"{_e(COMBINED)} (σᵢ: a well's half-width / 1.645; s: the spread of the n replicate "
+        "wells), the same as the viability alerts use. The <b>typicality</b> of an image is "
+        "the share of the model's held-out training-like images that lie farther from its "
+        "training images (1: as typical as any, 0: farther than all). An image farther "
+        "than 99 % of them (a typicality of about 0.01 or less) is flagged <b>unlike the "
+        "training images</b>: its score may be wrong. The flag is a caveat, not a QC failure: the image still counts. When more "
+        "than half of a read's wells are unlike, the plate gets an alert, and every viability "
+        "alert at that read carries the caveat.</p>")
+    if not intervals and not judged:
+        out.append(f"<p class='note'>{_e(not_available(models))}</p>")
+        return out
+    if not intervals:
+        out.append("<p class='note'>Intervals: not available for this model (its file has no "
+                   "calibration on labelled images); typicality is.</p>")
+    if not judged:
+        out.append("<p class='note'>Typicality: not available for this model (its file has no "
+                   "summary of its training images); intervals are.</p>")
+        return out
+    flagged = sum(r.unlike for r in data.trust)
+    total = sum(r.judged for r in data.trust)
+    if flagged:
+        out.append(f"<p class='warn'><b>{flagged} of {total} images look unlike the images "
+                   f"the model was trained on.</b> {_e(UNLIKE_MEANING)} "
+                   f"{_e(calibrate_advice(models[0] if len(models) == 1 else None))}</p>")
+    else:
+        out.append(f"<p>None of the {total} images the model judged looks unlike its "
+                   "training images.</p>")
+    wells = {(tc.plate, s.timepoint): s for tc in data.plates.values() for s in tc.reads}
+    rows = []
+    for r in data.trust:
+        s = wells.get((r.plate, r.timepoint))
+        share = f"{s.wells_unlike_training} of {s.wells_scored}" if s else "–"
+        rows.append((r.plate, r.timepoint, r.scored, r.judged, r.unlike, share,
+                     format_number(r.typicality, 2)))
+    out.append(_table(["plate", "time point", "images scored", "judged", "unlike training",
+                       "wells unlike training", "median typicality"], rows))
     return out
 
 
@@ -361,7 +441,10 @@ def _timecourse_section(data: ReportData, compounds: Sequence[str],
     out = ["<h2>Time courses</h2>",
            "<p class='note'>Median viability relative to vehicle per concentration over the "
            "wells that count (dead wells included; imaging failures excluded); grey band: "
-           "vehicle wells, median ± SD.</p><div class='grid'>"]
+           "vehicle wells, median ± SD"
+           + ("; error bars: the median's 90 % interval (replicates combined as above)"
+              if has_intervals(points) else "")
+           + ".</p><div class='grid'>"]
     plates_of: dict[str, set[str]] = defaultdict(set)
     for p in points:
         if p.compound:
@@ -374,7 +457,8 @@ def _timecourse_section(data: ReportData, compounds: Sequence[str],
     return out
 
 
-def _dose_response_section(data: ReportData, compounds: Sequence[str]) -> list[str]:
+def _dose_response_section(data: ReportData, compounds: Sequence[str],
+                           points: Sequence[WellTimepoint]) -> list[str]:
     out = ["<h2>Dose-response</h2>",
            "<p class='note'>Dots: every counted well; black bars: median and range per "
            "concentration. Two-parameter log-logistic fit to the medians, drawn over the "
@@ -382,13 +466,17 @@ def _dose_response_section(data: ReportData, compounds: Sequence[str]) -> list[s
            "above the highest tested concentration it reads “&gt; top tested”, below the "
            f"lowest “&lt; lowest tested”; a fit with R² below {R2_FLOOR:g}, or a Hill slope of "
            f"{STEEP_HILL:g} or more with fewer than two concentrations on the transition, is "
-           "“not reliable”. Horizontal bar at the IC50: its 95 % CI.</p><div class='grid'>"]
+           "“not reliable”. Horizontal bar at the IC50: its 95 % CI."
+           + (" Wide pale bar at a concentration: the 90 % interval of its median "
+              "(replicates combined as above)." if has_intervals(points) else "")
+           + "</p><div class='grid'>"]
     by_compound: dict[str, list[CompoundDayFit]] = defaultdict(list)
     for f in data.fits:
         by_compound[f.compound].append(f)
     for compound in compounds:
         if by_compound.get(compound):
-            out.append(_img(dose_response_png(compound, by_compound[compound]),
+            out.append(_img(dose_response_png(compound, by_compound[compound],
+                                              concentration_intervals(points, compound)),
                             f"{compound} dose-response"))
     out.append("</div><h3>IC50 per compound and time point</h3>")
     rows = [(r.compound, r.day, r.ic50_text, r.ci_text or "–", format_number(r.hill),

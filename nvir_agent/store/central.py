@@ -272,6 +272,10 @@ class CentralStore(Store):
             out += [-i for i in self._spool.fail_jobs(spooled, error)]
         return out
 
+    def requeue_awaiting_model(self) -> int:
+        return self._route(lambda: super(CentralStore, self).requeue_awaiting_model(),
+                           lambda s: s.requeue_awaiting_model())
+
     def fail_exhausted(self, max_attempts: int) -> list[str]:
         return self._route(lambda: super(CentralStore, self).fail_exhausted(max_attempts),
                            lambda s: s.fail_exhausted(max_attempts))

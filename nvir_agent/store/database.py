@@ -28,6 +28,7 @@ bytes (``bytea``). Rows read back give the path ``open`` takes
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import socket
@@ -42,9 +43,9 @@ from nvir_agent.ingest.pathnames import readable
 from nvir_agent.paths import default_database
 from nvir_agent.plate import ImageKey
 from nvir_agent.store import schema
-from nvir_agent.store.dialect import StoreFull
+from nvir_agent.store.dialect import StoreBusy, StoreFull
 from nvir_agent.store.reads import IMAGE_COLUMNS, Reads, _marks, image_record
-from nvir_agent.store.rows import ImageRecord, Result
+from nvir_agent.store.rows import AWAITING_MODEL, ImageRecord, Result
 from nvir_agent.store.schema import to_json
 from nvir_agent.store.url import (
     Target,
@@ -59,6 +60,8 @@ from nvir_agent.store.writes import Transaction
 
 if TYPE_CHECKING:
     from nvir_agent.config import Config
+
+log = logging.getLogger(__name__)
 
 CLAIM_TIMEOUT_S = 600.0  # a job claimed longer ago than this may be taken over
 
@@ -119,16 +122,26 @@ class Store(Reads):
 
     def __init__(self, target: Target, *, station: str | None = None,
                  shared_folders: Sequence[str | os.PathLike[str]] = (),
-                 claim_timeout_s: float = CLAIM_TIMEOUT_S) -> None:
+                 claim_timeout_s: float = CLAIM_TIMEOUT_S, thorough: bool = False,
+                 replace_damaged: bool = False) -> None:
+        """``thorough``: read every page of the file before use (the engine's start);
+        ``replace_damaged``: the user consents to a damaged file being kept aside and
+        a new database created in its place (see integrity.py); without it a damaged
+        file raises :class:`~nvir_agent.store.integrity.DamagedDatabase`."""
         self._setup(station, shared_folders, claim_timeout_s)
         self.path = sqlite_path(target)
-        self._conn = schema.connect(self.path, readonly=False)
+        self._conn = schema.open_writer(self.path, thorough=thorough,
+                                        replace_damaged=replace_damaged)
         try:
             with self._lock:
-                schema.migrate(self._conn, self.path)
-                self._conn.execute(
-                    "UPDATE images SET station = ?, scope = ? WHERE station IS NULL",
-                    (self.station, self.station))
+                if self._conn.execute(
+                        "SELECT 1 FROM images WHERE station IS NULL LIMIT 1").fetchone():
+                    self._conn.execute(
+                        "UPDATE images SET station = ?, scope = ? WHERE station IS NULL",
+                        (self.station, self.station))
+        except self._sql.errors as exc:
+            self._conn.close()
+            raise schema.open_error(self.path, exc) from exc
         except BaseException:
             self._conn.close()
             raise
@@ -142,6 +155,23 @@ class Store(Reads):
                         for f in shared_folders]
         self._scopes = ((self.station, *(f"shared:{f}" for f in self._shared))
                         if self._sql.scoped else None)
+        self._locked_since: float | None = None
+
+    @property
+    def locked_since(self) -> float | None:
+        """Since when (``time.time()``) another program has held the file's write lock
+        so long that writes wait; None when writes go through."""
+        return self._locked_since
+
+    @property
+    def problem(self) -> str | None:
+        """The lock in words for the status snapshot, or None."""
+        if self._locked_since is None:
+            return None
+        since = time.strftime("%H:%M:%S", time.localtime(self._locked_since))
+        return (f"database {self.path} locked by another program since {since}: new images "
+                "are noticed and wait (nothing is lost); close the program holding it open "
+                "for writing")
 
     def scope_of(self, path: str) -> str:
         """The scope of an image path: ``shared:<folder>`` in a shared folder, else the
@@ -171,6 +201,10 @@ class Store(Reads):
                 self._conn.execute(self._sql.begin)
             except errors as exc:
                 raise self._write_error(exc) from exc
+            if self._locked_since is not None:
+                log.warning("The database %s can be written again (it was locked for %.0f s); "
+                            "catching up", self.path, time.time() - self._locked_since)
+                self._locked_since = None
             try:
                 yield Transaction(self.path, self._conn, self._lock, sql=self._sql,
                                   station=self.station, scopes=self._scopes)
@@ -192,6 +226,18 @@ class Store(Reads):
     def _write_error(self, exc: BaseException) -> StoreError:
         if self._sql.is_disconnect(exc):
             return self._read_error(exc)
+        if self._sql.is_busy(exc):
+            if self._locked_since is None:
+                self._locked_since = time.time()
+                log.warning("The database %s is locked by another program (for more than "
+                            "%g s): the agent keeps watching; new images wait and are "
+                            "analysed once it is free. Close the program holding it (a "
+                            "database browser with unsaved changes?).", self.path,
+                            schema.BUSY_TIMEOUT_S)
+            return StoreBusy(
+                f"The database {self.path} is locked by another program.",
+                "Close the program that holds it open for writing (a database browser "
+                "with unsaved changes?); the agent catches up once it is free.")
         if self._sql.is_full(exc):
             return StoreFull(
                 f"The database {self.path} cannot grow: the disk that holds it is full.",
@@ -374,6 +420,26 @@ class Store(Reads):
                     ),
                 )
             return written
+
+        return self._write(write)
+
+    def requeue_awaiting_model(self) -> int:
+        """Queue again every image recorded without a score because the model file could
+        not be used (QC flag ``awaiting_model``), now that it can: each becomes a pending
+        job with no attempt counted, and its measurement stays until the new result
+        replaces it. Returns how many were queued."""
+
+        def write(conn: Any) -> int:
+            params: list[Any] = [f'%"{AWAITING_MODEL}"%']
+            rows = conn.execute(self._own(
+                "SELECT id FROM images WHERE state = 'done' AND id IN (SELECT image_id FROM "
+                "measurements WHERE qc LIKE ?)", params), params).fetchall()
+            now = time.time()
+            conn.executemany(
+                "UPDATE images SET state = 'pending', error = NULL, attempts = 0, "
+                "updated_at = ?, claimed_by = NULL, claimed_at = NULL "
+                "WHERE id = ? AND state = 'done'", [(now, r["id"]) for r in rows])
+            return len(rows)
 
         return self._write(write)
 

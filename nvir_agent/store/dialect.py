@@ -30,12 +30,22 @@ from nvir_agent.errors import StoreError
 from nvir_agent.ingest.pathnames import to_db
 
 
-class StoreOffline(StoreError):
+class StoreUnavailable(StoreError):
+    """The store cannot be written just now, for a reason that passes by itself: the
+    engine keeps what it has in hand, says so and tries again (nothing is lost)."""
+
+
+class StoreOffline(StoreUnavailable):
     """The store's server is away and the station writes to its local spool: what
     needs the server (the monitor's alert transaction) waits until it is back."""
 
 
-class StoreFull(StoreError):
+class StoreBusy(StoreUnavailable):
+    """Another program holds the SQLite file's write lock for longer than the busy
+    timeout (e.g. a database browser with unsaved changes)."""
+
+
+class StoreFull(StoreUnavailable):
     """The database cannot grow: the disk that holds it is full. Nothing is lost;
     the writer tries again once there is room (the engine waits for it)."""
 
@@ -67,6 +77,11 @@ class Dialect:
     def is_disconnect(self, exc: BaseException) -> bool:
         """True when ``exc`` means the server is away (never for a local file)."""
         return False
+
+    def is_busy(self, exc: BaseException) -> bool:
+        """True when ``exc`` means another program holds the write lock."""
+        return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY,
+                                                          sqlite3.SQLITE_LOCKED)
 
     def is_full(self, exc: BaseException) -> bool:
         """True when ``exc`` means the database cannot grow (the disk is full, or

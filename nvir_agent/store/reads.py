@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -490,6 +491,11 @@ class StoreReader(Reads):
                 "Start the agent (`nvir-agent run`) or analyse files with `nvir-agent process`.",
             )
         self._conn = schema.connect(self.path, readonly=True)
+        try:  # a file that is not a database, or cut short, says so here
+            self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise schema.open_error(self.path, exc) from exc
         if self.schema_version() < len(schema.MIGRATIONS):
             # Older file: tables read here may be missing until the agent upgrades it.
             log.debug("Database %s is at schema version %d", self.path, self.schema_version())

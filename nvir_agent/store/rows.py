@@ -33,6 +33,9 @@ def _flat(features: dict[str, Any], found: bool | None, qc: Sequence[str],
 
 
 UNLIKE_TRAINING = "unlike_training"  # QC flag: the image is unlike the model's training images
+# QC flag: the image has no score yet because the model file could not be used when it was
+# analysed; it is analysed again once a usable model file is in place
+AWAITING_MODEL = "awaiting_model"
 
 
 @dataclass(frozen=True)

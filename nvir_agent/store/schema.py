@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.errors import StoreError
+from nvir_agent.store.integrity import (
+    DamagedDatabase,
+    close_quietly,
+    content_problem,
+    damaged,
+    set_aside,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,31 +122,99 @@ def to_json(value: Any) -> str:
     return json.dumps(clean(value), separators=(",", ":"), sort_keys=True)
 
 
-def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+BUSY_TIMEOUT_S = 30.0  # how long a statement waits for another program's write lock
+
+
+def connect(path: Path, *, readonly: bool, wal: bool = True) -> sqlite3.Connection:
+    """A connection to the file (created when missing, unless ``readonly``); a file that
+    is not a database, or is damaged, raises :class:`DamagedDatabase`. ``wal`` False:
+    the writer's settings, which write to the file, are left for :func:`writer_mode`."""
+    conn: sqlite3.Connection | None = None
+    timeout = BUSY_TIMEOUT_S
     try:
         if readonly:
             conn = sqlite3.connect(
-                path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30,
+                path.resolve().as_uri() + "?mode=ro", uri=True, timeout=timeout,
                 isolation_level=None, check_same_thread=False,
             )
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
-                path, timeout=30, isolation_level=None, check_same_thread=False
+                path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 30000")
-        if not readonly:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
+        # ``timeout`` is SQLite's busy timeout: how long a statement waits for a lock
+        if not readonly and wal:
+            writer_mode(conn)
         return conn
     except (sqlite3.Error, OSError) as exc:
-        raise StoreError(
-            f"Cannot open the database {path}: {exc}.",
-            "Check that the folder exists and is writable and that the file is an NViR Agent "
-            "database; set storage.database in agent.toml to use another file.",
-        ) from exc
+        close_quietly(conn)  # a failed open must not keep the file locked
+        raise open_error(path, exc) from exc
+
+
+def writer_mode(conn: sqlite3.Connection) -> None:
+    """The writer's settings: write-ahead log (readers never block it), foreign keys."""
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+
+
+def open_error(path: Path, exc: BaseException) -> StoreError:
+    """The user's error for a SQLite failure while opening or upgrading ``path``."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_NOTADB:
+        return damaged(path, f"it is not an SQLite database (SQLite: {exc})")
+    if code == sqlite3.SQLITE_CORRUPT:
+        return damaged(path, f"SQLite finds it damaged ({exc})")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreError(
+            f"The database {path} is locked by another program (it has held its write "
+            f"lock for more than {BUSY_TIMEOUT_S:.0f} s).",
+            "Close the program that has the file open for writing (a database browser "
+            "with unsaved changes, a second agent), then start the agent again.")
+    return StoreError(
+        f"Cannot open the database {path}: {exc}.",
+        "Check that the folder exists and is writable and that the file is an NViR Agent "
+        "database; set storage.database in agent.toml to use another file.",
+    )
+
+
+def open_writer(path: Path, *, thorough: bool = False,
+                replace_damaged: bool = False) -> sqlite3.Connection:
+    """The writer's connection to ``path``, checked and at the newest schema.
+
+    A damaged file, or another program's database, raises :class:`DamagedDatabase`
+    and is left as it is; with ``replace_damaged`` (the user's consent) it is kept
+    aside (:func:`~nvir_agent.store.integrity.set_aside`) and a new database is
+    created in its place. ``thorough`` also reads every page (the engine's start)."""
+    try:
+        return _open_checked(path, thorough=thorough)
+    except DamagedDatabase as exc:
+        if not replace_damaged:
+            raise
+        log.error("%s", exc.message)
+        set_aside(path)
+    return _open_checked(path, thorough=False)
+
+
+def _open_checked(path: Path, *, thorough: bool) -> sqlite3.Connection:
+    conn = connect(path, readonly=False, wal=False)  # nothing written before the checks
+    try:
+        try:
+            conn.execute("PRAGMA page_count").fetchone()  # reads the header: garbage fails
+            problem = content_problem(conn, schema_version(conn), len(MIGRATIONS),
+                                      thorough=thorough)
+            if not problem:
+                writer_mode(conn)
+        except sqlite3.Error as exc:
+            raise open_error(path, exc) from exc
+        if problem:
+            raise damaged(path, problem)
+        migrate(conn, path)
+    except BaseException:
+        close_quietly(conn)
+        raise
+    return conn
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
@@ -164,6 +239,10 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if getattr(exc, "sqlite_errorcode", None) in (
+                    sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_BUSY,
+                    sqlite3.SQLITE_LOCKED):
+                raise open_error(path, exc) from exc
             raise StoreError(
                 f"Upgrading the database {path} to schema version {number} failed: {exc}.",
                 "Check that the file is an NViR Agent database and that the disk is not "

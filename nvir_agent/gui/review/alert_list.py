@@ -61,6 +61,25 @@ def subject_text(a: Alert) -> str:
     return f"{kind} {rest}".strip()
 
 
+def viability_text(a: Alert) -> str:
+    """'0.35 (0.21–0.49)' with the alert's 90 % interval when it has one, 'possibly …'
+    when the crossing is within that interval, and ⚠ when the images of its read are
+    unlike the model's training images."""
+    if a.value is None:
+        return ""
+    d = a.details
+    ci = d.get("interval")
+    text = f"{a.value:.2f}"
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(
+            isinstance(v, (int, float)) for v in ci):
+        text += f" ({ci[0]:.2f}–{ci[1]:.2f})"
+    if d.get("certainty") == "possible":
+        text = "possibly " + text
+    if d.get("caveat"):
+        text += " ⚠"
+    return text
+
+
 def _bold() -> QFont:
     global _BOLD
     if _BOLD is None:
@@ -151,7 +170,7 @@ class AlertTableModel(QAbstractTableModel):
         if col == 6:
             return a.rule
         if col == 7:
-            return f"{a.value:.2f}" if a.value is not None else ""
+            return viability_text(a)
         if col == 8:
             since = d.get("since")
             read = f"time point {since}, " if since is not None else ""

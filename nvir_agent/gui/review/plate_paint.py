@@ -22,6 +22,7 @@ SELECTED_PEN = QPen(QColor("#202020"), 3)
 NO_DATA_PEN = QPen(QColor("#b0b0b0"), 1)
 CRITICAL = QColor("#c0262d")
 WARNING = QColor("#e8a317")
+UNLIKE = QColor("#e65100")  # a well whose images are unlike the model's training images
 
 
 def well_at(row: int, col: int) -> str:
@@ -68,7 +69,7 @@ class PlateLayout:
 def render_base(data: PlateData, layout: PlateLayout, timepoint: int | None, metric: str,
                 scale: ColourScale, size: tuple[int, int], ratio: float, font: QFont,
                 background: QColor, ink: QColor) -> QImage:
-    """The plate's labels and wells (colour, ×, +, V) as an image (worker-safe)."""
+    """The plate's labels and wells (colour, ×, +, V, ?) as an image (worker-safe)."""
     w, h = size
     image = QImage(max(1, int(w * ratio)), max(1, int(h * ratio)),
                    QImage.Format.Format_ARGB32_Premultiplied)
@@ -133,6 +134,24 @@ def paint_wells(p: QPainter, data: PlateData, layout: PlateLayout, timepoint: in
                 p.setFont(bold)
                 p.drawText(rect, Qt.AlignmentFlag.AlignCenter, "V")
                 p.setFont(label_font)
+            if point is not None and point.unlike_training:
+                paint_unlike(p, rect, bold)
+
+
+def paint_unlike(p: QPainter, rect: QRectF, font: QFont) -> None:
+    """?: an orange badge at the lower left of a well whose images are unlike the
+    model's training images."""
+    s = max(rect.width() * 0.42, 7.0)
+    badge = QRectF(rect.left() - s * 0.2, rect.bottom() - s * 0.8, s, s)
+    p.setPen(QPen(QColor("#ffffff"), 1.0))
+    p.setBrush(UNLIKE)
+    p.drawEllipse(badge)
+    if s >= 10:
+        f = QFont(font)
+        f.setPointSizeF(max(5.0, s * 0.45))
+        p.setFont(f)
+        p.drawText(badge, Qt.AlignmentFlag.AlignCenter, "?")
+        p.setFont(font)
 
 
 def paint_overlay(p: QPainter, layout: PlateLayout, selected: Iterable[str],

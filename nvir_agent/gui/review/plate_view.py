@@ -4,8 +4,11 @@ A 96/384/1536 grid coloured by a metric at one read (time slider), with a
 colour bar, glyphs for alert state (triangle: warning, diamond: critical;
 hollow when acknowledged), a cross (+) on wells that failed QC, a light ×
 on wells the plate map expects (or, without a map, that were read before)
-but that have no data at this read, a small "V" on vehicle wells and grey
-for wells the map excludes; wells nobody expects are left blank. Hover shows the well's content; a click selects the well.
+but that have no data at this read, a small "V" on vehicle wells, an orange
+"?" badge on wells whose images are unlike the model's training images, and
+grey for wells the map excludes; wells nobody expects are left blank. Hover
+shows the well's content and its viability's 90 % interval; a click selects
+the well.
 """
 
 from __future__ import annotations
@@ -176,8 +179,15 @@ class PlateGrid(QWidget):
             lines.append(f"{label}, time point {self.timepoint}: "
                          + ("no data" if v is None else f"{v:.3g} {unit}".strip()))
             point = self.data.points.get((well, self.timepoint))
+            if point is not None and point.rel_control_low is not None \
+                    and point.rel_control_high is not None:
+                lines.append(f"90 % interval of its viability: {point.rel_control_low:.2f}–"
+                             f"{point.rel_control_high:.2f} × vehicle")
             if point is not None and point.flags:
                 lines.append("Flags: " + ", ".join(point.flags))
+            if point is not None and point.unlike_training:
+                lines.append("? Its images are unlike the model's training images: the score "
+                             "may be wrong (see the well view).")
         glyph = self.alert_glyphs.get(well)
         if glyph:
             lines.append(f"Alert: {glyph[0]} ({glyph[1]})")
@@ -252,6 +262,8 @@ class PlateView(QWidget):
         self.legend = QLabel()
         self.legend.setWordWrap(True)
         self.legend.setTextFormat(Qt.TextFormat.RichText)
+        # squeezed, the text is cut at the bottom rather than painted over the plate
+        self.legend.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.grid.well_clicked.connect(self._clicked)
 
         top = QHBoxLayout()
@@ -368,7 +380,8 @@ class PlateView(QWidget):
     def _legend(self) -> None:
         data = self.grid.data
         parts = ["<b>V</b> vehicle &nbsp; <b>+</b> failed QC &nbsp; <b>×</b> no data &nbsp; "
-                 "▲ warning &nbsp; ◆ critical (hollow: acknowledged) &nbsp; grey: excluded"]
+                 "▲ warning &nbsp; ◆ critical (hollow: acknowledged) &nbsp; grey: excluded"
+                 " &nbsp; <span style='color:#e65100'>●</span>? unlike training images"]
         if data is not None and data.plate_map is not None:
             compounds: dict[str, set[float]] = {}
             for a in data.plate_map.wells.values():

@@ -1,8 +1,10 @@
 """The well view's two plots, drawn with matplotlib:
 
-- time course: the well (thick), its replicate group (thin), the vehicle
-  band (median ± SD of the vehicle wells, as in the HTML report), the alert
-  level and the onset of loss;
+- time course: the well (thick, with its 90 % interval as error bars when the
+  model gives intervals, and an orange ring where its images are unlike the
+  model's training images), its replicate group (thin), the vehicle band
+  (median ± SD of the vehicle wells, as in the HTML report), the alert level
+  and the onset of loss;
 - dose-response: replicate points, the fitted curve, the IC50 with its 95 %
   confidence interval under the reporting rule, on a log concentration axis
   (drawn by the report's own :func:`~nvir_agent.report.figures.draw_dose_response`).
@@ -37,6 +39,7 @@ DPI = 90
 WELL = "#1f4e9c"
 LEVEL = "#b8860b"
 ONSET = "#c0262d"
+UNLIKE = "#e65100"
 MARGINS_PX = {"left": 56, "right": 10, "bottom": 36, "top": 22}  # room for labels at any size
 
 Draw = Callable[[Figure], object]  # fills a figure; returns what the view keeps (or None)
@@ -90,6 +93,21 @@ def draw_timecourse(fig: Figure, data: PlateData, well: str, threshold: float) -
                 label="replicates" if i == 0 else None)
     ax.plot(tps, _series(data, well), color=WELL, lw=2.2, marker="o", ms=4.5, label=well,
             zorder=4)
+    pts = [p for tp in tps if (p := data.points.get((well, tp))) is not None
+           and p.viability_rel_control is not None]
+    bars = [p for p in pts if p.rel_control_low is not None and p.rel_control_high is not None]
+    if bars:
+        v = np.array([p.viability_rel_control for p in bars], dtype=float)
+        ax.errorbar([p.timepoint for p in bars], v,
+                    yerr=[np.maximum(v - [p.rel_control_low for p in bars], 0),
+                          np.maximum(np.array([p.rel_control_high for p in bars]) - v, 0)],
+                    fmt="none", ecolor=WELL, elinewidth=1.2, capsize=3, zorder=4,
+                    label="90 % interval")
+    unlike = [p for p in pts if p.unlike_training]
+    if unlike:
+        ax.scatter([p.timepoint for p in unlike], [p.viability_rel_control for p in unlike],
+                   s=110, facecolors="none", edgecolors=UNLIKE, lw=1.8, zorder=5,
+                   label="unlike the training images")
     ax.axhline(threshold, color=LEVEL, lw=1.2, ls="--", label=f"alert level {threshold:g}")
     med = [statistics.median(v) if (v := [x for w in group
                                            if (x := data.value(w, tp, "rel_control"))
@@ -114,7 +132,8 @@ def draw_fit(fig: Figure, dr: DoseResponse, highlight: str | None) -> None:
         return
     if dr.fit is not None:
         draw_dose_response(ax, [dr.fit], highlight=[(c, v) for c, v, w in dr.points
-                                                     if w == highlight])
+                                                     if w == highlight],
+                           intervals=dr.intervals)
         title += dr.fit.call.label
     else:  # too few concentrations to fit: the points alone
         ax.scatter([c for c, _ in points], [v for _, v in points], s=12, color=WELL,

@@ -1,6 +1,8 @@
 """The review window: alert list and plate view on the left, the well view on
-the right, the operator's actions in the tool bar, and a banner that keeps
-critical alerts in sight until they are acknowledged.
+the right, the operator's actions in the tool bar, a banner that keeps
+critical alerts in sight until they are acknowledged, and an orange one while
+the plate shown holds the warning that its images are unlike the model's
+training images.
 
 The window coordinates: every read and write runs in a worker; the views
 talk to it through signals, never to each other.
@@ -22,6 +24,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -40,14 +43,17 @@ from nvir_agent.gui.plate_data import (
     load_plate,
     load_plate_details,
     plate_names,
+    station_names,
     store_version,
 )
 from nvir_agent.gui.review.alert_list import AlertListView
 from nvir_agent.gui.review.dialogs import AcknowledgeDialog, DismissDialog, ShelveDialog
 from nvir_agent.gui.review.export import export_plate
 from nvir_agent.gui.review.plate_view import PlateView
+from nvir_agent.gui.review.station_picker import StationPicker
 from nvir_agent.gui.review.well_view import WellView
 from nvir_agent.monitor.timecourse import settings_from_config
+from nvir_agent.report.trust import calibrate_advice
 from nvir_agent.store import Alert, redact
 
 log = logging.getLogger(__name__)
@@ -64,7 +70,7 @@ class ReviewWindow(QMainWindow):
 
     def __init__(self, database: str | os.PathLike[str], config: Config, *,
                  plate: str | None = None, alert_id: int | None = None,
-                 parent: QWidget | None = None) -> None:
+                 station: str | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.database = database  # a SQLite file or a server URL
         self.config = config
@@ -74,6 +80,8 @@ class ReviewWindow(QMainWindow):
         self.plates: dict[str, PlateData] = {}
         self.plate: str | None = plate
         self.well: str | None = None
+        self.station: str | None = station  # None: every station's plates and alerts
+        self.stations: list[str] = []
         self.loaded = False
         self._want_alert = alert_id
         self._loading_plate: str | None = None
@@ -90,6 +98,12 @@ class ReviewWindow(QMainWindow):
         self.banner.setStyleSheet("background:#c0262d; color:white; padding:6px; "
                                   "font-weight:bold;")
         self.banner.hide()
+        self.caveat = QLabel()  # the plate's images are unlike the model's training images
+        self.caveat.setWordWrap(True)
+        self.caveat.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.caveat.setStyleSheet("background:#fff3e0; color:#8a3b00; border:1px solid "
+                                  "#e65100; padding:6px;")
+        self.caveat.hide()
         self.message = QLabel()
         self.statusBar().addWidget(self.message, 1)
 
@@ -105,6 +119,7 @@ class ReviewWindow(QMainWindow):
         layout = QVBoxLayout(central)
         layout.setContentsMargins(6, 4, 6, 4)
         layout.addWidget(self.banner)
+        layout.addWidget(self.caveat)
         layout.addWidget(main, 1)
         self.setCentralWidget(central)
         self._actions()
@@ -153,27 +168,44 @@ class ReviewWindow(QMainWindow):
         add("Settings…", self.settings_requested.emit, "Watched folders, model, alert levels")
         for a in (self.ack_action, self.dismiss_action):
             a.setEnabled(False)
+        # several microscopes on one store: whose plates and alerts (shown once there are two)
+        spacer = QWidget()
+        spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        bar.addWidget(spacer)
+        self.station_picker = StationPicker()
+        self.station_picker.station_chosen.connect(self._station_chosen)
+        self.station_action = bar.addWidget(self.station_picker)
+        self.station_action.setVisible(False)
 
     # ----------------------------------------------------------------- loading
 
     def refresh(self) -> None:
         """Read alerts and plates again (worker); reload the plate shown when the
         engine has analysed images since it was read (at most every LIVE_RELOAD_S)."""
-        db = self.database
+        db, station = self.database, self.station
 
-        def work() -> tuple[list[Alert], list[str], OperatorState, int]:
-            return load_alerts(db), plate_names(db), OperatorState.load(db), store_version(db)
+        def work() -> tuple[list[Alert], list[str], OperatorState, int, list[str], str | None]:
+            return (load_alerts(db, station), plate_names(db, station), OperatorState.load(db),
+                    store_version(db), station_names(db), station)
 
         workers.submit(work, self._alerts_loaded, self._failed, parent=self)
 
-    def _alerts_loaded(self, result: tuple[list[Alert], list[str], OperatorState, int]
-                       ) -> None:
-        self.alerts, plates, self.state, version = result
+    def _alerts_loaded(self, result: tuple[list[Alert], list[str], OperatorState, int,
+                                           list[str], str | None]) -> None:
+        self.alerts, plates, self.state, version, stations, station = result
+        if station != self.station:
+            return  # another station was picked meanwhile: its read is on the way
+        self.stations = stations
+        self.station_picker.set_stations(stations, self.station)
+        self.station_action.setVisible(self.station_picker.wanted_visible(stations, self.station))
+        if self.station is not None and self.plate is not None and self.plate not in plates:
+            self.plate = self.well = None  # the plate shown is another station's
         self._reload_stale(version)
         self.alert_list.set_alerts(self.alerts, self.state)
         self.plate_view.set_plates(plates, self.plate)
         self._banner()
         self._glyphs()
+        self._caveat()
         if self.plate is None:
             active = [a for a in self.alerts if a.active]
             self.plate = active[0].plate if active else (plates[0] if plates else None)
@@ -182,8 +214,16 @@ class ReviewWindow(QMainWindow):
         elif self._want_alert is not None:
             self._apply_wanted_alert()
         if not plates:
-            self.message.setText(f"No plates in {redact(self.database)} yet.")
+            of = f" of station {self.station}" if self.station else ""
+            self.message.setText(f"No plates{of} in {redact(self.database)} yet.")
         self.loaded = True
+
+    def _station_chosen(self, station: str | None) -> None:
+        if station == self.station:
+            return
+        self.station = station
+        self.message.setText(f"Reading the plates of {station or 'all stations'} …")
+        self.refresh()
 
     def _reload_stale(self, version: int) -> None:
         """New results in the store: forget the plates not shown, read the shown one
@@ -243,6 +283,7 @@ class ReviewWindow(QMainWindow):
         self.plate = data.plate
         self.plate_view.set_data(data)
         self._glyphs()
+        self._caveat()
         if self._want_alert is not None:
             self._apply_wanted_alert()
         elif self.well is None:
@@ -302,6 +343,7 @@ class ReviewWindow(QMainWindow):
         self.well_view.show_well(data, well, images, self.plate_view.timepoint)
 
     def _timepoint_changed(self, tp: int) -> None:
+        self.well_view.set_timepoint(tp)
         data = self.plates.get(self.plate or "")
         a = data.plate_map.wells.get(self.well) if data and data.plate_map and self.well \
             else None
@@ -328,6 +370,18 @@ class ReviewWindow(QMainWindow):
                 if old is None or (a.severity == "critical" and old[0] != "critical"):
                     glyphs[w] = (a.severity, state)
         self.plate_view.set_alert_glyphs(glyphs)
+
+    def _caveat(self) -> None:
+        """The plate-level warning that its images differ from the model's training
+        images, above everything while it is active (it qualifies every score shown)."""
+        unlike = [a for a in self.alerts
+                  if a.plate == self.plate and a.active and a.rule == "unlike_training"]
+        if not unlike:
+            self.caveat.hide()
+            return
+        self.caveat.setText(" ".join(caveat_text(a) for a in unlike))
+        self.caveat.setToolTip("\n".join(a.message for a in unlike))
+        self.caveat.show()
 
     def _banner(self) -> None:
         crit = [a for a in self.alerts
@@ -431,6 +485,17 @@ class ReviewWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self._timer.stop()
         super().closeEvent(event)
+
+
+def caveat_text(alert: Alert) -> str:
+    """The plate's unlike_training warning in two short sentences (the banner)."""
+    model = str(alert.details.get("model") or "") or None
+    share = f"{alert.value:.0%} of the wells" if alert.value is not None else "most wells"
+    at = f" at time point {alert.timepoint}" if alert.timepoint is not None else ""
+    return (f"⚠ {alert.plate}: {share}{at} look unlike the images "
+            f"{'model ' + model if model else 'the model'} was trained on, so its scores may "
+            "be wrong. "
+            + calibrate_advice(model if model and "," not in model else None))
 
 
 def show_error(parent: QWidget | None, title: str, message: str) -> None:
