@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
+S = TypeVar("S")
 T = TypeVar("T")
 
 
@@ -71,3 +73,36 @@ class BatchQueue(Generic[T]):
     def __len__(self) -> int:
         with self._cond:
             return len(self._items)
+
+
+def overlapped(items: Iterable[S], prepare: Callable[[S], T], finish: Callable[[T], None],
+               give_back: Callable[[list[T]], None], ahead: int = 1) -> None:
+    """Prepare each item on this thread while a second thread finishes the ones
+    before, in order (at most ``ahead`` waiting between them). A fatal error on
+    either side stops both and propagates; what was prepared and not finished is
+    given back."""
+    batches: BatchQueue[T] = BatchQueue(ahead)
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            while (batch := batches.get()) is not None:
+                finish(batch)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            give_back(batches.abandon())
+
+    consumer = threading.Thread(target=consume, name="nvir-score", daemon=True)
+    consumer.start()
+    try:
+        for item in items:
+            batch = prepare(item)
+            if not batches.put(batch):
+                give_back([batch])
+                break
+    finally:
+        batches.close()
+        consumer.join()
+    if errors:
+        raise errors[0]

@@ -25,9 +25,12 @@ No single path can stop a thread: an unexpected exception while handling one
 is logged with the path and recorded against it as a failed image, and the
 thread carries on. Only an ``AgentError`` (the database unusable, the model
 cannot load) stops the engine. A store that cannot be written for a while
-(``StoreUnavailable``: another program holds the SQLite file's write lock) is
-waited for: settled files and analysed results are kept and written once it
-can be, and ``status().problems`` says so meanwhile.
+(``StoreUnavailable``: another program holds the SQLite file's write lock, or
+``StoreFull``: the disk that holds it is full) is waited for: settled files
+and analysed results are kept and written once it can be, and
+``status().problems`` says so meanwhile. A file that cannot be looked at or
+opened (no permission), or a queued image whose file cannot be reached when its
+turn comes (its folder away), waits and is reported (see waits.py).
 
 The engine never prints and imports no Qt, torch or OpenCV: it is given its
 stages and listeners (``nvir_agent.app.build_engine`` wires the real ones).
@@ -48,10 +51,11 @@ from pathlib import Path
 from typing import Any
 
 from nvir_agent.config import Config
-from nvir_agent.core.batches import BatchQueue
+from nvir_agent.core.batches import BatchQueue, overlapped
 from nvir_agent.core.status import HEARTBEAT_S, EngineStatus, read_status
+from nvir_agent.core.waits import HELD_REPORT_S, DiskFullWait, HeldFiles, WaitingJobs
 from nvir_agent.errors import AgentError, ConfigError, DataError, ImageError, StoreError
-from nvir_agent.ingest.filenames import try_parse_path
+from nvir_agent.ingest.filenames import is_candidate, try_parse_path
 from nvir_agent.ingest.pathnames import readable
 from nvir_agent.ingest.watch import FolderWatcher, LinkPolicy, SettleTracker, iter_candidates
 from nvir_agent.model.locate import describe_model_source
@@ -67,6 +71,7 @@ from nvir_agent.plate import ImageKey
 from nvir_agent.store import (
     Counts,
     Store,
+    StoreFull,
     StoreUnavailable,
     database_url,
     redact,
@@ -136,6 +141,10 @@ class Engine:
         self._settling = 0
         # settled and named, not yet queued: the store could not be written
         self._unqueued: list[tuple[str, int, float, ImageKey]] = []
+        self._full = DiskFullWait(redact(self.database))  # the disk under it is full
+        self._held = HeldFiles()  # files that cannot be looked at or opened
+        self.held_report_s = HELD_REPORT_S
+        self._waiting = WaitingJobs()  # queued images whose file cannot be reached now
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -281,15 +290,19 @@ class Engine:
         )
 
     def problems(self) -> list[str]:
-        """What keeps the running agent from working fully, in words (the database
-        locked by another program, a model file that cannot be used …): the parts
-        that know say so through a ``problem`` attribute."""
+        """What keeps the running agent from working fully, in words: the database
+        locked or its disk full, a model file that cannot be used (the parts that
+        know have a ``problem``), a folder that cannot be read, images that wait."""
         found = []
         for part in (self._store, *self._stages):
             problem = getattr(part, "problem", None)
             if problem:
                 found.append(str(problem))
-        return found
+        folders = [f"watched folder {f.folder}: {f.detail}"
+                   for f in (self._watcher.status() if self._watcher else [])
+                   if f.health == "unreadable"]
+        return found + [p for p in (self._full.problem(), *folders, self._waiting.problem(),
+                                    self._held.problem()) if p]
 
     # --- pause ------------------------------------------------------------------------
 
@@ -333,7 +346,10 @@ class Engine:
     def _heartbeat(self, *, running: bool = True) -> None:
         snap = self.status().as_dict()
         snap["running"] = running
-        self.store.write_heartbeat(snap, started_at=self._started_at or time.time())
+        try:
+            self.store.write_heartbeat(snap, started_at=self._started_at or time.time())
+        except StoreFull as exc:  # said in the status; the next beat tries again
+            self._full.full(exc)
 
     # --- ingest -----------------------------------------------------------------------
 
@@ -354,9 +370,10 @@ class Engine:
                     except queue.Empty:
                         break
             settled = self._tracker.poll(time.monotonic())
-            self._settling = len(self._tracker)
             if settled or self._unqueued:
                 self._add_jobs(settled)
+            self._held.look_again(self._observe_guarded, self._tracker, self.held_report_s)
+            self._settling = len(self._tracker) + len(self._unqueued) + len(self._held)
             if time.monotonic() >= next_beat:
                 # a locked store said so in the log; the status shows it
                 with contextlib.suppress(StoreUnavailable):
@@ -376,10 +393,13 @@ class Engine:
             st = os.stat(path)
         except FileNotFoundError:
             self._tracker.forget(path)
+            self._held.unlooked.pop(path, None)
             return
-        except OSError as exc:
-            log.warning("Cannot look at %s: %s", readable(path), exc.strerror or exc)
+        except OSError as exc:  # no permission, a share away: looked at again later
+            w = self.config.watch
+            self._held.cannot_look(path, exc, now, is_candidate(path, w.patterns, w.ignore))
             return
+        self._held.unlooked.pop(path, None)
         if stat.S_ISDIR(st.st_mode):
             if not self._links.admits(path):
                 return
@@ -430,6 +450,7 @@ class Engine:
         try:
             self.store.record_failure(path, *(st or (None, None)), error)
         except StoreUnavailable as exc:
+            self._full.saw(exc)
             log.warning("Could not record the failure of %s: %s", readable(path), exc.message)
             return
         except AgentError:
@@ -457,8 +478,9 @@ class Engine:
         jobs = list({job[0]: job for job in jobs}.values())  # a path once: its newest state
         try:
             ids = self.store.add_jobs(jobs)
-        except StoreUnavailable:
-            self._unqueued = jobs  # the database is locked: queued on a later tick
+        except StoreUnavailable as exc:
+            self._full.saw(exc)
+            self._unqueued = jobs  # the database is locked or full: queued on a later tick
             return []
         except AgentError:
             raise
@@ -473,6 +495,8 @@ class Engine:
                 except Exception as exc:
                     self._record_failure(path, (size, mtime),
                                          f"Internal error while queueing the image: {exc!r}")
+        if jobs:
+            self._full.writable()
         for path, size, mtime, _ in jobs:
             self._known[path] = (size, mtime)
         if ids:
@@ -495,7 +519,8 @@ class Engine:
                 try:
                     records = self._next_pending(batch_size)
                     batch = self._begin(records) if records else []
-                except StoreUnavailable:  # nothing in hand yet: try again in a while
+                except StoreUnavailable as exc:  # nothing in hand yet: again in a while
+                    self._full.saw(exc)
                     self._busy.clear()
                     self._stop.wait(STORE_RETRY_S)
                     continue
@@ -524,9 +549,11 @@ class Engine:
             self._give_back(self._batches.abandon())
 
     def _next_pending(self, limit: int) -> list[ImageRecord]:
-        """The oldest pending jobs that are not already being analysed."""
+        """The oldest pending jobs that are not already being analysed, nor waiting
+        for their file to be reachable again."""
         with self._in_flight_lock:
             busy = set(self._in_flight)
+        busy |= self._waiting.not_yet(time.monotonic())
         records = self.store.pending(limit + len(busy))
         return [r for r in records if r.id not in busy][:limit]
 
@@ -569,6 +596,7 @@ class Engine:
             try:
                 on_idle()
             except StoreUnavailable as exc:
+                self._full.saw(exc)
                 log.info("Result listener %r waits for the store: %s", listener, exc.message)
             except AgentError:
                 raise
@@ -603,12 +631,17 @@ class Engine:
         for a, res in zip(batch, results, strict=True):
             if res.error is not None and not a.failed:
                 a.fail(res.error)
+        if self._started_at is not None:  # a one-shot run says what happened
+            away = self._watcher.away if self._watcher is not None else lambda _: False
+            results = self._waiting.sort(batch, results, self.store, away)
         written = self._commit_patiently(results)
-        if written is None:  # stopped while the database was locked
+        if written is None:  # stopped while the database was locked or full
             self._give_back([batch])
             return []
+        committed = {res.record.id for res in results}
         for a in batch:
-            self._log_result(a)
+            if a.record.id in committed:
+                self._log_result(a)
         if written:
             for listener in self.listeners:
                 try:
@@ -619,16 +652,23 @@ class Engine:
 
     def _commit_patiently(self, results: list[Any]) -> list[int] | None:
         """Commit a batch's results; while another program holds the database locked,
-        keep them and try again (they are not analysed twice) until the commit goes
-        through, or the engine stops (None: the jobs stay pending)."""
+        or its disk is full, keep them and try again (they are not analysed twice)
+        until the commit goes through, or the engine stops (None: the jobs stay
+        pending)."""
+        full = False
         while True:
             try:
-                return self.store.commit_results(results)
-            except StoreUnavailable:
+                written = self.store.commit_results(results)
+            except StoreUnavailable as exc:
                 if self._started_at is None:  # one-shot use: say so rather than wait
                     raise
+                full = self._full.saw(exc) or full
                 if self._stop.wait(STORE_RETRY_S):
                     return None
+                continue
+            if full:  # only a write that failed tells that there is room again
+                self._full.writable()
+            return written
 
     def _finish_guarded(self, batch: list[Analysis]) -> None:
         """``_finish``, but an unexpected error (in recording the results, say) is
@@ -686,35 +726,19 @@ class Engine:
             for ids in chunks:
                 self.analyse(self.store.records(ids))
             return
-        batches: BatchQueue[list[Analysis]] = BatchQueue(PREPARED_BATCHES)
-        errors: list[BaseException] = []
 
-        def score() -> None:
+        def prepare(ids: Sequence[int]) -> list[Analysis]:
+            batch = self._begin(self.store.records(ids))
+            self._prepare(batch)
+            return batch
+
+        def finish(batch: list[Analysis]) -> None:
             try:
-                while (batch := batches.get()) is not None:
-                    try:
-                        self._finish(batch)
-                    finally:
-                        self._done_with(a.record.id for a in batch)
-            except BaseException as exc:
-                errors.append(exc)
+                self._finish(batch)
             finally:
-                self._give_back(batches.abandon())
+                self._done_with(a.record.id for a in batch)
 
-        scorer = threading.Thread(target=score, name="nvir-score", daemon=True)
-        scorer.start()
-        try:
-            for ids in chunks:
-                batch = self._begin(self.store.records(ids))
-                self._prepare(batch)
-                if not batches.put(batch):
-                    self._give_back([batch])
-                    break
-        finally:
-            batches.close()
-            scorer.join()
-        if errors:
-            raise errors[0]
+        overlapped(chunks, prepare, finish, self._give_back, PREPARED_BATCHES)
 
     @staticmethod
     def _log_result(a: Analysis) -> None:

@@ -11,6 +11,7 @@ purpose: no analysis, model or Qt imports.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,10 @@ from nvir_agent.store import (
 from nvir_agent.store.url import is_postgres, sqlite_path
 
 HEARTBEAT_S = 2.0  # how often a running engine records its snapshot
+# Less free space than this under a SQLite database is reported: SQLite needs room for
+# new pages and for its write-ahead log (a running agent that cannot write cannot
+# record its own status either, so the status says it from here).
+LOW_DISK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,17 @@ def find_problems(config: Config, db_error: str | None = None) -> list[str]:
                             "check its permissions")
     if db_error:
         problems.append(db_error)
+    url = database_url(config)
+    if not is_postgres(url):
+        folder = sqlite_path(url).parent
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            free = None  # a missing folder is said above
+        if free is not None and free < LOW_DISK_BYTES:
+            problems.append(f"the disk that holds the database {sqlite_path(url)} is full "
+                            f"({free // 1024} KiB free): free some space on it; the agent "
+                            "waits and carries on by itself once there is room")
     return problems
 
 
@@ -134,7 +150,7 @@ def _silent_agent(url: str, beat: Any, snap: dict[str, Any], running: bool,
 def read_status(config: Config, *, stale_after_s: float = 3 * HEARTBEAT_S) -> EngineStatus:
     """The status as another process sees it: store counts plus the running
     agent's last heartbeat (observer modes and health), every station of the store,
-    and the problems found."""
+    and the problems found (here, and those the running agent reported)."""
     url = database_url(config)
     station = station_name(config)
     configured = [

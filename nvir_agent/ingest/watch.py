@@ -3,12 +3,16 @@
 - ``FolderWatcher`` runs one watchdog observer per acquisition folder: the
   native one on local disks, the polling one on network shares (UNC paths,
   SMB/NFS/CIFS mounts) or when configured. Its event handler only filters
-  names and enqueues paths; a supervisor thread notices a dead observer or a
-  vanished folder, restarts it with back-off, and rescans every folder at
-  start and periodically (events are lost on buffer overflows and never seen
-  for remote writes through inotify).
+  names and enqueues paths; a supervisor thread notices a dead observer, a
+  vanished folder, a folder replaced under the same name (renamed away, or
+  deleted and made again) and a folder this user cannot read; it restarts the
+  observer with back-off, and rescans every folder at start, when it is back
+  and periodically (events are lost on buffer overflows and never seen for
+  remote writes through inotify).
 - ``SettleTracker`` decides when a file is complete: its size and mtime are
-  unchanged for ``settle_s`` and it opens for reading.
+  unchanged for ``settle_s`` and it opens for reading. It remembers since when
+  a file could not be opened (or looked at), so that one held back for long
+  (no permission) is reported.
 - ``LinkPolicy`` decides which symbolic links are followed: never one that
   leads back inside a watched folder (what it points to is found under its
   real path, and a link to a parent folder cannot loop), one leading outside
@@ -21,7 +25,9 @@ Nothing here knows about the store or the analysis; the engine wires them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
+import getpass
 import logging
 import os
 import stat as stat_mod
@@ -174,6 +180,13 @@ class LinkPolicy:
         return True
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name (a container without a passwd entry)
+        return str(os.getuid()) if hasattr(os, "getuid") else "?"
+
+
 def _folder_id(path: str) -> tuple[Any, ...] | None:
     try:
         st = os.stat(path)
@@ -231,13 +244,68 @@ def iter_candidates(
         stack.extend(reversed(subfolders))
 
 
-def _can_open(path: str) -> bool:
+def open_error(path: str) -> str | None:
+    """Why ``path`` cannot be opened and read, or None when it can."""
     try:
         with open(path, "rb") as fh:
             fh.read(1)
-        return True
-    except OSError:
-        return False
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+# Errors that are the path's own (a loop of links, a name too long, a folder where a
+# file was expected): waiting does not cure them.
+PATH_ERRORS = frozenset({errno.ELOOP, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR,
+                         errno.EINVAL})
+
+
+def cannot_look(exc: OSError) -> bool:
+    """Whether an error looking at a file may pass (no permission, a share away),
+    rather than being the path's own."""
+    return not isinstance(exc, FileNotFoundError) and exc.errno not in PATH_ERRORS
+
+
+def unreachable(path: str) -> str | None:
+    """Why ``path`` cannot be reached now for a reason that is not the file's own —
+    its folder is away or unreadable (a share offline, a folder renamed), or this
+    user may not open it — or None: it opens, it is not a file, or it was deleted
+    from a folder that is still there."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        error = listing_error(os.path.dirname(path) or ".")
+        if error is not None:
+            return f"its folder cannot be read: {error.strerror or error}"
+        if not os.path.isdir(os.path.dirname(path) or "."):
+            return "its folder is not there (a share offline, or the folder renamed?)"
+        return None  # the folder is there and the file is not: deleted or renamed
+    except OSError as exc:
+        return exc.strerror or str(exc) if cannot_look(exc) else None
+    if not stat_mod.S_ISREG(st.st_mode):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        return exc.strerror or str(exc) if cannot_look(exc) else None
+    return None
+
+
+def _can_open(path: str) -> bool:
+    return open_error(path) is None
+
+
+def listing_error(folder: str | os.PathLike[str]) -> OSError | None:
+    """Why this user cannot list ``folder``, or None when it can (the folder is
+    opened, not read through: cheap on a large folder and on a share)."""
+    try:
+        with os.scandir(folder):
+            return None
+    except FileNotFoundError:
+        return None  # missing is reported as missing
+    except OSError as exc:
+        return exc
 
 
 class SettleTracker:
@@ -257,6 +325,7 @@ class SettleTracker:
         self.empty_wait_s = max(settle_s, 10.0) if empty_wait_s is None else empty_wait_s
         self._can_open = can_open
         self._files: dict[str, tuple[int, float, float]] = {}  # path → size, mtime, since
+        self._held: dict[str, float] = {}  # path → since when it cannot be opened or looked at
 
     def __len__(self) -> int:
         return len(self._files)
@@ -269,6 +338,11 @@ class SettleTracker:
 
     def forget(self, path: str) -> None:
         self._files.pop(path, None)
+        self._held.pop(path, None)
+
+    def held(self, now: float, longer_than_s: float) -> list[str]:
+        """Files that could not be opened (or looked at) for longer than this."""
+        return sorted(p for p, since in self._held.items() if now - since > longer_than_s)
 
     def poll(self, now: float) -> list[tuple[str, int, float]]:
         """Re-stat every tracked file; return (path, size, mtime) of settled ones."""
@@ -277,24 +351,27 @@ class SettleTracker:
             try:
                 st = os.stat(path)
             except FileNotFoundError:
-                del self._files[path]  # deleted or renamed: the new name has its own event
+                self.forget(path)  # deleted or renamed: the new name has its own event
                 continue
             except OSError:
-                continue  # a share hiccup: try again next time
+                self._held.setdefault(path, now)
+                continue  # a share hiccup or no permission: try again next time
             if not stat_mod.S_ISREG(st.st_mode):
-                del self._files[path]
+                self.forget(path)
                 continue
             if (st.st_size, st.st_mtime) != (size, mtime):
                 self._files[path] = (st.st_size, st.st_mtime, now)
+                self._held.pop(path, None)  # it is being written: not held back
                 continue
             wait = self.empty_wait_s if size == 0 else self.settle_s
             if now - since < wait:
                 continue
             if self._can_open(path):
-                del self._files[path]
+                self.forget(path)
                 settled.append((path, size, mtime))
             else:
                 self._files[path] = (size, mtime, now)
+                self._held.setdefault(path, now)
         return settled
 
 
@@ -323,7 +400,7 @@ class FolderStatus:
     folder: str
     mode: str  # native | polling
     network: bool
-    health: str  # starting | watching | missing | restarting | stopped
+    health: str  # starting | watching | missing | unreadable | restarting | stopped
     restarts: int = 0
     detail: str = ""
 
@@ -343,6 +420,13 @@ class _Folder:
         self.backoff = 1.0
         self.next_try = 0.0
         self.healthy_since = 0.0
+        self.identity: tuple[Any, ...] | None = None  # (st_dev, st_ino) of the folder watched
+        self.mount_point = False  # a share mounted right here: unmounted, it is missing
+
+    def present(self) -> bool:
+        """The folder is there (and, if a share was mounted on it, still mounted: an
+        unmounted share leaves an empty folder behind)."""
+        return self.path.is_dir() and (not self.mount_point or os.path.ismount(self.path))
 
     def status(self) -> FolderStatus:
         return FolderStatus(
@@ -424,6 +508,16 @@ class FolderWatcher:
             n += 1
         return n
 
+    def away(self, path: str) -> bool:
+        """Whether the watched folder holding ``path`` is away or unreadable now
+        (looked at now, not only as the supervisor last saw it)."""
+        for f in self._folders:
+            if _inside(os.path.abspath(path), os.path.abspath(f.path)):
+                with self._lock:
+                    health = f.health
+                return health in ("missing", "unreadable", "restarting") or not f.present()
+        return False
+
     def observer_of(self, folder: str | os.PathLike[str]) -> BaseObserver | None:
         """The live observer of a folder (tests use it to simulate a crash)."""
         for f in self._folders:
@@ -443,11 +537,30 @@ class FolderWatcher:
         quiet_duplicate_watch_warning()
         return Observer()
 
+    def _unreadable(self, folder: _Folder, now: float, error: OSError) -> None:
+        if isinstance(error, PermissionError):
+            detail = (f"this user ({_user()}) may not read the folder: "
+                      f"{error.strerror or error}; check its permissions")
+        else:
+            detail = (f"the folder cannot be read: {error.strerror or error}; check the "
+                      "share and the network")
+        if folder.health != "unreadable":
+            log.warning("Cannot read the watched folder %s: %s. Images written there wait "
+                        "until it can be read again.", folder.path, detail)
+        self._set(folder, "unreadable", detail)
+        folder.next_try = now + self._check_interval_s
+
     def _try_start(self, folder: _Folder, now: float) -> bool:
-        if not folder.path.is_dir():
-            self._set(folder, "missing", "the folder does not exist (a share offline?)")
+        if not folder.present():
+            self._set(folder, "missing", "the share mounted here is not mounted (offline?)"
+                      if folder.mount_point else "the folder does not exist (a share offline?)")
             folder.next_try = now + self._check_interval_s
             return False
+        error = listing_error(folder.path)
+        if error is not None:
+            self._unreadable(folder, now, error)
+            return False
+        identity = _folder_id(str(folder.path))
         observer = self._make_observer(folder)
         try:
             observer.schedule(
@@ -470,6 +583,8 @@ class FolderWatcher:
             folder.backoff = min(folder.backoff * 2, MAX_BACKOFF_S)
             return False
         folder.observer = observer
+        folder.identity = identity
+        folder.mount_point = folder.mount_point or os.path.ismount(folder.path)
         folder.healthy_since = now
         self._set(folder, "watching", "")
         log.info("Watching %s (%s observer)", folder.path, folder.mode)
@@ -494,10 +609,30 @@ class FolderWatcher:
         return observer.is_alive() and all(e.is_alive() for e in list(observer.emitters))
 
     def _check(self, folder: _Folder, now: float) -> None:
-        """Restart a dead observer (with back-off) and re-watch a returned folder."""
+        """Restart a dead observer (with back-off), re-watch a returned or replaced
+        folder, and tell when a folder cannot be read and when it can again."""
         if folder.observer is not None:
-            present = folder.path.is_dir()
+            present = folder.present()
             if present and self._alive(folder.observer):
+                if _folder_id(str(folder.path)) != folder.identity:
+                    # Renamed away and another made under its name (or deleted and made
+                    # again): a native observer still watches the old one.
+                    log.warning("Watched folder %s was replaced by another folder of the "
+                                "same name; watching the new one.", folder.path)
+                    self._stop_observer(folder)
+                    self._set(folder, "missing", "the folder was replaced")
+                    folder.next_try = now
+                    self._check(folder, now)
+                    return
+                error = listing_error(folder.path)
+                if error is not None:
+                    self._unreadable(folder, now, error)
+                    return
+                if folder.health == "unreadable":
+                    log.warning("The watched folder %s can be read again; rescanning it.",
+                                folder.path)
+                    self._set(folder, "watching", "")
+                    self.scan(folder.path)
                 if now - folder.healthy_since > 60:
                     folder.backoff = 1.0
                 return
@@ -505,7 +640,8 @@ class FolderWatcher:
             if not present:
                 log.warning("Watched folder %s disappeared; watching for its return.",
                             folder.path)
-                self._set(folder, "missing", "the folder disappeared (a share offline?)")
+                self._set(folder, "missing", "the share mounted here was unmounted (offline?)"
+                          if folder.mount_point else "the folder disappeared (a share offline?)")
                 folder.next_try = now + self._check_interval_s
                 return
             log.error("The %s observer of %s stopped; restarting it in %.0f s.",
@@ -521,6 +657,9 @@ class FolderWatcher:
             if was in ("missing", "restarting"):
                 folder.restarts += 1
                 log.warning("Watching %s again (%s); rescanning it.", folder.path, was)
+            elif was == "unreadable":
+                log.warning("The watched folder %s can be read again; rescanning it.",
+                            folder.path)
             self.scan(folder.path)
 
     def _scan_guarded(self, folder: _Folder) -> int:

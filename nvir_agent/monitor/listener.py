@@ -79,6 +79,7 @@ class Monitor:
         self._unmapped_logged: set[str] = set()
         self._dirty: set[str] = set()
         self._missed = False  # results came while the store could not be written
+        self._wait_told = False  # that alerts wait was logged (once per wait)
         self._last_eval = -float("inf")
         self._last_idle_check = -float("inf")
         self.idle_check_s = 60.0
@@ -145,11 +146,16 @@ class Monitor:
             self._offline(exc)
 
     def _offline(self, exc: StoreUnavailable) -> None:
-        """The store's server is away (results are spooled) or another program holds
-        the database locked: every plate is evaluated again once it can be written."""
-        if not isinstance(exc, StoreOffline):  # the spool's sync says when it is back
-            self._missed = True
-        log.info("Alerts wait for the store: %s", exc.message)
+        """The store's server is away (results are spooled), another program holds
+        the database locked, or its disk is full: every plate is evaluated again once
+        it can be written."""
+        if isinstance(exc, StoreOffline):  # the spool's sync says when it is back
+            log.info("Alerts wait for the store: %s", exc.message)
+            return
+        if not self._wait_told:  # once per wait, not at every try
+            log.info("Alerts wait for the store: %s", exc.message)
+            self._wait_told = True
+        self._missed = True
 
     def _resynced(self) -> bool:
         """True once after the store synced its spool to the server."""
@@ -210,6 +216,7 @@ class Monitor:
                          shelf.name)
         if notices:
             self.notifier.submit(notices)
+        self._wait_told = False
         seconds = time.perf_counter() - t0
         log.debug("monitor evaluated %d plate(s) in %.3f s", len(plate_list), seconds)
         return MonitorResult(tuple(plate_list), tuple(changes), seconds)

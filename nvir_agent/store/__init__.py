@@ -17,7 +17,7 @@ latter they return the PostgreSQL implementation of the same API.
 """
 
 from nvir_agent.store.database import Store, database_path, store_options
-from nvir_agent.store.dialect import StoreBusy, StoreOffline, StoreUnavailable
+from nvir_agent.store.dialect import StoreBusy, StoreFull, StoreOffline, StoreUnavailable
 from nvir_agent.store.integrity import DamagedDatabase, set_aside, write_locked
 from nvir_agent.store.reads import Reads, StoreReader, open_reader
 from nvir_agent.store.rows import (
@@ -50,7 +50,7 @@ __all__ = [
     "ACTIVE_STATES", "AWAITING_MODEL", "CLOSED_STATES", "MIGRATIONS", "SEVERITY_RANK", "Alert", "AlertEvent",
     "Counts", "DamagedDatabase", "Heartbeat", "ImageRecord", "ImageScore", "ImageStateSummary", "Key",
     "Measurement", "MeasurementRow", "PlateRow", "Shelf", "Reads", "Result", "StationRow", "Store",
-    "StoreBusy", "StoreOffline", "StoreReader", "StoreUnavailable", "Transaction", "database_path", "database_url", "open_reader", "redact", "store_exists",
+    "StoreBusy", "StoreFull", "StoreOffline", "StoreReader", "StoreUnavailable", "Transaction", "database_path", "database_url", "open_reader", "redact", "store_exists",
     "set_aside", "station_name", "store_options", "to_json", "write_locked",
     "Trust", "UNLIKE_TRAINING",
 ]

@@ -43,7 +43,7 @@ from nvir_agent.ingest.pathnames import readable
 from nvir_agent.paths import default_database
 from nvir_agent.plate import ImageKey
 from nvir_agent.store import schema
-from nvir_agent.store.dialect import StoreBusy
+from nvir_agent.store.dialect import StoreBusy, StoreFull
 from nvir_agent.store.reads import IMAGE_COLUMNS, Reads, _marks, image_record
 from nvir_agent.store.rows import AWAITING_MODEL, ImageRecord, Result
 from nvir_agent.store.schema import to_json
@@ -238,6 +238,11 @@ class Store(Reads):
                 f"The database {self.path} is locked by another program.",
                 "Close the program that holds it open for writing (a database browser "
                 "with unsaved changes?); the agent catches up once it is free.")
+        if self._sql.is_full(exc):
+            return StoreFull(
+                f"The database {self.path} cannot grow: the disk that holds it is full.",
+                "Free some space on that disk; nothing is lost, and the agent carries on "
+                "by itself once there is room.")
         return StoreError(
             f"Writing to the database {self.path} failed: {exc}.",
             "Check free disk space and that no other program holds the file locked.",

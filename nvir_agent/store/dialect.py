@@ -45,6 +45,11 @@ class StoreBusy(StoreUnavailable):
     timeout (e.g. a database browser with unsaved changes)."""
 
 
+class StoreFull(StoreUnavailable):
+    """The database cannot grow: the disk that holds it is full. Nothing is lost;
+    the writer tries again once there is room (the engine waits for it)."""
+
+
 class Dialect:
     """SQLite (the embedded default): one station per file."""
 
@@ -77,6 +82,15 @@ class Dialect:
         """True when ``exc`` means another program holds the write lock."""
         return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY,
                                                           sqlite3.SQLITE_LOCKED)
+
+    def is_full(self, exc: BaseException) -> bool:
+        """True when ``exc`` means the database cannot grow (the disk is full, or
+        SQLite's page limit is reached)."""
+        if not isinstance(exc, sqlite3.Error):
+            return False
+        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+        return code == sqlite3.SQLITE_FULL if code is not None else \
+            "database or disk is full" in str(exc)
 
 
 SQLITE = Dialect()
