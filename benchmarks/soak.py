@@ -595,13 +595,14 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     first = next((s for s in samples if s["t"] >= marks["started"]), samples[0])
     t_end = marks.get("stream analysed", marks.get("backlog analysed", first["t"]))
     warm = next((s for s in samples if s["finished"] >= min(500, total // 10)), first)
+    running = [s for s in samples if s["t"] < marks.get("stop", math.inf)]  # not its exit
     result["rss"] = {
         "at_start_mib": {k: round(first[k], 1) for k in ("rss_mib", "total_rss_mib")},
         "after_warm_up_mib": {k: round(warm[k], 1) for k in ("rss_mib", "total_rss_mib")},
         "warm_up_images": warm["finished"],
-        "peak_mib": {k: round(max(s[k] for s in samples), 1)
+        "peak_mib": {k: round(max(s[k] for s in running), 1)
                      for k in ("rss_mib", "total_rss_mib")},
-        "end_mib": {k: round(samples[-1][k], 1) for k in ("rss_mib", "total_rss_mib")},
+        "end_mib": {k: round(running[-1][k], 1) for k in ("rss_mib", "total_rss_mib")},
         "second_half": {k: rss_growth(samples, k, warm["t"], t_end)
                         for k in ("rss_mib", "total_rss_mib")},
     }
@@ -655,7 +656,7 @@ def summary(r: dict[str, Any]) -> str:
     m = r["rss"]
     lines.append(f"RSS agent/with workers MiB: start {m['at_start_mib']}, after warm-up "
                  f"({m['warm_up_images']} images) {m['after_warm_up_mib']}, peak "
-                 f"{m['peak_mib']}, end {m['end_mib']}")
+                 f"{m['peak_mib']}, end (before the stop) {m['end_mib']}")
     for k, g in m["second_half"].items():
         lines.append(f"  {k}: second half {g['mid_mib']} → {g['end_mib']} MiB "
                      f"(growth {g['growth']}, highest {g['max_growth']})")
