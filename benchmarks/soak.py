@@ -235,7 +235,8 @@ def proc_stats(pid: int) -> dict[str, float] | None:
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except (OSError, IndexError, ValueError):
         return None
-    return {"rss_mib": rss, "threads": threads, "fds": fds, "cpu_s": cpu}
+    return {"rss_mib": rss, "threads": threads, "fds": fds, "cpu_s": cpu,
+            "nice": int(fields[16])}
 
 
 def agent_stats(pid: int) -> dict[str, float] | None:
@@ -245,6 +246,7 @@ def agent_stats(pid: int) -> dict[str, float] | None:
         return None
     kids = [s for s in (proc_stats(k) for k in _children(pid)) if s is not None]
     own["workers"] = len(kids)
+    own["workers_nice"] = max((k["nice"] for k in kids), default=None)
     own["workers_rss_mib"] = sum(k["rss_mib"] for k in kids)
     own["workers_cpu_s"] = sum(k["cpu_s"] for k in kids)
     own["workers_threads"] = sum(k["threads"] for k in kids)
@@ -462,7 +464,8 @@ def plot(samples: list[dict[str, Any]], marks: dict[str, float], path: Path, tit
         for name, x in marks.items():
             a.axvline(x, color="k", lw=0.6, ls=":")
             if a is axes[0]:
-                a.text(x, a.get_ylim()[1] * 0.98, f" {name}", fontsize=7, va="top")
+                a.text(x, a.get_ylim()[1] * 0.03, f" {name}", fontsize=7, va="bottom",
+                       rotation=90)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -530,7 +533,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         base = agent_stats(proc.pid) or {}
         result["baseline"] = {k: base.get(k) for k in ("rss_mib", "workers_rss_mib",
                                                         "total_rss_mib", "threads", "fds",
-                                                        "workers", "workers_threads")}
+                                                        "workers", "workers_threads",
+                                                        "nice", "workers_nice")}
         rate = args.rate
         if args.rate_from_backlog and backlog:
             s0 = next(s for s in sampler.samples if s["t"] >= marks["started"])
