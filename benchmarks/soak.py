@@ -29,6 +29,10 @@ What it does, in order:
 5. measures the idle watching agent for ``--idle-seconds`` (CPU of the agent
    and its worker processes), stops it (SIGTERM) and reads the store.
 
+``--idle-only --workdir W`` (a workspace kept with ``--workdir`` or ``--keep``)
+starts the agent again on it, waits ``--warm-up`` seconds and measures the idle
+agent for ``--idle-seconds``: a full store, nothing new.
+
 Throughout, once a second, it samples the agent's resident memory (its own
 and its worker processes'), threads, open file descriptors and CPU time from
 /proc (Linux only), the analysed count and the load average. It reports
@@ -472,6 +476,56 @@ def plot(samples: list[dict[str, Any]], marks: dict[str, float], path: Path, tit
     plt.close(fig)
 
 
+def launch_agent(ws: Path, ready: Path, stand_in: Path | None, log_fh: Any
+                 ) -> subprocess.Popen:
+    """The agent of workspace ``ws`` in its own process (user folders inside ``ws``)."""
+    env = dict(os.environ)
+    for var, sub in (("XDG_CACHE_HOME", "cache"), ("XDG_DATA_HOME", "data"),
+                     ("XDG_CONFIG_HOME", "config"), ("XDG_STATE_HOME", "state")):
+        env[var] = str(ws / sub)
+    ready.unlink(missing_ok=True)
+    cmd = [sys.executable, str(Path(__file__).absolute()), "agent", str(ws / "agent.toml"),
+           "--ready", str(ready)]
+    if stand_in is not None:
+        cmd += ["--stand-in", str(stand_in)]
+    return subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env, cwd=ws)
+
+
+def idle_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Start the agent again on a kept workspace (its store full, nothing new to
+    analyse), let it settle for ``--warm-up`` seconds (the start-up scan, one
+    evaluation of every plate), then measure its CPU for ``--idle-seconds``."""
+    ws = Path(args.workdir).absolute()
+    if not (ws / "agent.toml").is_file():
+        raise SystemExit(f"{ws} has no agent.toml: give --workdir a kept soak workspace.")
+    stand_in = ws / "stand-in.json" if args.stand_in else None
+    with (ws / "agent-idle.log").open("wb") as log_fh:
+        proc = launch_agent(ws, ws / "ready", stand_in, log_fh)
+        try:
+            start_s = wait_for((ws / "ready").exists, 600, "starting", proc)
+            time.sleep(args.warm_up)
+            a = agent_stats(proc.pid) or {}
+            t = time.monotonic()
+            time.sleep(args.idle_seconds)
+            b = agent_stats(proc.pid) or {}
+            wall = time.monotonic() - t
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return {"agent_start_s": round(start_s, 1), "warm_up_s": args.warm_up,
+            "idle_s": round(wall, 1),
+            "cpu_percent_of_one_core": round(
+                100 * (b.get("total_cpu_s", 0) - a.get("total_cpu_s", 0)) / wall, 3),
+            "rss_mib": round(b.get("rss_mib", 0), 1),
+            "total_rss_mib": round(b.get("total_rss_mib", 0), 1),
+            "threads": b.get("threads"), "fds": b.get("fds"), "nice": b.get("nice"),
+            "workers": b.get("workers"), "workers_nice": b.get("workers_nice"),
+            "exit_code": rc, "uptime": _uptime()}
+
+
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     if not Path("/proc/self/stat").exists():
         raise SystemExit("soak.py reads /proc: run it on Linux.")
@@ -499,18 +553,10 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     backlog = write_images(acq, plan.names(1), images, args.backlog)
     result["backlog_write_s"] = round(time.monotonic() - t, 2)
 
-    env = dict(os.environ)
-    for var, sub in (("XDG_CACHE_HOME", "cache"), ("XDG_DATA_HOME", "data"),
-                     ("XDG_CONFIG_HOME", "config"), ("XDG_STATE_HOME", "state")):
-        env[var] = str(ws / sub)
     ready = ws / "ready"
-    cmd = [sys.executable, str(Path(__file__).absolute()), "agent", str(ws / "agent.toml"),
-           "--ready", str(ready)]
-    if args.stand_in:
-        cmd += ["--stand-in", str(table)]
     log_fh = (ws / "agent.log").open("wb")
     t_launch = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env, cwd=ws)
+    proc = launch_agent(ws, ready, table if args.stand_in else None, log_fh)
     sampler = Sampler(proc.pid, ws / "soak.sqlite3", t0=t_launch)
     marks: dict[str, float] = {}
     stream_t0_wall: float | None = None
@@ -696,12 +742,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stand-in", action="store_true",
                     help="a light stand-in instead of read → segment → score")
     ap.add_argument("--idle-seconds", type=float, default=60.0)
+    ap.add_argument("--idle-only", action="store_true",
+                    help="only measure the idle agent again on a kept --workdir")
+    ap.add_argument("--warm-up", type=float, default=90.0,
+                    help="with --idle-only: seconds after the start before measuring")
     ap.add_argument("--timeout", type=float, default=7200.0,
                     help="longest wait for the agent to catch up, per phase")
     ap.add_argument("--workdir", help="workspace (default: a temporary folder, deleted)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary workspace")
     ap.add_argument("--out", default="soak-results", help="where soak.json and soak.png go")
     args = ap.parse_args(argv)
+    if args.idle_only:
+        if not args.workdir:
+            ap.error("--idle-only needs the --workdir of a kept soak")
+        print(json.dumps(idle_only(args)))
+        return 0
     if args.backlog <= 0 and args.stream <= 0 and args.seconds <= 0:
         ap.error("give --backlog, --stream or --seconds")
     r = soak(args)
