@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,21 @@ def test_results_of_a_batch_are_committed_together_with_measurements(store):
     failed = store.image("/a/1.tif")
     assert failed["state"] == "failed" and failed["error"] == "not a TIFF"
     assert store.counts().pending == 1
+
+
+def test_page_rows_tell_when_each_image_was_queued_and_its_result_stored(store):
+    before = time.time()
+    store.add_jobs([("/a/x.tif", 10, 1.0, KEY), ("/a/y.tif", 10, 1.0, KEY)])
+    queued = time.time()
+    time.sleep(0.05)
+    [rec, _] = store.pending(10)
+    store.commit_results(results(Analysis(record=rec, found=True, viability=0.8)))
+    after = time.time()
+    with StoreReader(store.path) as r:
+        done, waiting = r.measurements()
+    assert before <= done.queued_at <= queued < done.updated_at <= after
+    assert done.measured_at == pytest.approx(done.updated_at)
+    assert before <= waiting.queued_at <= queued and waiting.measured_at is None
 
 
 def test_a_non_numeric_viability_fails_only_that_image(store):

@@ -21,7 +21,7 @@ from nvir_agent.monitor.alerts import AlertChange, reconcile, shelved
 from nvir_agent.monitor.notify import Notice, Notifier, build_notifier
 from nvir_agent.monitor.platemap import PlateMapLibrary
 from nvir_agent.monitor.rules import evaluate_plate
-from nvir_agent.monitor.stall import stall_condition
+from nvir_agent.monitor.stall import stall_condition, stall_due
 from nvir_agent.monitor.timecourse import (
     load_plate_timecourses,
     save_plate_map,
@@ -83,6 +83,9 @@ class Monitor:
         self._last_eval = -float("inf")
         self._last_idle_check = -float("inf")
         self.idle_check_s = 60.0
+        # plate → when time alone next changes its conditions (None: never, until a new
+        # result); plates not in it have not been evaluated since the start
+        self._time_due: dict[str, float | None] = {}
         # plates with no new image for longer than this are not re-checked when idle
         self.followed_for_s = 14 * 86400.0
 
@@ -121,9 +124,12 @@ class Monitor:
 
     def on_idle(self) -> None:
         """Called by the engine while no image waits for analysis: at most every
-        ``idle_check_s``, re-evaluate the plates seen recently, so that time-driven
-        rules (an acquisition that stalled, an acknowledgement that expired) hold even
-        though no result arrives."""
+        ``idle_check_s``, re-evaluate the plates seen recently whose alerts time alone
+        can change — an acquisition that stalls or is taken as finished, an
+        acknowledgement that expires — so that these rules hold even though no
+        result arrives, and all of them when a plate-map file was edited. Plates
+        where only a new result can change anything wait for it (after a start,
+        each is evaluated once)."""
         if self._resynced() or self._missed:
             self._missed = False
             try:
@@ -137,13 +143,25 @@ class Monitor:
         self._last_idle_check = now
         if not self.config.alerts.enabled:
             return
-        horizon = time.time() - self.followed_for_s
+        wall = time.time()
+        horizon = wall - self.followed_for_s
         try:
-            plates = [p.plate for p in self.store.plates() if (p.last_seen or 0) >= horizon]
+            expiring = {a.plate for a in self.store.alerts()
+                        if a.state == "acknowledged" and a.ack_until is not None
+                        and a.ack_until <= wall}
+            maps_changed = self._maps_changed()  # a plate map edited while idle
+            plates = [p.plate for p in self.store.plates() if (p.last_seen or 0) >= horizon
+                      and (maps_changed or self._changes_with_time(p.plate, wall, expiring))]
             if plates:
                 self.evaluate(plates)
         except StoreUnavailable as exc:
             self._offline(exc)
+
+    def _changes_with_time(self, plate: str, wall: float, expiring: set[str]) -> bool:
+        if plate in expiring or plate not in self._time_due:
+            return True
+        due = self._time_due[plate]
+        return due is not None and due <= wall
 
     def _offline(self, exc: StoreUnavailable) -> None:
         """The store's server is away (results are spooled), another program holds
@@ -176,6 +194,7 @@ class Monitor:
         t0 = time.perf_counter()
         plate_list = sorted(self.known_plates() if plates is None else set(plates))
         changes: list[AlertChange] = []
+        due: dict[str, float | None] = {}
         with self.store.transaction() as tx:
             for plate in plate_list:
                 tx.lock_plate(plate)  # other stations' monitors wait for this plate
@@ -194,14 +213,17 @@ class Monitor:
                 tcs = load_plate_timecourses(tx, plate_list, **self._settings)
                 for plate in plate_list:
                     tc = tcs.get(plate)
+                    now = time.time()
+                    due[plate] = None if tc is None else stall_due(tc, self.config.alerts, now)
                     if tc is None:
                         continue
                     ev = evaluate_plate(tc, self.config.alerts)
-                    stalled = stall_condition(tc, self.config.alerts, time.time())
+                    stalled = stall_condition(tc, self.config.alerts, now)
                     if stalled is not None:
                         ev.conditions.append(stalled)
                     changes += reconcile(tx, [plate], ev.conditions, ev.suppressed)
             shelves = tx.shelves(active_at=time.time())
+        self._time_due.update(due)  # once committed
         for c in changes:
             a = c.alert
             log.info("alert #%d %s: %s %s %s (%s)", a.id, c.kind, a.plate, a.subject, a.rule,

@@ -34,9 +34,9 @@ def _hours(seconds: float) -> str:
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
 
 
-def stall_condition(tc: PlateTimecourse, cfg: AlertsConfig, now: float | None = None
-                    ) -> Condition | None:
-    """The stalled-acquisition condition of this plate at ``now``, or None."""
+def _rhythm(tc: PlateTimecourse, cfg: AlertsConfig) -> tuple[float, int, float] | None:
+    """(interval, last time point, its last image's time) of a plate the rule
+    follows, or None (the rule is off, fewer than two reads, no steady rhythm)."""
     if cfg.stall_after <= 0:
         return None
     reads = sorted((r for r in tc.reads if r.acquired_at), key=lambda r: r.timepoint)
@@ -52,6 +52,16 @@ def stall_condition(tc: PlateTimecourse, cfg: AlertsConfig, now: float | None = 
     last_tp = reads[-1].timepoint
     last_image = max([p.acquired_at for p in tc.points if p.timepoint == last_tp]
                      + [reads[-1].acquired_at])
+    return interval, last_tp, last_image
+
+
+def stall_condition(tc: PlateTimecourse, cfg: AlertsConfig, now: float | None = None
+                    ) -> Condition | None:
+    """The stalled-acquisition condition of this plate at ``now``, or None."""
+    rhythm = _rhythm(tc, cfg)
+    if rhythm is None:
+        return None
+    interval, last_tp, last_image = rhythm
     now = time.time() if now is None else now
     silent = now - last_image
     if not (cfg.stall_after * interval < silent <= max(cfg.stall_give_up, cfg.stall_after)
@@ -64,3 +74,17 @@ def stall_condition(tc: PlateTimecourse, cfg: AlertsConfig, now: float | None = 
         "the plate and the acquisition folder or share.",
         {"since": last_tp, "interval_s": interval, "silent_s": silent,
          "last_image_at": last_image})
+
+
+def stall_due(tc: PlateTimecourse, cfg: AlertsConfig, now: float) -> float | None:
+    """When time alone, with no new image, next changes this plate's stall
+    condition: ``now`` while it holds or is about to end (its message counts the
+    hours), the moment it would begin, or None when it never can (the rule is
+    off, the plate has no steady rhythm, or it is taken as finished)."""
+    rhythm = _rhythm(tc, cfg)
+    if rhythm is None:
+        return None
+    interval, _, last_image = rhythm
+    if now - last_image > max(cfg.stall_give_up, cfg.stall_after) * interval:
+        return None
+    return max(now, last_image + cfg.stall_after * interval)

@@ -133,6 +133,7 @@ def _measurement_row(row: Any) -> MeasurementRow:
         outline=_outline(row["outline"]) if done else None,
         station=row["station"],
         trust=_trust(row) if done else Trust(),
+        queued_at=row["created_at"],
     )
 
 

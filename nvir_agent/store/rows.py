@@ -208,6 +208,7 @@ class MeasurementRow:
     outline: tuple[tuple[int, int], ...] | None = None  # None: not stored (older rows)
     station: str | None = None  # the station that queued the image
     trust: Trust = field(default_factory=Trust)
+    queued_at: float | None = None  # when the settled file became a pending job
 
     @property
     def unlike_training(self) -> bool:
