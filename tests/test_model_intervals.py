@@ -105,8 +105,8 @@ def test_fewer_than_twenty_labelled_held_out_images_give_no_calibration_and_a_lo
         assert "labelled held-out images" not in caplog.text
 
 
-def test_an_interval_never_reaches_below_zero_viability():
+def test_an_interval_stops_at_zero_viability_but_holds_the_score():
     cal = IntervalCalibration(scale=2.0)
     low, high = intervals(np.array([0.04, 0.5, -0.01]), np.array([0.05, 0.05, 0.01]), cal)
-    assert low.tolist() == pytest.approx([0.0, 0.4, 0.0])
+    assert low.tolist() == pytest.approx([0.0, 0.4, -0.01])
     assert high.tolist() == pytest.approx([0.14, 0.6, 0.01])

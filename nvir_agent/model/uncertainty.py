@@ -163,10 +163,11 @@ def intervals(centre: np.ndarray, spread: np.ndarray,
     """(low, high) of each viability's interval at the calibration's level.
 
     A viability (ATP relative to the plate's reference) cannot be below 0, so
-    neither bound is: clipping can only make an interval cover more often."""
+    the interval stops at 0 (clipping can only make it cover more often) — but
+    always holds the score itself, even one a network put below 0."""
     half = cal.scale * np.asarray(spread, np.float64)
     c = np.asarray(centre, np.float64)
-    return np.maximum(c - half, 0.0), np.maximum(c + half, 0.0)
+    return np.maximum(c - half, np.minimum(c, 0.0)), np.maximum(c + half, 0.0)
 
 
 def coverage(labels: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
