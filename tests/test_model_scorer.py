@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -178,10 +180,35 @@ def test_low_priority_renices_once(monkeypatch, tiny_model):
     calls = []
     monkeypatch.setattr(scorer_mod, "_priority_lowered", False)
     monkeypatch.setattr(scorer_mod.sys, "platform", "linux")
-    monkeypatch.setattr(scorer_mod.os, "nice", lambda n: calls.append(n) or n)
+    monkeypatch.setattr(scorer_mod, "_nice_every_thread", lambda n: calls.append(n))
     Scorer.from_path(tiny_model, fast_path="fp32", low_priority=True)
     Scorer.from_path(tiny_model, fast_path="fp32", low_priority=True)
     assert calls == [10]
+
+
+LOWER_FROM_A_THREAD = """
+import os, threading, time
+from nvir_agent.model.scorer import lower_process_priority
+def nice(tid):
+    with open(f"/proc/self/task/{tid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[16])
+started = threading.Event()
+other = threading.Thread(target=lambda: (started.set(), time.sleep(5)), daemon=True)
+other.start(); started.wait()
+scoring = threading.Thread(target=lower_process_priority)
+scoring.start(); scoring.join()
+later = []
+threading.Thread(target=lambda: later.append(nice(threading.get_native_id()))).start()
+time.sleep(0.2)
+print(nice(threading.get_native_id()), nice(other.native_id), later[0])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nice is per thread on Linux")
+def test_low_priority_asked_by_one_thread_lowers_every_thread_of_the_agent():
+    out = subprocess.run([sys.executable, "-c", LOWER_FROM_A_THREAD], capture_output=True,
+                         text=True, timeout=60, check=True).stdout.split()
+    assert [int(v) for v in out] == [10, 10, 10], "main, watcher-like and later threads"
 
 
 def test_no_model_and_no_demo_says_how_to_get_one(monkeypatch, tmp_path):

@@ -77,6 +77,19 @@ def default_threads(configured: int = 0) -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def _nice_every_thread(value: int) -> None:
+    """On Linux a nice value belongs to a thread, and a new thread inherits its
+    creator's: give every thread the process has now (the watcher, ingest and
+    monitor threads, the GUI) at least ``value``, so that the whole agent yields
+    to the acquisition software, not only the thread that asked."""
+    for entry in os.listdir("/proc/self/task"):
+        tid = int(entry)
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, max(value, os.getpriority(os.PRIO_PROCESS, tid)))
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+
+
 def lower_process_priority() -> bool:
     """Lower this process's CPU priority once (nice +10; BELOW_NORMAL on Windows)."""
     global _priority_lowered
@@ -90,6 +103,8 @@ def lower_process_priority() -> bool:
             kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
             if not kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), below_normal):
                 return False
+        elif sys.platform.startswith("linux"):
+            _nice_every_thread(10)
         else:
             os.nice(10)
     except (OSError, AttributeError) as exc:
