@@ -103,3 +103,13 @@ def test_images_unlike_training_still_count_and_do_not_fail_qc():
 
 def test_a_plate_of_typical_images_has_no_unlike_training_alert():
     assert ("plate", "unlike_training") not in conds(plate({"D01": [1.0, 1.0]}))
+
+
+def test_a_group_interval_near_zero_viability_stops_at_zero():
+    tc = plate({"B01": [1.0, 0.02, 0.02], "B02": [1.0, 0.03, 0.03],
+                "B03": [1.0, 0.06, 0.06]}, half=0.05)
+    tp_points = [p for p in tc.points if p.well in ("B01", "B02", "B03")]
+    low, high, _ = subject_interval(tp_points, 3)
+    assert low == 0.0 < high
+    c = next(x for k, x in conds(tc).items() if k[0].startswith("group:"))
+    assert "-0.0" not in c.message and c.details["interval"][0] == 0.0

@@ -177,7 +177,8 @@ def subject_interval(points: Sequence[WellTimepoint], timepoint: int
     rep = statistics.variance(values) if n >= 2 else 0.0
     se = math.sqrt(sum(s * s for s in sig) / n / n + rep / n)
     v = float(statistics.median(values))
-    return v - Z90 * se, v + Z90 * se, n
+    # a viability cannot be below 0: the interval stops there (but holds v itself)
+    return max(v - Z90 * se, min(v, 0.0)), max(v + Z90 * se, 0.0), n
 
 
 def _models_of(tc: PlateTimecourse) -> str:
