@@ -11,10 +11,9 @@ analysis, flushed and synced at once). Runs until SIGTERM.
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import time
+
+from agent_proc import LoggingStage, run_until_sigterm  # this folder: run as a script
 
 from nvir_agent.app import build_engine
 from nvir_agent.config import load_config
@@ -27,37 +26,13 @@ def viability(well: str, timepoint: int | None) -> float:
     return TOX.get(timepoint or 1, 0.2) if well.startswith("B") else 1.0
 
 
-class ScoreFromName:
-    name = "score-from-name"
-
-    def __init__(self, log: str, seconds: float) -> None:
-        self.log = log
-        self.seconds = seconds
-
-    def run(self, batch: list) -> None:
-        with open(self.log, "a", encoding="utf-8", errors="surrogateescape") as fh:
-            for a in batch:
-                time.sleep(self.seconds)
-                a.found = True
-                a.viability = viability(a.record.key.well or "", a.record.key.timepoint)
-                fh.write(f"{a.record.path}\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-
-
 def main() -> int:
     config_path, log = sys.argv[1], sys.argv[2]
     seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     setup_logging(debug=False, to_file=False, verbose=False)
-    engine = build_engine(load_config(config_path), stages=[ScoreFromName(log, seconds)])
-    signal.signal(signal.SIGTERM, lambda *_: engine.request_stop())
-    engine.start()
-    try:
-        while not engine.wait(0.5):
-            pass
-    finally:
-        engine.stop()
-    return 1 if engine.error else 0
+    stage = LoggingStage(log, seconds, lambda record: viability(record.key.well or "",
+                                                                record.key.timepoint))
+    return run_until_sigterm(build_engine(load_config(config_path), stages=[stage]))
 
 
 if __name__ == "__main__":
