@@ -244,14 +244,20 @@ def iter_candidates(
         stack.extend(reversed(subfolders))
 
 
-def open_error(path: str) -> str | None:
-    """Why ``path`` cannot be opened and read, or None when it can."""
+def _open_failure(path: str) -> OSError | None:
+    """The error opening ``path`` and reading its first byte, or None."""
     try:
         with open(path, "rb") as fh:
             fh.read(1)
-        return None
     except OSError as exc:
-        return exc.strerror or str(exc)
+        return exc
+    return None
+
+
+def open_error(path: str) -> str | None:
+    """Why ``path`` cannot be opened and read, or None when it can."""
+    exc = _open_failure(path)
+    return None if exc is None else exc.strerror or str(exc)
 
 
 # Errors that are the path's own (a loop of links, a name too long, a folder where a
@@ -264,6 +270,11 @@ def cannot_look(exc: OSError) -> bool:
     """Whether an error looking at a file may pass (no permission, a share away),
     rather than being the path's own."""
     return not isinstance(exc, FileNotFoundError) and exc.errno not in PATH_ERRORS
+
+
+def _passing(exc: OSError | None) -> str | None:
+    """``exc`` in words when it may pass (see :func:`cannot_look`), else None."""
+    return exc.strerror or str(exc) if exc is not None and cannot_look(exc) else None
 
 
 def unreachable(path: str) -> str | None:
@@ -281,15 +292,10 @@ def unreachable(path: str) -> str | None:
             return "its folder is not there (a share offline, or the folder renamed?)"
         return None  # the folder is there and the file is not: deleted or renamed
     except OSError as exc:
-        return exc.strerror or str(exc) if cannot_look(exc) else None
+        return _passing(exc)
     if not stat_mod.S_ISREG(st.st_mode):
         return None
-    try:
-        with open(path, "rb") as fh:
-            fh.read(1)
-    except OSError as exc:
-        return exc.strerror or str(exc) if cannot_look(exc) else None
-    return None
+    return _passing(_open_failure(path))
 
 
 def _can_open(path: str) -> bool:
