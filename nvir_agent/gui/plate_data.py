@@ -28,6 +28,7 @@ from nvir_agent.monitor.timecourse import (
     assign_timepoints,
     load_plate_timecourses,
 )
+from nvir_agent.report.trust import concentration_intervals, has_intervals
 from nvir_agent.store import UNLIKE_TRAINING, Alert, MeasurementRow, StoreReader, Trust
 
 # metric key → (label for the picker, unit shown on the colour bar)
@@ -196,7 +197,7 @@ def load_plate(database: str | os.PathLike[str], plate: str,
         data.reads = sorted(tc.reads, key=lambda r: r.timepoint)
         data.acquired_at = {r.timepoint: r.acquired_at for r in tc.reads}
         data.vehicle_band = vehicle_band(tc.points)
-        data.has_intervals = any(p.rel_control_low is not None for p in tc.points)
+        data.has_intervals = has_intervals(tc.points)
     data.timepoints = sorted({tp for (_w, tp) in data.points})
     data.expected = frozenset(pm.expected_wells() if pm else wells)
     data.values(None, "rel_control")  # index the points by read here, not on the UI thread
@@ -320,7 +321,6 @@ class DoseResponse:
 def dose_response(data: PlateData, compound: str, timepoint: int) -> DoseResponse:
     """Fit the compound's wells at this read (runs scipy: call it from a worker)."""
     from nvir_agent.report.dili import fit_compounds, records_from_points
-    from nvir_agent.report.trust import concentration_intervals
 
     points = [p for p in data.points.values() if p.timepoint == timepoint]
     records = [r for r in records_from_points(points) if r.compound == compound]

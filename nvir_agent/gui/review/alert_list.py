@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 from nvir_agent.gui.icons import icon
 from nvir_agent.gui.operator_actions import OperatorState
 from nvir_agent.gui.plate_data import alert_wells
+from nvir_agent.report.trust import interval_text
 from nvir_agent.store import SEVERITY_RANK, Alert
 
 COLUMNS = ("Severity", "State", "Plate", "Wells / group", "Compound", "µM", "Rule",
@@ -69,10 +70,10 @@ def viability_text(a: Alert) -> str:
         return ""
     d = a.details
     ci = d.get("interval")
-    text = f"{a.value:.2f}"
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(
-            isinstance(v, (int, float)) for v in ci):
-        text += f" ({ci[0]:.2f}–{ci[1]:.2f})"
+    if not (isinstance(ci, (list, tuple)) and len(ci) == 2
+            and all(isinstance(v, (int, float)) for v in ci)):
+        ci = (None, None)
+    text = interval_text(a.value, *ci)
     if d.get("certainty") == "possible":
         text = "possibly " + text
     if d.get("caveat"):
