@@ -48,7 +48,6 @@ import numpy as np
 MC_DROPOUT = "mc-dropout"
 ENSEMBLE = "ensemble"
 METHODS = (MC_DROPOUT, ENSEMBLE)
-METHOD = MC_DROPOUT
 PASSES = 32
 LEVEL = 0.9
 MIN_SPREAD = 1e-3
@@ -66,7 +65,7 @@ class IntervalCalibration:
     widen_from: float = math.inf
     level: float = LEVEL
     passes: int = PASSES
-    method: str = METHOD
+    method: str = MC_DROPOUT
     info: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def metadata(self) -> dict[str, Any]:
@@ -97,7 +96,7 @@ class IntervalCalibration:
 
 
 def base_spread(outputs: np.ndarray, samples: np.ndarray | None,
-                method: str = METHOD) -> np.ndarray:
+                method: str = MC_DROPOUT) -> np.ndarray:
     """Per-image spread before widening, from each member's eval-mode viability
     ``outputs`` (M, N) and its MC-dropout ``samples`` (M, passes, N) (see the
     module doc; ``samples`` may be None or have 0 passes for ``ensemble``)."""
