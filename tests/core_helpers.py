@@ -89,6 +89,22 @@ class CrashOrRaiseStage:
             a.image_meta["pid"] = os.getpid()
 
 
+class BlasThreadsStage:
+    """Records, in ``image_meta["blas"]``, the thread count of each BLAS library
+    loaded in the process that runs it (threadpoolctl's view)."""
+
+    name = "blas-threads"
+
+    def run(self, batch: list[Analysis]) -> None:
+        import cv2  # noqa: F401  (its wheel's own OpenBLAS)
+        from threadpoolctl import threadpool_info
+
+        for a in batch:
+            a.found = True
+            a.image_meta["blas"] = {i["filepath"]: i["num_threads"] for i in threadpool_info()
+                                    if i["user_api"] == "blas"}
+
+
 class SlowStage:
     """Takes ``seconds`` per batch and remembers when (thread name, start, end)."""
 

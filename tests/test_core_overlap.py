@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from core_helpers import (
+    BlasThreadsStage,
     CrashOrRaiseStage,
     RecordingStage,
     SlowStage,
@@ -105,6 +106,23 @@ def test_a_crashed_worker_or_a_bug_fails_only_its_image(tmp_path):
     assert ok.found and ok2.found and again[0].found and not ok.failed
     assert crashed.error == WORKER_DIED
     assert "Internal error during analysis" in raised.error and "a bug" in raised.error
+
+
+def test_each_image_worker_keeps_every_blas_library_to_one_thread(tmp_path, monkeypatch):
+    # OpenCV's wheel bundles an OpenBLAS that cv2.setNumThreads does not govern; with a
+    # thread per core in every worker, each cv2.gemm woke them all and they spun
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")  # what a worker would otherwise take
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    batch = _analyses([tmp_path / "P_A01.tif"])
+    workers = ImageWorkers([BlasThreadsStage()], processes=1)
+    try:
+        workers.run(batch)
+    finally:
+        workers.close()
+    blas = batch[0].image_meta["blas"]
+    assert blas, "no BLAS library found in the worker"
+    assert any("opencv" in path for path in blas), blas
+    assert set(blas.values()) == {1}, blas
 
 
 def test_stages_that_cannot_go_to_another_process_run_in_this_thread():

@@ -37,6 +37,7 @@ from dataclasses import fields
 from typing import Any
 
 import cv2
+from threadpoolctl import threadpool_limits
 
 from nvir_agent.config import Config, cpu_cores
 from nvir_agent.errors import AgentError, ImageError
@@ -144,6 +145,11 @@ def _start_worker(payload: bytes, spec: PreprocessSpec | None, image_stats: bool
     threading.Thread(target=_exit_with_parent, name="nvir-worker-parent", daemon=True).start()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     cv2.setNumThreads(1)
+    # One thread for the BLAS libraries already loaded too: OpenCV's wheel bundles its own
+    # OpenBLAS (cv2.gemm, in the boundary classifier), which cv2.setNumThreads does not
+    # govern. With a thread per core in every worker, each product woke them all, and they
+    # spun: on 16 cores the workers burnt about 10× the CPU of the work itself.
+    threadpool_limits(limits=1)
     if low_priority:
         _lower_priority()
     handler = _Records()
