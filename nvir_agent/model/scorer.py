@@ -151,8 +151,8 @@ class Scorer:
         self.device = pick_device(device)
         self.threads = default_threads(threads)
         self.batch_size = max(1, batch_size)
-        if self.device.type == "cpu":
-            torch.set_num_threads(self.threads)
+        # also with a GPU: the trust heads, their dropout passes and any CPU fallback run here
+        torch.set_num_threads(self.threads)
         if low_priority:
             lower_process_priority()
         # copied before any path moves the network to the device: they run on the CPU
