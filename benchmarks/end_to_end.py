@@ -129,10 +129,10 @@ def measure_naive(files: list[Path], model: Path) -> dict:
     return {"seconds": time.perf_counter() - t, "n": len(files)}
 
 
-def cpu_seconds() -> float | None:
-    """CPU time (user + system) of this process and its live descendants, from
-    /proc (Linux; None elsewhere): the image workers are still running, so
-    ``os.times()``'s children fields would not count them."""
+def cpu_seconds() -> tuple[float, float] | None:
+    """CPU time (user + system) of this process and its live descendants, and of
+    this process alone, from /proc (Linux; None elsewhere): the image workers are
+    still running, so ``os.times()``'s children fields would not count them."""
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     try:
         stats = {}
@@ -156,23 +156,31 @@ def cpu_seconds() -> float | None:
                 changed = True
     for pid in wanted:
         total += stats.get(pid, (0, 0))[1]
-    return total / tick
+    return total / tick, stats.get(os.getpid(), (0, 0))[1] / tick
 
 
-def measure_engine(files: list[Path], model: Path, work: Path) -> dict:
+def measure_engine(files: list[Path], model: Path, work: Path, workers: int = 0) -> dict:
+    import dataclasses
+
     from nvir_agent.app import build_engine
     from nvir_agent.config import use_all_cores
 
-    engine = build_engine(use_all_cores(_config(work, model)))
+    config = use_all_cores(_config(work, model))
+    if workers:
+        config = dataclasses.replace(
+            config, imaging=dataclasses.replace(config.imaging, workers=workers))
+    engine = build_engine(config)
     try:
         engine.process_paths(files[:8])  # the model, its fast path and the workers
         t, cpu = time.perf_counter(), cpu_seconds()
         rows = engine.process_paths(files, force=True)
         seconds = time.perf_counter() - t
-        cpu = None if cpu is None else cpu_seconds() - cpu
+        after = cpu_seconds()
     finally:
         engine.close()
-    return {"seconds": seconds, "n": len(files), "cpu_s": cpu,
+    cpu, main_cpu = (None, None) if cpu is None or after is None else (
+        after[0] - cpu[0], after[1] - cpu[1])
+    return {"seconds": seconds, "n": len(files), "cpu_s": cpu, "main_cpu_s": main_cpu,
             "done": sum(r["state"] == "done" for r in rows),
             "scored": sum(r.get("viability") is not None for r in rows)}
 
@@ -218,14 +226,17 @@ def child(args: argparse.Namespace) -> None:
         elif job.get("rate"):
             out = measure_latency(files, Path(job["model"]), work, job["rate"])
         else:
-            out = measure_engine(files, Path(job["model"]), work)
+            out = measure_engine(files, Path(job["model"]), work, job.get("workers", 0))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("RESULT " + json.dumps(out))
 
 
 def run_child(tree: Path, job: dict) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    # that checkout first; whatever PYTHONPATH already held (packages installed with
+    # pip --target on a bare GPU machine, say) after it
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])]))
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child",
                            json.dumps(job)], env=env, capture_output=True, text=True,
                           timeout=1800)
@@ -250,11 +261,14 @@ def main() -> None:
     ap.add_argument("--latency", action="store_true", help="also the 384-well read latency")
     ap.add_argument("--rate", type=float, default=4.0, help="images landing per second")
     ap.add_argument("--only-latency", action="store_true")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="image worker processes ([imaging] workers; 0: one per core)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "nvir-e2e")
     args = ap.parse_args()
     if args.child:
         child(args)
         return
+    sys.path.insert(0, str(TREE))  # this checkout's package, also where it is not installed
     trees = {"new": TREE}
     if args.old_tree:
         trees["old"] = args.old_tree.resolve()
@@ -270,14 +284,17 @@ def main() -> None:
                 for variant in ("naive", *trees):
                     tree = trees.get(variant, TREE)
                     out = run_child(tree, {"variant": variant, "files": files,
-                                           "model": str(models[model])})
+                                           "model": str(models[model]),
+                                           "workers": args.workers})
                     ips = out["n"] / out["seconds"]
                     results.setdefault((kind, model, variant), []).append(ips)
                     loads.append(os.getloadavg()[0])
                     extra = (f" done {out['done']} scored {out['scored']}"
                              if "done" in out else "")
                     if out.get("cpu_s") is not None:
-                        extra += f", {1e3 * out['cpu_s'] / out['n']:.0f} CPU ms per image"
+                        extra += (f", {1e3 * out['cpu_s'] / out['n']:.0f} CPU ms per image"
+                                  f" ({1e3 * out['main_cpu_s'] / out['n']:.0f} in the agent's"
+                                  " process)")
                     print(f"round {r + 1} {kind} {model} {variant}: {ips:.1f} images/s{extra}"
                           f" (load {loads[-1]:.1f})", flush=True)
     if results:
