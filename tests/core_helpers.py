@@ -105,6 +105,23 @@ class BlasThreadsStage:
                                     if i["user_api"] == "blas"}
 
 
+class SleepStage:
+    """A stage for worker processes: sleeps ``seconds`` per image and writes when it
+    began and ended into ``folder`` (one file per image)."""
+
+    name = "sleep"
+
+    def __init__(self, seconds: float, folder: Path) -> None:
+        self.seconds, self.folder = seconds, folder
+
+    def run(self, batch: list[Analysis]) -> None:
+        for a in batch:
+            start = time.time()
+            time.sleep(self.seconds)
+            (self.folder / f"{a.record.id}.span").write_text(f"{start} {time.time()}")
+            a.found = True
+
+
 class SlowStage:
     """Takes ``seconds`` per batch and remembers when (thread name, start, end)."""
 

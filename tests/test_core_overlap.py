@@ -12,6 +12,7 @@ from core_helpers import (
     BlasThreadsStage,
     CrashOrRaiseStage,
     RecordingStage,
+    SleepStage,
     SlowStage,
     make_config,
     running,
@@ -145,6 +146,26 @@ def test_the_next_batch_is_prepared_while_the_one_before_is_scored(tmp_path):
     assert {s[0] for s in score.spans} == {"nvir-score"}
     # batch k + 1 was being prepared while batch k was scored
     assert any(p[1] < s[2] and s[1] < p[2] for p in prepare.spans[1:] for s in score.spans)
+
+
+def test_more_image_workers_than_the_batch_size_all_work_at_once(tmp_path):
+    # a machine with many cores: batches of the model's size (2 here) kept all but
+    # two of the six worker processes waiting
+    spans = tmp_path / "spans"
+    spans.mkdir()
+    files = [write_file(tmp_path / "acq" / f"P_A{c:02d}_s1_w1.tif") for c in range(1, 13)]
+    cfg = make_config(tmp_path, [])
+    cfg.model.batch_size = 2
+    engine = Engine(cfg, stages=[ImageWorkers([SleepStage(0.5, spans)], processes=6)])
+    try:
+        rows = engine.process_paths(files)
+    finally:
+        engine.close()
+    assert [r["state"] for r in rows] == ["done"] * 12
+    times = [tuple(map(float, f.read_text().split())) for f in spans.iterdir()]
+    assert len(times) == 12  # each image once
+    busy_at_once = max(sum(s <= t < e for s, e in times) for t, _ in times)
+    assert busy_at_once >= 5, f"at most {busy_at_once} of 6 workers were busy at once"
 
 
 def test_the_watching_engine_overlaps_and_a_fatal_scoring_error_keeps_the_jobs(tmp_path):

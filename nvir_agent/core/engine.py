@@ -508,7 +508,6 @@ class Engine:
 
     def _worker_loop(self) -> None:
         """Take pending jobs, begin their attempt, prepare them, hand them to scoring."""
-        batch_size = self.config.model.batch_size
         try:
             while not self._stop.is_set():
                 if self._paused.is_set():
@@ -517,7 +516,7 @@ class Engine:
                     continue
                 self._busy.set()
                 try:
-                    records = self._next_pending(batch_size)
+                    records = self._next_pending(self._prepared_batch())
                     batch = self._begin(records) if records else []
                 except StoreUnavailable as exc:  # nothing in hand yet: again in a while
                     self._full.saw(exc)
@@ -547,6 +546,13 @@ class Engine:
                 self._finish_guarded(batch)
         finally:
             self._give_back(self._batches.abandon())
+
+    def _prepared_batch(self) -> int:
+        """Images prepared, scored and committed together: the model's batch size, or
+        twice the image worker processes where that is more, so that a machine with
+        many cores keeps every worker busy (the batch waits for its slowest image)."""
+        workers = max((getattr(s, "processes", 0) for s in self._prepare_stages), default=0)
+        return max(self.config.model.batch_size, 2 * workers)
 
     def _next_pending(self, limit: int) -> list[ImageRecord]:
         """The oldest pending jobs that are not already being analysed, nor waiting
@@ -786,7 +792,7 @@ class Engine:
                                 "Check that the file exists and that you may read it.") from exc
             jobs.append((f, st.st_size, st.st_mtime, try_parse_path(f, w.naming, w.regex or None)))
         ids = self.store.add_jobs(jobs, force=force)
-        size = self.config.model.batch_size
+        size = self._prepared_batch()
         self._analyse_overlapped([ids[i:i + size] for i in range(0, len(ids), size)])
         rows = {r["path"]: r for r in self.store.export_rows(files)}
         return [rows[readable(f)] for f in files if readable(f) in rows]
