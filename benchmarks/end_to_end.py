@@ -159,13 +159,18 @@ def cpu_seconds() -> tuple[float, float] | None:
     return total / tick, stats.get(os.getpid(), (0, 0))[1] / tick
 
 
-def measure_engine(files: list[Path], model: Path, work: Path, workers: int = 0) -> dict:
+def measure_engine(files: list[Path], model: Path, work: Path, workers: int = 0,
+                   threads: int = 0) -> dict:
     import dataclasses
 
     from nvir_agent.app import build_engine
     from nvir_agent.config import use_all_cores
 
     config = use_all_cores(_config(work, model))
+    if threads:  # scoring threads as given, whatever the workers beside them
+        import nvir_agent.pipeline.scoring as scoring
+
+        scoring.threads_beside_workers = lambda *_: threads
     if workers:
         config = dataclasses.replace(
             config, imaging=dataclasses.replace(config.imaging, workers=workers))
@@ -226,7 +231,8 @@ def child(args: argparse.Namespace) -> None:
         elif job.get("rate"):
             out = measure_latency(files, Path(job["model"]), work, job["rate"])
         else:
-            out = measure_engine(files, Path(job["model"]), work, job.get("workers", 0))
+            out = measure_engine(files, Path(job["model"]), work, job.get("workers", 0),
+                                 job.get("threads", 0))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("RESULT " + json.dumps(out))
@@ -263,6 +269,9 @@ def main() -> None:
     ap.add_argument("--only-latency", action="store_true")
     ap.add_argument("--workers", type=int, default=0,
                     help="image worker processes ([imaging] workers; 0: one per core)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="scoring threads (0: the engine's rule, a third of the cores "
+                         "beside image workers)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "nvir-e2e")
     args = ap.parse_args()
     if args.child:
@@ -285,7 +294,8 @@ def main() -> None:
                     tree = trees.get(variant, TREE)
                     out = run_child(tree, {"variant": variant, "files": files,
                                            "model": str(models[model]),
-                                           "workers": args.workers})
+                                           "workers": args.workers,
+                                           "threads": args.threads})
                     ips = out["n"] / out["seconds"]
                     results.setdefault((kind, model, variant), []).append(ips)
                     loads.append(os.getloadavg()[0])

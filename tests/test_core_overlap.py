@@ -168,6 +168,24 @@ def test_more_image_workers_than_the_batch_size_all_work_at_once(tmp_path):
     assert busy_at_once >= 5, f"at most {busy_at_once} of 6 workers were busy at once"
 
 
+def test_scoring_takes_a_third_of_the_cores_beside_image_workers(tmp_path):
+    from nvir_agent.app import build_engine
+    from nvir_agent.pipeline.scoring import ScoreStage, threads_beside_workers
+
+    assert [threads_beside_workers(t, w) for t, w in ((2, 2), (1, 1), (16, 16), (6, 0))] == [
+        1, 1, 5, 6]
+    cfg = make_config(tmp_path, [])
+    cfg.model.threads, cfg.model.fast_path = 6, "fp32"  # the bundled demo model
+    engine = build_engine(cfg)
+    try:
+        workers, score = engine._stages[0], engine._stages[-1]
+        assert isinstance(workers, ImageWorkers) and workers.processes == 6
+        assert isinstance(score, ScoreStage) and score.scorer is not None
+        assert score.scorer.threads == 2
+    finally:
+        engine.close()
+
+
 def test_the_watching_engine_overlaps_and_a_fatal_scoring_error_keeps_the_jobs(tmp_path):
     class FatalScore:
         name, own_thread = "score", True

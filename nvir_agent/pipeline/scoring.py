@@ -47,29 +47,45 @@ from nvir_agent.imaging.reading import read_image
 from nvir_agent.model.locate import DEMO_WARNING, GET_A_MODEL, ModelSource, resolve_model
 from nvir_agent.model.modelfile import read_model_metadata
 from nvir_agent.model.preprocess import PreprocessSpec
-from nvir_agent.model.scorer import Scorer
+from nvir_agent.model.scorer import Scorer, default_threads
 from nvir_agent.pipeline.contract import NOT_SCORED, Analysis
 from nvir_agent.store.rows import AWAITING_MODEL, UNLIKE_TRAINING, Trust
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NOT_SCORED", "ScoreStage", "shared_scorer"]
+__all__ = ["NOT_SCORED", "ScoreStage", "shared_scorer", "threads_beside_workers"]
 
 _scorers: dict[tuple, Scorer] = {}
 _scorers_lock = threading.Lock()
 
 
-def shared_scorer(source: ModelSource, cfg: Config) -> Scorer:
-    """One Scorer per model file (path, size, mtime) and settings in this process."""
+def threads_beside_workers(threads: int, workers: int) -> int:
+    """Scoring threads when ``workers`` image worker processes share the ``threads``
+    cores given to the engine (``[model] threads``): a third of them, at least one.
+
+    A worker spends about twice on an image what the network does, and the network's
+    threads, which wait for each other at every layer, lose most when a worker takes
+    their core. Measured with the paper-size network on 2 cores, 2 workers, 1024² PNG
+    (benchmarks/end_to_end.py --threads): 1 scoring thread 18.0–18.5 images/s at 101
+    CPU ms per image, 2 threads 16.5–17.1 images/s at 114–118 ms."""
+    if workers <= 0:
+        return threads
+    return max(1, default_threads(threads) // 3)
+
+
+def shared_scorer(source: ModelSource, cfg: Config, threads: int | None = None) -> Scorer:
+    """One Scorer per model file (path, size, mtime) and settings in this process;
+    ``threads`` instead of ``[model] threads`` when given."""
     assert source.path is not None
     st = source.path.stat()
     m = cfg.model
+    threads = m.threads if threads is None else threads
     key = (
         str(source.path),
         st.st_size,
         st.st_mtime_ns,
         m.device,
-        m.threads,
+        threads,
         m.batch_size,
         m.fast_path,
     )
@@ -83,7 +99,7 @@ def shared_scorer(source: ModelSource, cfg: Config) -> Scorer:
             scorer = Scorer.from_path(
                 source.path,
                 device=m.device,
-                threads=m.threads,
+                threads=threads,
                 batch_size=m.batch_size,
                 fast_path=m.fast_path,
                 low_priority=m.low_priority,
@@ -115,6 +131,7 @@ class ScoreStage:
         # whether the model judges trust: the image workers then also send each
         # image's statistics (they need the pixels and the mask, which stay there)
         self.needs_image_stats = scorer.judges_trust if scorer is not None else False
+        self.workers_beside = 0  # image worker processes sharing the cores (set by them)
         if scorer is None and self.source.path is not None:
             # fail at start, not on the first image: check the file now, load it later
             meta = read_model_metadata(self.source.path)
@@ -157,7 +174,8 @@ class ScoreStage:
         if key == self._refused:
             return None  # the same unusable file: not tried again until it changes
         try:
-            scorer = shared_scorer(self.source, self.config)
+            scorer = shared_scorer(self.source, self.config, threads_beside_workers(
+                self.config.model.threads, self.workers_beside))
         except (ModelLoadError, OSError) as exc:
             self._refused = key
             if isinstance(exc, AgentError):  # it names the file and what is wrong

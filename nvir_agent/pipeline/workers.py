@@ -287,5 +287,8 @@ def with_image_workers(config: Config, stages: Sequence[Stage],
     spec = getattr(score[0], "spec", None) if score else None
     image_stats = bool(getattr(score[0], "needs_image_stats", False)) if score else False
     n = image_workers(config) if processes is None else processes
-    return [ImageWorkers(prepare, processes=n, spec=spec, image_stats=image_stats,
-                         low_priority=config.model.low_priority), *score]
+    workers = ImageWorkers(prepare, processes=n, spec=spec, image_stats=image_stats,
+                           low_priority=config.model.low_priority)
+    if score and hasattr(score[0], "workers_beside"):
+        score[0].workers_beside = workers.processes  # it scores with fewer threads then
+    return [workers, *score]
