@@ -114,7 +114,7 @@ def band_features(ratio: np.ndarray, inside: np.ndarray,
     for s in (1.0, 2.5):
         feats.append(cv2.GaussianBlur(bright, (0, 0), s * cell))
     feats.append(cv2.GaussianBlur(ratio, (0, 0), 6.0 * cell))
-    wide = cv2.GaussianBlur(ratio, (0, 0), 3.0 * cell)
+    wide = feats[5]  # the ratio blurred at 3 cells, above
     feats.append(np.sqrt(np.maximum(cv2.GaussianBlur(sq, (0, 0), 3.0 * cell) - wide * wide, 0)))
     # how much of the neighbourhood the outline holds: the two sides of a crack
     # are both inside, a body's outer border has the open background beyond
