@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA check, one short run on a machine with an NVIDIA GPU:
-#   bash benchmarks/gpu_check.sh            (from the repository root; ~2–4 min)
+#   bash benchmarks/gpu_check.sh            (from the repository root; about a minute on an H200)
 # Prints the GPU, then `nvir-agent bench` on CUDA for trained-like weights (where
 # bf16 on a CPU fails the 0.01 check) and the demo weights at 256²: the fast path
 # chosen among fp16 / bf16 / TF32, each checked against true fp32 (TF32 off), its

@@ -64,14 +64,14 @@ class ImagingConfig:
     page: int = 0
     pixel_size_um: float = 0.0  # 0: unknown unless the TIFF says
     thumbnails: bool = True  # previews for the review window, in the user cache folder
-    workers: int = 0  # processes that read and segment; 0: as many as the scoring threads
+    workers: int = 0  # processes that read and segment; 0: one per core given ([model] threads)
 
 
 @dataclass
 class ModelConfig:
     path: str = ""  # empty: the bundled demo model (with a warning)
     device: str = "auto"  # auto | cpu | cuda | mps
-    threads: int = 0  # the watching agent; 0: all cores but one
+    threads: int = 0  # cores of the watching agent (workers; scoring a third beside them); 0: all but one
     one_shot_threads: int = 0  # score, process, evaluate, bench; 0: all cores
     batch_size: int = 8  # on a GPU, `score` measures its own
     fast_path: str = "auto"  # auto | fp32 | fp32-cl | onnx | openvino | bf16 | … (see FAST_PATHS)
