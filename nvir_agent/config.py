@@ -73,7 +73,7 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda | mps
     threads: int = 0  # cores of the watching agent (workers; scoring a third beside them); 0: all but one
     one_shot_threads: int = 0  # score, process, evaluate, bench; 0: all cores
-    batch_size: int = 8  # on a GPU, `score` measures its own
+    batch_size: int = 8  # images committed together; the network's own batch is measured
     fast_path: str = "auto"  # auto | fp32 | fp32-cl | onnx | openvino | bf16 | … (see FAST_PATHS)
     low_priority: bool = True
     enabled: bool = True

@@ -57,6 +57,7 @@ class BenchResult:
     assess_batch8: float | None = None  # images/s with typicality and interval (trust models)
     max_distance_delta: float | None = None  # relative, fast path vs fp32 (trust models)
     notes: list[str] = field(default_factory=list)
+    batch_size: int | None = None  # the batch the scorer measured for its path and uses
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +68,7 @@ class BenchResult:
             ("device / threads", f"{self.device} / {self.threads}"),
             ("fast path", self.fast_path),
             ("measuring and choosing it", f"{self.choose_s:.1f} s" if self.choose_s else "n/a"),
+            ("batch size measured for it", str(self.batch_size) if self.batch_size else "n/a"),
             ("fp32 eager, batch 8", f"{self.fp32_batch8:.1f} images/s"),
         ]
         rows += [(f"fast path, batch {b}", f"{v:.1f} images/s") for b, v in self.fast.items()]
@@ -175,7 +177,9 @@ def run_benchmark(
     n = max(1, images)
     x = probe_batch(size, n=max(n, max(FAST_BATCHES)), seed=1)
     chosen = scorer.choice.chosen
-    fast = {str(b): images_per_s(chosen, x, b, n) for b in FAST_BATCHES}
+    batches = sorted({*FAST_BATCHES, scorer.batch_size})
+    x = probe_batch(size, n=max(n, max(batches)), seed=1)
+    fast = {str(b): images_per_s(chosen, x, b, n) for b in batches}
     scoring_rss = peak_rss_mb()
     reference, options = build_candidates(
         scorer.runtime_module,
@@ -190,7 +194,7 @@ def run_benchmark(
     per_option = {"fp32": 0.0, **{c.name: 0.0 for c in others}}
     for _ in range(max(1, rounds)):
         per_option["fp32"] = max(per_option["fp32"], images_per_s(reference, x, 8, n))
-        for b in FAST_BATCHES:
+        for b in batches:
             fast[str(b)] = max(fast[str(b)], images_per_s(chosen, x, b, n))
         for cand in others:
             if cand.name not in per_option:
@@ -251,6 +255,7 @@ def run_benchmark(
         options_max_delta=deltas,
         assess_batch8=assess,
         max_distance_delta=distance_delta,
+        batch_size=scorer.batch_size,
     )
 
 

@@ -33,7 +33,12 @@ import torch
 from nvir_agent.config import Config
 from nvir_agent.errors import ConfigError, ModelLoadError
 from nvir_agent.model import runtimes
-from nvir_agent.model.fastpath import GPU_BATCHES, FastPathChoice, choose_fast_path
+from nvir_agent.model.fastpath import (
+    CPU_BATCHES,
+    GPU_BATCHES,
+    FastPathChoice,
+    choose_fast_path,
+)
 from nvir_agent.model.heads import Heads
 from nvir_agent.model.locate import DEMO_WARNING, GET_A_MODEL, resolve_model
 from nvir_agent.model.modelfile import LoadedModel, load_model
@@ -167,12 +172,12 @@ class Scorer:
             input_size=self.spec.size,
             threads=self.threads,
             use_cache=use_cache,
-            batch_sizes=GPU_BATCHES if self.device.type == "cuda" else (),
+            batch_sizes=GPU_BATCHES if self.device.type == "cuda" else CPU_BATCHES,
             readout=self.heads.viability if self.judges_trust else None,
             distance=(lambda f: summary.embedding_distances(f) / summary.embedding_scale)
             if summary is not None else None,
         )
-        if self.choice.batch_size:  # measured on the GPU
+        if self.choice.batch_size:  # measured for the chosen path
             self.batch_size = self.choice.batch_size
 
     @property
