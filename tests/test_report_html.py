@@ -241,6 +241,31 @@ def test_heatmap_grid_follows_the_plate_format():
     assert plate_grid(tc(["A01"], pm384)) == (16, 24)
 
 
+def test_heatmap_marks_counted_wells_whose_images_are_unlike_training(tmp_path):
+    import base64
+
+    from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
+    from nvir_agent.report.figures import heatmap_png, read_cells
+
+    def point(well, unlike=False, counted=True):
+        return WellTimepoint(plate="X", well=well, timepoint=1, role=None, compound=None,
+                             concentration_uM=None, group=None, score=1.0,
+                             viability_rel_control=None, viability_rel_baseline=0.8,
+                             counted=counted, unlike_training=unlike)
+
+    tc = PlateTimecourse("X", None, points=[point("A01"), point("B03", unlike=True),
+                                            point("C05", unlike=True, counted=False)])
+    grid, excluded, unlike, have = read_cells(tc, 1, 8, 12, mapped=False)
+    assert unlike == [(2, 1)]  # B03; C05 is crossed out, not marked
+    assert excluded == [(4, 2)] and have == {"A01", "B03", "C05"}
+    assert grid[1, 2] == 0.8
+    plain = PlateTimecourse("X", None, points=[point("A01"), point("B03"),
+                                               point("C05", counted=False)])
+    marked, unmarked = heatmap_png(tc, [1]), heatmap_png(plain, [1])
+    (tmp_path / "marked.png").write_bytes(base64.b64decode(marked))
+    assert marked != unmarked
+
+
 def test_demo_plate_with_perfect_scores_recovers_every_in_range_ic50_within_2x(tmp_path):
     """What the demo checks, with the model taken out: scores equal to the
     renderer's latent viability (biological spread included) → the IC50 table

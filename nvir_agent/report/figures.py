@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
+from matplotlib import colormaps, patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.figure import Figure
@@ -155,27 +155,10 @@ def heatmap_png(tc: PlateTimecourse, reads: Sequence[int]) -> str:
         ax.grid(which="minor", color="#bdbdbd", lw=0.5)
     expected = set(tc.plate_map.expected_wells()) if mapped else {p.well for p in tc.points}
     im = None
+    any_unlike = False
     for tp in reads:
         ax = axes(f"time point {tp}")
-        grid = np.full((n_rows, n_cols), np.nan)
-        excluded: list[tuple[int, int]] = []
-        have: set[str] = set()
-        for p in tc.points:
-            if p.timepoint != tp:
-                continue
-            try:
-                r, c = parse_well(p.well)
-            except ValueError:
-                continue
-            if not (1 <= r <= n_rows and 1 <= c <= n_cols):
-                continue
-            value = p.viability_rel_control if mapped else p.viability_rel_baseline
-            if not p.counted:
-                excluded.append((c - 1, r - 1))
-                have.add(p.well)
-            elif value is not None:
-                grid[r - 1, c - 1] = value
-                have.add(p.well)
+        grid, excluded, unlike, have = read_cells(tc, tp, n_rows, n_cols, mapped)
         im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=VMAX,
                        aspect="equal", interpolation="nearest")
         holes = []
@@ -190,18 +173,57 @@ def heatmap_png(tc: PlateTimecourse, reads: Sequence[int]) -> str:
                                               hatch="////", lw=0))
         if excluded:
             _crosses(ax, excluded)
+        for c, r in unlike:  # as the review window's badge
+            ax.text(c, r, "?", ha="center", va="center", fontsize=label_size + 2,
+                    fontweight="bold", color="black", zorder=5,
+                    path_effects=[patheffects.withStroke(linewidth=2.2, foreground="white")])
+        any_unlike = any_unlike or bool(unlike)
     if im is not None:
         label = "viability / vehicle median" if mapped else "viability / own first time point"
         cax = fig.add_axes((0.89, 0.2, 0.018, 0.6))
         bar = fig.colorbar(im, cax=cax)
         bar.set_label(label, fontsize=9)
         bar.ax.tick_params(labelsize=8)
+    unlike_note = (" · ? images unlike the model's training images (score less certain)"
+                   if any_unlike else "")
     if codes:
         legend = "   ".join(f"{code} = {name}" for name, code in sorted(codes.items(),
                                                                        key=lambda x: x[1]))
         fig.text(0.05, 0.015, "V vehicle · +positive control · " + legend
-                 + " · ✕ excluded · hatched: no data", fontsize=8, wrap=True)
+                 + " · ✕ excluded · hatched: no data" + unlike_note, fontsize=8, wrap=True)
+    elif unlike_note:
+        fig.text(0.05, 0.015, unlike_note[3:], fontsize=8, wrap=True)
     return png_base64(fig)
+
+
+def read_cells(tc: PlateTimecourse, tp: int, n_rows: int, n_cols: int, mapped: bool,
+               ) -> tuple[np.ndarray, list[tuple[int, int]], list[tuple[int, int]], set[str]]:
+    """One read's heatmap: the value grid (NaN: none), the (column, row) cells the
+    counting rule excludes, the counted cells whose images are mostly unlike the
+    model's training images, and the wells that have a point."""
+    grid = np.full((n_rows, n_cols), np.nan)
+    excluded: list[tuple[int, int]] = []
+    unlike: list[tuple[int, int]] = []
+    have: set[str] = set()
+    for p in tc.points:
+        if p.timepoint != tp:
+            continue
+        try:
+            r, c = parse_well(p.well)
+        except ValueError:
+            continue
+        if not (1 <= r <= n_rows and 1 <= c <= n_cols):
+            continue
+        value = p.viability_rel_control if mapped else p.viability_rel_baseline
+        if not p.counted:
+            excluded.append((c - 1, r - 1))
+            have.add(p.well)
+        elif value is not None:
+            grid[r - 1, c - 1] = value
+            have.add(p.well)
+            if p.unlike_training:
+                unlike.append((c - 1, r - 1))
+    return grid, excluded, unlike, have
 
 
 def vehicle_band(points: Iterable[WellTimepoint]) -> dict[int, tuple[float, float]]:
