@@ -164,6 +164,50 @@ def test_model_missing_corrupt_and_replaced_while_running_scores_every_image_onc
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_a_replacing_model_with_other_preprocessing_is_fed_by_the_image_workers_at_once(
+        tmp_path, monkeypatch):
+    from nvir_agent.imaging.reading import read_image
+    from nvir_agent.model.scorer import Scorer
+    from nvir_agent.pipeline import scoring
+
+    torch.manual_seed(3)
+    spec_a, spec_b = PreprocessSpec(size=64), PreprocessSpec(size=96, intensity="percentile")
+    model_a = save_model(tmp_path / "a.safetensors", build_nvir(), spec_a)
+    model_b = save_model(tmp_path / "b.safetensors", build_nvir(), spec_b)
+    model = tmp_path / "nvir.safetensors"
+    model.write_bytes(model_a.read_bytes())
+    reread = []  # images the scoring thread had to read again
+    original = scoring.ScoreStage._pixels
+    monkeypatch.setattr(scoring.ScoreStage, "_pixels",
+                        lambda self, a: reread.append(a.record.path.name) or original(self, a))
+    config = agent_config(tmp_path, model)
+    db, watched = tmp_path / "agent.sqlite3", tmp_path / "acq"
+    engine = build_engine(config)
+    engine.start()
+    try:
+        spheroid_png(watched / "P1_C02_s1_w1.png", 1)
+        assert wait_until(lambda: engine.status().done == 1, 120)
+        model.write_bytes(model_b.read_bytes())
+        for i, name in enumerate(("P1_C03_s1_w1.png", "P1_C04_s1_w1.png")):
+            spheroid_png(watched / name, 2 + i)
+            assert wait_until(lambda i=i: engine.status().done == 2 + i, 120)
+        workers = engine._stages[0]
+        assert workers.spec == spec_b
+    finally:
+        engine.stop()
+    # an image prepared the old way before the new file was seen (the stage also looks
+    # while idle, so there may be none) is read again; the next one the worker
+    # processes already prepare for the new model
+    assert "P1_C04_s1_w1.png" not in reread and set(reread) <= {"P1_C03_s1_w1.png"}
+    got = rows(db)
+    direct = Scorer.from_path(model_b, fast_path="fp32", use_cache=False)
+    for name in ("P1_C03_s1_w1.png", "P1_C04_s1_w1.png"):
+        img = read_image(watched / name)
+        expected = float(direct.score([img.pixels], bit_depths=[img.bit_depth])[0])
+        assert got[name]["viability"] == pytest.approx(expected, abs=1e-4)
+
+
 def test_images_left_waiting_for_a_score_are_scored_after_a_restart(tmp_path, two_models,
                                                                     caplog):
     model = tmp_path / "nvir.safetensors"

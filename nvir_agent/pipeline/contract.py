@@ -44,6 +44,7 @@ class Analysis:
     error: str | None = None
     outline: tuple[tuple[int, int], ...] = ()
     network_input: np.ndarray | None = None  # the scorer's (1, S, S) input, when prepared
+    network_spec: Any = None  # the PreprocessSpec it was made with
     image_stats: dict[str, float] | None = None  # what the training summary compares, ditto
     trust: Trust = field(default_factory=Trust)
 

@@ -132,6 +132,8 @@ class ScoreStage:
         # image's statistics (they need the pixels and the mask, which stay there)
         self.needs_image_stats = scorer.judges_trust if scorer is not None else False
         self.workers_beside = 0  # image worker processes sharing the cores (set by them)
+        # told the preprocessing of a replaced model file (the image workers, set by them)
+        self.on_spec_change: Callable[[PreprocessSpec | None, bool], None] | None = None
         if scorer is None and self.source.path is not None:
             # fail at start, not on the first image: check the file now, load it later
             meta = read_model_metadata(self.source.path)
@@ -185,6 +187,10 @@ class ScoreStage:
             return None
         replaced = self._scorer is not None and self._scorer is not scorer
         self._scorer, self._loaded, self._refused = scorer, key, None
+        if (scorer.spec, scorer.judges_trust) != (self.spec, self.needs_image_stats):
+            self.spec, self.needs_image_stats = scorer.spec, scorer.judges_trust
+            if self.on_spec_change is not None:
+                self.on_spec_change(self.spec, self.needs_image_stats)
         if self.problem is not None:
             log.warning("Model file %s can be used again (%s): scoring resumes, and the "
                         "images that waited for a score are analysed again", path,
@@ -253,9 +259,10 @@ class ScoreStage:
         stats: list[dict[str, float]] = []
         scored: list[Analysis] = []
         trust = scorer.judges_trust
-        prepared = self.spec is not None and scorer.spec == self.spec
         for a in todo:
-            if prepared and a.network_input is not None and (
+            # an input made for another model's preprocessing (the file was replaced
+            # meanwhile) is made again here
+            if a.network_input is not None and a.network_spec == scorer.spec and (
                     not trust or a.image_stats is not None):
                 inputs.append(a.network_input)
                 if trust:

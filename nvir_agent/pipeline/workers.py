@@ -74,6 +74,7 @@ def prepare_network_input(a: Analysis, spec: PreprocessSpec | None,
         return
     try:
         a.network_input = preprocess(a.pixels, spec, bit_depth=a.bit_depth, mask=a.mask)
+        a.network_spec = spec
         if image_stats:  # they need the pixels and the mask, which stay in this process
             a.image_stats = image_statistics(a.pixels, a.bit_depth, a.mask)
     except ImageError as exc:
@@ -192,8 +193,19 @@ class ImageWorkers:
                 log.debug("Stages %s stay in this process: %s", self.name, exc)
         self.processes = processes if self._payload is not None else 0
         self._pool: ProcessPoolExecutor | None = None
+        self._respawn = False  # the spec changed: the pool is replaced before the next batch
         self._lock = threading.Lock()
         self._worked = False  # some worker process has analysed an image
+
+    def use_spec(self, spec: PreprocessSpec | None, image_stats: bool) -> None:
+        """The model file was replaced by one that wants its input made otherwise:
+        images prepared from now on are (worker processes are started anew before
+        the next batch; inputs made the old way are made again by the scorer)."""
+        with self._lock:
+            if (spec, image_stats) == (self.spec, self.image_stats):
+                return
+            self.spec, self.image_stats = spec, image_stats
+            self._respawn = self._pool is not None
 
     def run(self, batch: list[Analysis]) -> None:
         if self.processes == 0:
@@ -252,6 +264,12 @@ class ImageWorkers:
         return True
 
     def _executor(self) -> ProcessPoolExecutor:
+        old = None
+        with self._lock:
+            if self._respawn:
+                old, self._pool, self._respawn = self._pool, None, False
+        if old is not None:
+            old.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
@@ -291,4 +309,5 @@ def with_image_workers(config: Config, stages: Sequence[Stage],
                            low_priority=config.model.low_priority)
     if score and hasattr(score[0], "workers_beside"):
         score[0].workers_beside = workers.processes  # it scores with fewer threads then
+        score[0].on_spec_change = workers.use_spec  # a replaced model file's preprocessing
     return [workers, *score]
