@@ -175,7 +175,6 @@ def run_benchmark(
     choose_s = time.perf_counter() - t0
     size = loaded.spec.size
     n = max(1, images)
-    x = probe_batch(size, n=max(n, max(FAST_BATCHES)), seed=1)
     chosen = scorer.choice.chosen
     batches = sorted({*FAST_BATCHES, scorer.batch_size})
     x = probe_batch(size, n=max(n, max(batches)), seed=1)
