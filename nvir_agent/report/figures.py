@@ -28,7 +28,7 @@ from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, NullLocato
 from nvir_agent.monitor.timecourse import PlateTimecourse, WellTimepoint
 from nvir_agent.plate import FORMATS, parse_well, row_letters
 from nvir_agent.report.dili import CompoundDayFit
-from nvir_agent.report.trust import conc_key, group_interval
+from nvir_agent.report.trust import UNLIKE_LABEL, conc_key, group_interval
 
 DPI = 90
 VMAX = 1.2
@@ -184,15 +184,15 @@ def heatmap_png(tc: PlateTimecourse, reads: Sequence[int]) -> str:
         bar = fig.colorbar(im, cax=cax)
         bar.set_label(label, fontsize=9)
         bar.ax.tick_params(labelsize=8)
-    unlike_note = (" · ? images unlike the model's training images (score less certain)"
-                   if any_unlike else "")
+    notes = []
     if codes:
         legend = "   ".join(f"{code} = {name}" for name, code in sorted(codes.items(),
                                                                        key=lambda x: x[1]))
-        fig.text(0.05, 0.015, "V vehicle · +positive control · " + legend
-                 + " · ✕ excluded · hatched: no data" + unlike_note, fontsize=8, wrap=True)
-    elif unlike_note:
-        fig.text(0.05, 0.015, unlike_note[3:], fontsize=8, wrap=True)
+        notes += ["V vehicle", "+positive control", legend, "✕ excluded", "hatched: no data"]
+    if any_unlike:
+        notes.append(f"? images {UNLIKE_LABEL} (the score may be wrong)")
+    if notes:
+        fig.text(0.05, 0.015, " · ".join(notes), fontsize=8, wrap=True)
     return png_base64(fig)
 
 
