@@ -19,10 +19,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from nvir_agent.model.fastpath import probe_batch
-from nvir_agent.model.modelfile import save_model
+from nvir_agent.model.modelfile import add_trust, save_model
 from nvir_agent.model.network import NViR, build_nvir
 from nvir_agent.model.preprocess import PreprocessSpec
 
@@ -86,3 +87,20 @@ def write_images(folder: Path, n: int, *, size: int = 1024, distinct: int = 16) 
             shutil.copyfile(rendered[i % len(rendered)], target)
         out.append(target)
     return out
+
+
+def write_trust_model(folder: Path) -> Path:
+    """The 256² network with random weights, a summary of 16 probe images (8 held out)
+    and an interval calibration: a model that judges trust (``trust.safetensors``)."""
+    from nvir_agent.model.scorer import Scorer
+    from nvir_agent.model.typicality import fit_summary
+    from nvir_agent.model.uncertainty import IntervalCalibration
+
+    torch.manual_seed(0)
+    plain = save_model(folder / "plain.safetensors", build_nvir().eval(), PreprocessSpec(), {})
+    scorer = Scorer.from_path(plain, fast_path="fp32", use_cache=False, threads=1)
+    feats = scorer.features(probe_batch(256, n=24, seed=5)).double().numpy()
+    rows = np.tile([10.0, 8.0, 0.65, 0.6, -1.3, 0.005], (24, 1))
+    summary = fit_summary(feats[:16], rows[:16], feats[16:], rows[16:], info={"images": 16})
+    return add_trust(plain, folder / "trust.safetensors", summary,
+                     IntervalCalibration(scale=1.6, widen_from=2.0))

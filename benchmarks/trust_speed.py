@@ -15,32 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scoring_fixtures import write_trust_model
 
 from nvir_agent.model.fastpath import probe_batch
 from nvir_agent.model.locate import demo_model_path
-from nvir_agent.model.modelfile import add_trust, load_model, save_model
-from nvir_agent.model.network import build_nvir
-from nvir_agent.model.preprocess import PreprocessSpec
+from nvir_agent.model.modelfile import load_model
 from nvir_agent.model.scorer import Scorer
-from nvir_agent.model.typicality import STATISTICS, fit_summary
-from nvir_agent.model.uncertainty import IntervalCalibration
-
-
-def judged_256(folder: Path) -> Path:
-    torch.manual_seed(0)
-    plain = save_model(folder / "plain.safetensors", build_nvir().eval(), PreprocessSpec(), {})
-    s = Scorer.from_path(plain, fast_path="fp32", use_cache=False, threads=1)
-    f = s.features(probe_batch(256, n=24, seed=5)).double().numpy()
-    rows = np.tile([10.0, 8.0, 0.65, 0.6, -1.3, 0.005], (24, 1))
-    summary = fit_summary(f[:16], rows[:16], f[16:], rows[16:], info={"images": 16})
-    return add_trust(plain, folder / "judged.safetensors", summary,
-                     IntervalCalibration(scale=1.6, widen_from=2.0))
+from nvir_agent.model.typicality import STATISTICS
 
 
 def main() -> None:
@@ -50,7 +38,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
-    path = demo_model_path() if a.model == "demo" else judged_256(Path(tempfile.mkdtemp()))
+    path = demo_model_path() if a.model == "demo" else write_trust_model(Path(tempfile.mkdtemp()))
     load0 = os.getloadavg()[0]
     scorer = Scorer(load_model(path), threads=a.threads, use_cache=False)
     x = probe_batch(scorer.spec.size, n=a.n, seed=1).numpy()
