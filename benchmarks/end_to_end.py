@@ -161,8 +161,6 @@ def cpu_seconds() -> tuple[float, float] | None:
 
 def measure_engine(files: list[Path], model: Path, work: Path, workers: int = 0,
                    threads: int = 0) -> dict:
-    import dataclasses
-
     from nvir_agent.app import build_engine
     from nvir_agent.config import use_all_cores
 
@@ -172,8 +170,7 @@ def measure_engine(files: list[Path], model: Path, work: Path, workers: int = 0,
 
         scoring.threads_beside_workers = lambda *_: threads
     if workers:
-        config = dataclasses.replace(
-            config, imaging=dataclasses.replace(config.imaging, workers=workers))
+        config.imaging.workers = workers
     engine = build_engine(config)
     try:
         engine.process_paths(files[:8])  # the model, its fast path and the workers
