@@ -43,6 +43,15 @@ BATCH = 4
 SECONDS_PER_IMAGE = 0.03  # the stand-in's work: the kills find batches in hand
 
 
+def agent_toml(tmp_path: Path, acq: Path, db: Path, more: str) -> Path:
+    """agent.toml watching ``acq`` (quick settle, no rescans) into ``db``, plus ``more``."""
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f'[watch]\nfolders = ["{acq}"]\nsettle_s = 0.2\nrescan_interval_s = 0.0\n'
+        f'[storage]\ndatabase = "{db}"\n' + more, encoding="utf-8")
+    return cfg
+
+
 def plate_maps(folder: Path) -> None:
     folder.mkdir()
     for plate in PLATES:
@@ -86,11 +95,8 @@ def test_killing_the_agent_five_times_during_a_burst_loses_and_doubles_nothing(t
     acq.mkdir()
     plate_maps(tmp_path / "maps")
     db = tmp_path / "agent.sqlite3"
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(
-        f'[watch]\nfolders = ["{acq}"]\nsettle_s = 0.2\nrescan_interval_s = 0.0\n'
-        f'[storage]\ndatabase = "{db}"\n[plates]\nmaps = "{tmp_path / "maps"}"\n'
-        f'[model]\nbatch_size = {BATCH}\n', encoding="utf-8")
+    cfg = agent_toml(tmp_path, acq, db, f'[plates]\nmaps = "{tmp_path / "maps"}"\n'
+                     f'[model]\nbatch_size = {BATCH}\n')
     log = tmp_path / "analysed.log"
     files = images(acq)
     chunk = len(files) // KILLS  # arrive around each run: half while down, half during it
@@ -215,11 +221,8 @@ def test_the_image_worker_processes_end_when_the_agent_is_killed(tmp_path):
     for i in range(12):
         cv2.imwrite(str(acq / f"W{i:02d}_A01_s1_w1.png"), np.full((64, 64), 100, np.uint8))
     db = tmp_path / "agent.sqlite3"
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(
-        f'[watch]\nfolders = ["{acq}"]\nsettle_s = 0.2\nrescan_interval_s = 0.0\n'
-        f'[storage]\ndatabase = "{db}"\n[imaging]\nworkers = 2\nthumbnails = false\n'
-        f'[model]\nenabled = false\nbatch_size = 2\n', encoding="utf-8")
+    cfg = agent_toml(tmp_path, acq, db, '[imaging]\nworkers = 2\nthumbnails = false\n'
+                     '[model]\nenabled = false\nbatch_size = 2\n')
     err = tmp_path / "agent.err"
     with open(err, "w") as fh:
         agent = subprocess.Popen(
